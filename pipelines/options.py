@@ -1,0 +1,91 @@
+"""Pipeline options of the segmentation jobs, and strict parsing of a command line.
+
+`SegmentsOptions` carries every flag of our own; Beam's (`--runner`,
+`--temp_location`, `--project`, ...) are Beam's and are not redeclared.
+`split_args` rejects a flag that neither we nor Beam know, where Beam alone
+would only log "Discarding unparseable args" and run without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from typing import Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.privacy import ConsentDefault
+from transforms.validation import ValidationConfig
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+class SegmentsOptions(PipelineOptions):
+    """Options shared by the batch (`segments run`) and streaming jobs."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("ingest and privacy")
+        group.add_argument(
+            "--consent_default", choices=[c.value for c in ConsentDefault], default=ConsentDefault.DENY.value,
+            help="What an event without a consent object means: deny (strict) or grant. Default: deny.")
+        group.add_argument(
+            "--suppression_list", default=None,
+            help="File of raw user ids to erase (one per line; local path or gs://). Default: none.")
+        group.add_argument(
+            "--id_key_file", default=None,
+            help="File holding the HMAC key for pseudonymising user ids. Default: the SEGMENTS_ID_KEY env var.")
+        group.add_argument(
+            "--demo_key", action="store_true", default=False,
+            help="Use the published demo key when no key is configured (local trials only; refused on Dataflow).")
+        group.add_argument(
+            "--max_event_bytes", type=positive_int, default=16 * 1024,
+            help="Largest accepted record, in bytes; larger ones are dead-lettered as oversized. Default: 16384.")
+        group.add_argument(
+            "--max_future_skew_hours", type=positive_float, default=24.0,
+            help="How far past now an event time may be, in hours. Default: 24.")
+        group.add_argument(
+            "--max_event_age_days", type=positive_float, default=3650.0,
+            help="How far before now an event time may be, in days. Default: 3650.")
+
+    def validation_config(self) -> ValidationConfig:
+        return ValidationConfig(
+            max_event_bytes=self.max_event_bytes,
+            max_future_skew=dt.timedelta(hours=self.max_future_skew_hours),
+            max_age=dt.timedelta(days=self.max_event_age_days),
+        )
+
+
+def _all_option_classes() -> list[type]:
+    found, todo = [], [PipelineOptions]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub not in found:
+                found.append(sub)
+                todo.append(sub)
+    return found
+
+
+def unknown_pipeline_args(args: Sequence[str]) -> list[str]:
+    """The flags in `args` that no registered `PipelineOptions` class declares."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for cls in _all_option_classes():
+        try:
+            cls._add_argparse_args(parser)
+        except argparse.ArgumentError:
+            pass  # two classes declaring one flag: Beam tolerates it too
+    _, unknown = parser.parse_known_args(list(args))
+    return [arg for arg in unknown if arg.startswith("-")]
