@@ -1,0 +1,137 @@
+"""Rule-based RFM scores (1-5) and the standard named RFM segments.
+
+Thresholds are learned at training: the 20/40/60/80 % quantiles (numpy's
+default linear interpolation) of `recency_days`, `frequency` and
+`monetary_total` over the training rows. They are stored in the model card as
+plain numbers, so serving needs no data.
+
+Scoring, with q20 <= q40 <= q60 <= q80 the thresholds of a feature::
+
+    value <= q20 -> 1,  q20 < value <= q40 -> 2,  ...,  value > q80 -> 5   (F and M)
+    R = 6 - (the same bucket of recency_days)                          (lower recency = better)
+
+Ties at a threshold go to the lower bucket; when several thresholds are equal
+(many zero-frequency users, say) the empty buckets are simply skipped.
+
+Named segments from the (R, F) grid, the widely used RF mapping (rows R, columns F)::
+
+    R \\ F |  1                  2                  3                  4          5
+    ------+----------------------------------------------------------------------------
+      5   |  New                Potential loyalist Potential loyalist Champions  Champions
+      4   |  Promising          Potential loyalist Potential loyalist Loyal      Loyal
+      3   |  About to sleep     About to sleep     Need attention     Loyal      Loyal
+      2   |  Hibernating        Hibernating        At risk            At risk    Can't lose
+      1   |  Lost               Lost               At risk            At risk    Can't lose
+
+This is the common 10-segment RF grid with its low-low corner split into
+"Hibernating" (R = 2) and "Lost" (R = 1). M is reported alongside but, as in the
+grid, does not change the named segment.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+QUANTILES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+RFM_FEATURES: tuple[str, str, str] = ("recency_days", "frequency", "monetary_total")
+
+
+class RfmSegment(str, enum.Enum):
+    """The named RFM segments."""
+
+    CHAMPIONS = "Champions"
+    LOYAL = "Loyal"
+    POTENTIAL_LOYALIST = "Potential loyalist"
+    NEW = "New"
+    PROMISING = "Promising"
+    NEED_ATTENTION = "Need attention"
+    ABOUT_TO_SLEEP = "About to sleep"
+    AT_RISK = "At risk"
+    CANT_LOSE = "Can't lose"
+    HIBERNATING = "Hibernating"
+    LOST = "Lost"
+
+
+# RF_GRID[r - 1][f - 1]; the docstring table, bottom row first.
+_S = RfmSegment
+RF_GRID: tuple[tuple[RfmSegment, ...], ...] = (
+    (_S.LOST, _S.LOST, _S.AT_RISK, _S.AT_RISK, _S.CANT_LOSE),  # R = 1
+    (_S.HIBERNATING, _S.HIBERNATING, _S.AT_RISK, _S.AT_RISK, _S.CANT_LOSE),  # R = 2
+    (_S.ABOUT_TO_SLEEP, _S.ABOUT_TO_SLEEP, _S.NEED_ATTENTION, _S.LOYAL, _S.LOYAL),  # R = 3
+    (_S.PROMISING, _S.POTENTIAL_LOYALIST, _S.POTENTIAL_LOYALIST, _S.LOYAL, _S.LOYAL),  # R = 4
+    (_S.NEW, _S.POTENTIAL_LOYALIST, _S.POTENTIAL_LOYALIST, _S.CHAMPIONS, _S.CHAMPIONS),  # R = 5
+)
+
+
+class RfmThresholds(NamedTuple):
+    """Four ascending cut points (20/40/60/80 %) per RFM feature."""
+
+    recency_days: tuple[float, float, float, float]
+    frequency: tuple[float, float, float, float]
+    monetary_total: tuple[float, float, float, float]
+
+    def as_card(self) -> dict:
+        return {"quantiles": list(QUANTILES), **{name: [float(v) for v in getattr(self, name)] for name in RFM_FEATURES}}
+
+    @classmethod
+    def from_card(cls, card: Mapping) -> "RfmThresholds":
+        values = []
+        for name in RFM_FEATURES:
+            cuts = tuple(float(v) for v in card[name])
+            if len(cuts) != 4 or any(lo > hi for lo, hi in zip(cuts, cuts[1:])):
+                raise ValueError(f"RFM thresholds for {name} must be 4 ascending numbers, got {cuts}")
+            values.append(cuts)
+        return cls(*values)
+
+
+class RfmScore(NamedTuple):
+    r: int
+    f: int
+    m: int
+    segment: str  # an RfmSegment value
+
+
+def fit_thresholds(recency_days: Sequence[float], frequency: Sequence[float],
+                   monetary_total: Sequence[float]) -> RfmThresholds:
+    """The 20/40/60/80 % quantiles of each feature over the training rows."""
+    cuts = []
+    for name, values in zip(RFM_FEATURES, (recency_days, frequency, monetary_total)):
+        arr = np.asarray(values, dtype=float)
+        if arr.size == 0:
+            raise ValueError(f"no training rows for {name}")
+        cuts.append(tuple(float(v) for v in np.quantile(arr, QUANTILES)))
+    return RfmThresholds(*cuts)
+
+
+def bucket(value, cuts: Sequence[float]) -> np.ndarray | int:
+    """1 + the number of cut points strictly below `value` (1..5)."""
+    result = 1 + np.searchsorted(np.asarray(cuts, dtype=float), np.asarray(value, dtype=float), side="left")
+    return int(result) if np.ndim(result) == 0 else result
+
+
+def segment_for(r: int, f: int) -> RfmSegment:
+    """The named segment of an (R, F) pair, each 1..5."""
+    if not (1 <= r <= 5 and 1 <= f <= 5):
+        raise ValueError(f"RFM scores must be 1..5, got R={r} F={f}")
+    return RF_GRID[r - 1][f - 1]
+
+
+def score(thresholds: RfmThresholds, recency_days: float, frequency: float, monetary_total: float) -> RfmScore:
+    """R, F, M scores and the named segment of one row."""
+    r = 6 - bucket(recency_days, thresholds.recency_days)
+    f = bucket(frequency, thresholds.frequency)
+    m = bucket(monetary_total, thresholds.monetary_total)
+    return RfmScore(r, f, m, segment_for(r, f).value)
+
+
+def score_arrays(thresholds: RfmThresholds, recency_days, frequency, monetary_total
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Vectorised `score`: arrays of R, F, M and the list of segment names."""
+    r = 6 - np.atleast_1d(bucket(recency_days, thresholds.recency_days))
+    f = np.atleast_1d(bucket(frequency, thresholds.frequency))
+    m = np.atleast_1d(bucket(monetary_total, thresholds.monetary_total))
+    names = [RF_GRID[ri - 1][fi - 1].value for ri, fi in zip(r.tolist(), f.tolist())]
+    return r, f, m, names
