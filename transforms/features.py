@@ -1,0 +1,212 @@
+"""Per-user behavioural features over sliding event-time windows (batch and streaming).
+
+`ComputeUserFeatures` turns validated, pseudonymised, deduplicated, consent-filtered
+events (element timestamps = event time) into one feature record per user per sliding
+window, plus a dead-letter output for events beyond the allowed lateness. The same
+graph runs on bounded input (one on-time pane per window) and unbounded input (early,
+on-time and late panes).
+
+Stages (cost: each event is combined once into a period partial; only the small
+partials are re-read once per overlapping window)::
+
+    events ─ RouteTooLate ─┬─ Sessionize (Sessions(gap) per user+session_id, signed) ─┐
+                           └───────────────────────────────────────────────────────────┴─
+      PeriodPartials (FixedWindows(period), DISCARDING panes: deltas)
+      ─ UserWindows (SlidingWindows(size, period), ACCUMULATING panes) ─ FeatureRecords
+
+Definitions of every feature and the trigger reasoning: `transforms/FEATURES.md`.
+
+Run on DirectRunner::
+
+    with beam.Pipeline() as p:
+        events = p | beam.Create(evs) | beam.Map(lambda e: TimestampedValue(e, e.timestamp_us / 1e6))
+        out = events | ComputeUserFeatures(window_size=timedelta(days=30))
+        out[FeatureOutput.FEATURES] | beam.Map(print)
+
+On Dataflow the same transform is applied by `pipelines/` with ``--runner=DataflowRunner``
+(and ``--streaming`` for Pub/Sub input).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import timedelta
+from typing import Any, Mapping
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.windowed_value import PaneInfoTiming
+
+from transforms.event_contract import Event
+from transforms.feature_combiners import MergePartialsFn, PeriodPartialFn, UserPartial, finalize
+from transforms.feature_spec import FEATURE_VERSION, MODEL_FEATURES, model_input_vector
+from transforms.lateness import LatenessTag, RouteTooLate
+from transforms.sessions import Sessionize
+
+US_PER_SECOND = 1_000_000
+
+# Every key of a feature record, in a stable order.
+RECORD_IDENTITY_FIELDS: tuple[str, ...] = (
+    "user_key", "window_start_us", "window_end_us", "pane", "feature_version", "event_count",
+)  # fmt: skip
+EXTRA_FEATURE_FIELDS: tuple[str, ...] = (
+    "top_category", "channel_mix", "device_mix", "first_seen_us", "is_new", "funnel_stage_name",
+    "first_purchase_us", "last_purchase_us",
+)  # fmt: skip
+FEATURE_RECORD_FIELDS: tuple[str, ...] = RECORD_IDENTITY_FIELDS + MODEL_FEATURES + EXTRA_FEATURE_FIELDS
+
+
+class FeatureOutput(str, enum.Enum):
+    """Outputs of `ComputeUserFeatures`."""
+
+    FEATURES = "features"
+    TOO_LATE = "too_late"
+
+
+class Pane(str, enum.Enum):
+    """Timing of the pane a record comes from."""
+
+    EARLY = "early"
+    ON_TIME = "on_time"
+    LATE = "late"
+
+
+_PANE_OF_TIMING = {
+    PaneInfoTiming.EARLY: Pane.EARLY,
+    PaneInfoTiming.ON_TIME: Pane.ON_TIME,
+    PaneInfoTiming.LATE: Pane.LATE,
+    # A bounded run without triggers firing reports UNKNOWN for its single final pane.
+    PaneInfoTiming.UNKNOWN: Pane.ON_TIME,
+}
+
+
+def _us(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
+
+
+def _duration(delta: timedelta) -> Duration:
+    return Duration(micros=_us(delta))
+
+
+class FormatFeatureRecord(beam.DoFn):
+    """``(user_key, UserPartial)`` in a user window -> feature record dict."""
+
+    def process(
+        self,
+        element: tuple[str, UserPartial],
+        win=beam.DoFn.WindowParam,
+        pane=beam.DoFn.PaneInfoParam,
+    ):
+        user_key, partial = element
+        start_us, end_us = win.start.micros, win.end.micros
+        record = {
+            "user_key": user_key,
+            "window_start_us": start_us,
+            "window_end_us": end_us,
+            "pane": _PANE_OF_TIMING[pane.timing].value,
+            "feature_version": FEATURE_VERSION,
+        }
+        record.update(finalize(partial, start_us, end_us))
+        yield {name: record[name] for name in FEATURE_RECORD_FIELDS}
+
+
+def feature_record_to_vector(record: Mapping[str, Any]) -> list[float]:
+    """The model input vector of a feature record (order: `feature_spec.MODEL_FEATURES`)."""
+    return model_input_vector(record)
+
+
+class ComputeUserFeatures(beam.PTransform):
+    """Events -> per-user feature records per sliding window, and too-late dead letters.
+
+    Args:
+        session_gap: inactivity that closes a session.
+        window_size: length of a user window (a multiple of `window_period`).
+        window_period: distance between window starts; also the span of the partials.
+        early_firing: processing-time delay between speculative (early) panes.
+        allowed_lateness: event-time lateness, after the end of the earliest window that
+            contains an event, up to which the event still updates its windows (late
+            panes); later events are dead-lettered as too_late.
+        num_shards: keys of the lateness tracker.
+
+    Returns (from expand):
+        A dict with `FeatureOutput.FEATURES` (feature record dicts, keys
+        `FEATURE_RECORD_FIELDS`) and `FeatureOutput.TOO_LATE` (`DeadLetter`).
+    """
+
+    def __init__(
+        self,
+        session_gap: timedelta = timedelta(minutes=30),
+        window_size: timedelta = timedelta(days=30),
+        window_period: timedelta = timedelta(days=1),
+        early_firing: timedelta = timedelta(seconds=60),
+        allowed_lateness: timedelta = timedelta(days=2),
+        num_shards: int = 16,
+    ) -> None:
+        super().__init__()
+        if window_period <= timedelta(0) or window_size <= timedelta(0):
+            raise ValueError("window_size and window_period must be positive")
+        if _us(window_size) % _us(window_period):
+            raise ValueError(f"window_size {window_size} is not a multiple of window_period {window_period}")
+        if _us(window_period) % _us(timedelta(days=1)) and _us(timedelta(days=1)) % _us(window_period):
+            raise ValueError("window_period must divide or be a multiple of one day")
+        if early_firing.total_seconds() != int(early_firing.total_seconds()):
+            raise ValueError(f"early_firing {early_firing} must be whole seconds")
+        self.session_gap = session_gap
+        self.window_size = window_size
+        self.window_period = window_period
+        self.early_firing = early_firing
+        self.allowed_lateness = allowed_lateness
+        self.num_shards = num_shards
+
+    @property
+    def runner_lateness(self) -> timedelta:
+        """Lateness given to the windowed groupings: the user's plus two periods of margin."""
+        return self.allowed_lateness + 2 * self.window_period
+
+    def _trigger(self, speculative: bool) -> trigger.AfterWatermark:
+        early = trigger.AfterProcessingTime(int(self.early_firing.total_seconds())) if speculative else None
+        return trigger.AfterWatermark(early=early, late=trigger.AfterCount(1))
+
+    @staticmethod
+    def _is_streaming(events: beam.PCollection) -> bool:
+        """Unbounded input or a streaming pipeline: early (processing-time) firings apply.
+
+        Beam's batch runner has no processing-time clock (BEAM-7514); a bounded run has a
+        single pane per window anyway, so the early trigger is left out there.
+        """
+        options = events.pipeline.options
+        streaming = bool(options and options.view_as(StandardOptions).streaming)
+        return streaming or not events.is_bounded
+
+    def expand(self, events: beam.PCollection[Event]) -> dict[str, beam.PCollection]:
+        speculative = self._is_streaming(events)
+        routed = events | "RouteTooLate" >> RouteTooLate(
+            self.window_period, self.allowed_lateness, self.window_size, self.num_shards
+        )
+        keyed = routed[LatenessTag.ON_TIME.value] | "KeyByUser" >> beam.Map(lambda e: (e.user_id, e))
+        signed_sessions = keyed | "Sessionize" >> Sessionize(self.session_gap, self.runner_lateness)
+        partials = (
+            (keyed, signed_sessions)
+            | "FlattenEventsAndSessions" >> beam.Flatten()
+            | "PeriodWindows" >> beam.WindowInto(
+                window.FixedWindows(self.window_period.total_seconds()),
+                trigger=self._trigger(speculative),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                allowed_lateness=_duration(self.runner_lateness),
+            )
+            | "PeriodPartials" >> beam.CombinePerKey(PeriodPartialFn())
+        )
+        features = (
+            partials
+            | "UserWindows" >> beam.WindowInto(
+                window.SlidingWindows(self.window_size.total_seconds(), self.window_period.total_seconds()),
+                trigger=self._trigger(speculative),
+                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                allowed_lateness=_duration(self.runner_lateness),
+            )
+            | "MergePartials" >> beam.CombinePerKey(MergePartialsFn())
+            | "FeatureRecords" >> beam.ParDo(FormatFeatureRecord())
+        )
+        return {FeatureOutput.FEATURES.value: features, FeatureOutput.TOO_LATE.value: routed[LatenessTag.TOO_LATE.value]}
