@@ -36,9 +36,11 @@ class BatchOptions(SegmentsOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         group = parser.add_argument_group("batch job")
+        # Not argparse-required: Beam re-parses options internally without our flags,
+        # which would then exit. `run` and the CLI insist on it instead.
         group.add_argument(
-            "--input", action="append", required=True,
-            help="Event files: a path, glob or gs:// pattern; JSON lines, or Avro when it ends in .avro. Repeatable.")
+            "--input", action="append", default=None,
+            help="(Required) Event files: a path, glob or gs:// pattern; JSON lines, or Avro when it ends in .avro. Repeatable.")
         group.add_argument(
             "--summary", default=None,
             help="Write the run summary (JSON) to this path. Default: console only.")
@@ -53,15 +55,20 @@ class BatchOutputs:
     dead_letters: beam.PCollection
 
 
-def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes) -> BatchOutputs:
-    """Builds the batch graph (exposed for testing); `id_key` is the pseudonymisation key."""
+def read_prepared_events(p: beam.Pipeline, options, id_key: bytes) -> tuple[beam.PCollection, beam.PCollection]:
+    """Files -> validated, consented, pseudonymised, unique events (+ their dead letters)."""
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
     events = (
         parsed.events
         | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
         | "Dedupe" >> DedupeEvents()
     )
-    dead_letters = parsed.dead_letters
+    return events, parsed.dead_letters
+
+
+def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes) -> BatchOutputs:
+    """Builds the batch graph (exposed for testing); `id_key` is the pseudonymisation key."""
+    events, dead_letters = read_prepared_events(p, options, id_key)
     (
         dead_letters
         | "DeadLettersToJson" >> beam.Map(lambda letter: orjson.dumps(letter._asdict()).decode("utf-8"))
@@ -75,6 +82,8 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     """Parses flags, runs the job to completion and returns its (checked) summary."""
     options = PipelineOptions(argv)
     batch = options.view_as(BatchOptions)
+    if not batch.input:
+        raise ValueError("--input is required")
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     id_key = resolve_id_key(batch.id_key_file, batch.demo_key and "Dataflow" not in runner)
     with beam.Pipeline(options=options) as p:

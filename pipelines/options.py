@@ -60,6 +60,36 @@ class SegmentsOptions(PipelineOptions):
             "--max_event_age_days", type=positive_float, default=3650.0,
             help="How far before now an event time may be, in days. Default: 3650.")
 
+        windows = parser.add_argument_group("sessions and windows")
+        windows.add_argument(
+            "--session_gap_minutes", type=positive_float, default=30.0,
+            help="Inactivity that closes a session, in minutes. Default: 30.")
+        windows.add_argument(
+            "--window_size_days", type=positive_int, default=30,
+            help="Length of each user feature window, in days. Default: 30.")
+        windows.add_argument(
+            "--window_period_days", type=positive_int, default=1,
+            help="A new user window starts every this many days. Default: 1.")
+        windows.add_argument(
+            "--early_firing_seconds", type=positive_int, default=60,
+            help="Streaming only: refresh a window's features this often (processing time), in seconds. Default: 60.")
+        windows.add_argument(
+            "--allowed_lateness_hours", type=positive_float, default=48.0,
+            help="How late (event time past a window's end) an event may arrive, in hours; later ones are "
+                 "dead-lettered as too_late. Default: 48.")
+
+    def feature_transform(self):
+        """The feature step configured by these options."""
+        from transforms.features import ComputeUserFeatures
+
+        return ComputeUserFeatures(
+            session_gap=dt.timedelta(minutes=self.session_gap_minutes),
+            window_size=dt.timedelta(days=self.window_size_days),
+            window_period=dt.timedelta(days=self.window_period_days),
+            early_firing=dt.timedelta(seconds=self.early_firing_seconds),
+            allowed_lateness=dt.timedelta(hours=self.allowed_lateness_hours),
+        )
+
     def validation_config(self) -> ValidationConfig:
         return ValidationConfig(
             max_event_bytes=self.max_event_bytes,

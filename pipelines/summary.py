@@ -7,6 +7,9 @@ numbers are visible in the Dataflow console. Every input record has one fate:
 
 `valid` counts the events that reached segmentation: unique, consented,
 unsuppressed and on time (`dedupe.out` minus the `too_late` dead letters).
+`dead_lettered` holds the event-level codes; rows derived from valid events that
+failed later (inference, warehouse schema) are in `rows_dead_lettered`, apart,
+since their events are already counted as valid.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Mapping, Optional
 from apache_beam.metrics.metric import MetricsFilter
 
 from transforms.dedupe import DEDUPE_IN, DEDUPE_OUT
-from transforms.outcomes import DEAD_LETTER_PREFIX, FILTERED_PREFIX, METRICS_NAMESPACE, READ, ErrorCode, FilterReason
+from transforms.outcomes import (DEAD_LETTER_PREFIX, EVENT_LEVEL_CODES, FILTERED_PREFIX, METRICS_NAMESPACE, READ,
+                                ROW_LEVEL_CODES, ErrorCode, FilterReason)
 
 
 class ReconciliationError(RuntimeError):
@@ -32,11 +36,14 @@ class RunSummary:
     duplicates: int
     filtered: dict[str, int]
     dead_lettered: dict[str, int]
+    rows_dead_lettered: dict[str, int] = dataclasses.field(default_factory=dict)
     extra: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_counters(cls, counters: Mapping[str, int], extra: Optional[dict] = None) -> "RunSummary":
-        dead = {code.value: int(counters.get(DEAD_LETTER_PREFIX + code.value, 0)) for code in ErrorCode}
+        dead = {code.value: int(counters.get(DEAD_LETTER_PREFIX + code.value, 0)) for code in EVENT_LEVEL_CODES}
+        rows_dead = {code.value: int(counters.get(DEAD_LETTER_PREFIX + code.value, 0)) for code in ErrorCode
+                     if code in ROW_LEVEL_CODES}
         filtered = {reason.value: int(counters.get(FILTERED_PREFIX + reason.value, 0)) for reason in FilterReason}
         unique = int(counters.get(DEDUPE_OUT, 0))
         return cls(
@@ -45,6 +52,7 @@ class RunSummary:
             duplicates=int(counters.get(DEDUPE_IN, 0)) - unique,
             filtered=filtered,
             dead_lettered=dead,
+            rows_dead_lettered=rows_dead,
             extra=dict(extra or {}),
         )
 
@@ -63,6 +71,7 @@ class RunSummary:
             "duplicates": self.duplicates,
             "filtered": dict(self.filtered),
             "dead_lettered": dict(self.dead_lettered),
+            "rows_dead_lettered": dict(self.rows_dead_lettered),
             "reconciled": self.reconciled,
             **self.extra,
         }

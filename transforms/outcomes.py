@@ -36,6 +36,12 @@ class ErrorCode(str, enum.Enum):
     ROW_REJECTED = "row_rejected"  # a row the warehouse schema (or BigQuery) refused
 
 
+# Codes about a derived row (a feature record or an output row), not an input event:
+# reported apart, because the event behind such a row was already counted as valid.
+ROW_LEVEL_CODES: frozenset[ErrorCode] = frozenset({ErrorCode.INFERENCE_FAILED, ErrorCode.ROW_REJECTED})
+EVENT_LEVEL_CODES: tuple[ErrorCode, ...] = tuple(code for code in ErrorCode if code not in ROW_LEVEL_CODES)
+
+
 class FilterReason(str, enum.Enum):
     """Why a valid event was deliberately kept out of segmentation."""
 
