@@ -1,0 +1,236 @@
+"""The local warehouse lifecycle and the local sink, against a real bqemulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines import bq_admin
+from pipelines import warehouse as wh
+from transforms import bigquery_tables as bt
+from transforms.feature_spec import MODEL_FEATURES
+from transforms.outcomes import DeadLetter
+from transforms.write_bigquery import BigQueryTarget, WriteAssignments, WriteDeadLetters, load_rows, write_audit
+
+pytestmark = pytest.mark.integration
+
+UTC = dt.timezone.utc
+DAY_US = 86_400_000_000
+T0 = 1_704_067_200_000_000  # 2024-01-01 00:00:00 UTC
+
+
+def assignment(user, day, segment, pane="on_time", events=5, model="m-1"):
+    return {
+        "user_key": user,
+        "window_start_us": T0 + day * DAY_US,
+        "window_end_us": T0 + (day + 1) * DAY_US,
+        "pane": pane,
+        "segment_id": segment,
+        "segment_name": f"segment-{segment}",
+        "distance": 0.125 * segment,
+        "margin": 0.5,
+        "rfm": {"r": 1, "f": 2, "m": 3, "rfm_segment": "new"},
+        "p_alive": 0.75,
+        "expected_purchases_30d": 1.25,
+        "churn_risk": 0.25,
+        "features": {name: float(i) + events / 8 for i, name in enumerate(MODEL_FEATURES)},
+        "feature_version": "v1",
+        "model_version": model,
+        "event_count": events,
+    }
+
+
+def read_assignments(warehouse, dataset):
+    sql = f"SELECT * FROM `{warehouse.project}.{dataset}.segment_assignments` ORDER BY user_key, window_end"
+    return [dict(r) for r in warehouse.client.query(sql).result()]
+
+
+def run_write(target, assignments):
+    with TestPipeline() as p:
+        rejected = p | beam.Create(assignments) | WriteAssignments(target)
+        assert_that(rejected, equal_to([]))
+
+
+@pytest.fixture(scope="module")
+def module_dataset(warehouse):
+    name = "test_warehouse_sink"
+    bq_admin.setup(warehouse.client, name)
+    yield name
+    warehouse.client.delete_dataset(f"{warehouse.project}.{name}", delete_contents=True, not_found_ok=True)
+
+
+@pytest.fixture
+def dataset(warehouse, module_dataset):
+    """The module's dataset (set up once), emptied before each test."""
+    for table in bt.Table:
+        warehouse.client.query(f"DELETE FROM `{warehouse.project}.{module_dataset}.{table.value}` WHERE TRUE").result()
+    return module_dataset
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+def test_fixture_warehouse_answers_queries(warehouse):
+    rows = list(warehouse.client.query("SELECT 1 AS one").result())
+    assert [r["one"] for r in rows] == [1]
+    assert warehouse.endpoint.startswith("http://127.0.0.1:")
+    assert wh.status(warehouse.data_dir)["state"] == "running"
+
+
+def test_start_status_stop(tmp_path):
+    data_dir = tmp_path / "wh"
+    assert wh.status(data_dir)["state"] == "stopped"
+    info = wh.start(data_dir, rest_port=wh.free_port(), grpc_port=wh.free_port())
+    try:
+        again = wh.start(data_dir)  # already running: reported, not restarted
+        assert again["pid"] == info["pid"]
+        status = wh.status(data_dir)
+        assert (status["state"], status["endpoint"]) == ("running", info["endpoint"])
+        assert (data_dir / wh.LOG_FILE).exists()
+    finally:
+        wh.stop(data_dir)
+    assert wh.status(data_dir)["state"] == "stopped"
+    assert not (data_dir / wh.STATE_FILE).exists()
+
+
+def test_default_data_dir_is_in_the_project(monkeypatch, tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.delenv("SEGMENTS_WAREHOUSE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path / "sub")
+    assert wh.default_data_dir() == tmp_path.resolve() / ".work" / "warehouse"
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "elsewhere"))
+    assert wh.default_data_dir() == tmp_path / "elsewhere"
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
+    again = bq_admin.setup(warehouse.client, module_dataset)  # the fixture ran it once already
+    assert again["tables"] == ["segment_assignments", "dead_letters", "run_audit"]
+    unique_dataset = module_dataset
+    table = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.segment_assignments")
+    assert table.time_partitioning.field == "window_end"
+    assert table.time_partitioning.type_ == "DAY"
+    assert table.clustering_fields == ["segment_id", "user_key"]
+    assert [(f.name, f.mode) for f in table.schema] == [(f["name"], f["mode"]) for f in bt.SEGMENT_ASSIGNMENTS_SCHEMA]
+    names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
+    assert names == {"segment_assignments", "dead_letters", "run_audit", *bq_admin.VIEWS}
+
+
+# ----------------------------------------------------------------------------- local sink
+
+
+def test_local_sink_writes_exact_values(warehouse, dataset):
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
+    a = assignment("u1", 0, 2)
+    run_write(target, [a])
+    (row,) = read_assignments(warehouse, dataset)
+    assigned_at = row.pop("assigned_at")
+    assert isinstance(assigned_at, dt.datetime)
+    assert row == {
+        "row_key": bt.row_key("u1", a["window_start_us"], a["window_end_us"], "m-1"),
+        "user_key": "u1",
+        "window_start": dt.datetime(2024, 1, 1, tzinfo=UTC),
+        "window_end": dt.datetime(2024, 1, 2, tzinfo=UTC),
+        "pane": "on_time",
+        "segment_id": 2,
+        "segment_name": "segment-2",
+        "distance": 0.25,
+        "margin": 0.5,
+        "rfm": {"r": 1, "f": 2, "m": 3, "rfm_segment": "new"},
+        "p_alive": 0.75,
+        "expected_purchases_30d": 1.25,
+        "churn_risk": 0.25,
+        "features": a["features"],
+        "feature_version": "v1",
+        "model_version": "m-1",
+        "event_count": 5,
+    }
+
+
+def test_microsecond_timestamps_round_trip(warehouse, dataset):
+    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
+    a = dict(assignment("u1", 0, 1), window_end_us=T0 + DAY_US - 1)
+    load_rows(warehouse.client, spec, f"{warehouse.project}.{dataset}.segment_assignments",
+              [bt.assignment_row(a, T0 + 123_457)])
+    (row,) = read_assignments(warehouse, dataset)
+    assert row["window_end"] == dt.datetime(2024, 1, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    assert row["assigned_at"] == dt.datetime(2024, 1, 1, 0, 0, 0, 123457, tzinfo=UTC)
+
+
+def test_rerun_leaves_identical_contents(warehouse, dataset):
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2)
+    batch = [assignment("u1", 0, 1), assignment("u1", 1, 2), assignment("u2", 0, 1), assignment("u3", 1, 3)]
+    run_write(target, batch)
+    first = read_assignments(warehouse, dataset)
+    run_write(target, batch)
+    second = read_assignments(warehouse, dataset)
+    assert len(first) == 4
+    assert second == first  # assigned_at included: the rerun's rows matched and changed nothing
+
+
+def test_later_panes_supersede_earlier_ones(warehouse, dataset):
+    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
+    table_id = f"{warehouse.project}.{dataset}.segment_assignments"
+    for segment, pane, events in [(1, "early", 2), (2, "on_time", 4), (3, "early", 9), (4, "late", 6), (5, "late", 5)]:
+        load_rows(warehouse.client, spec, table_id, [bt.assignment_row(assignment("u1", 0, segment, pane, events), T0)])
+    rows = read_assignments(warehouse, dataset)
+    # early after on_time is less final; a late firing with fewer events is stale.
+    assert [(r["pane"], r["segment_id"], r["event_count"]) for r in rows] == [("late", 4, 6)]
+
+
+def test_most_final_row_wins_within_one_load(warehouse, dataset):
+    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
+    rows = [bt.assignment_row(assignment("u1", 0, s, pane, events), T0) for s, pane, events in
+            [(1, "early", 2), (2, "on_time", 4), (3, "early", 9)]]
+    load_rows(warehouse.client, spec, f"{warehouse.project}.{dataset}.segment_assignments", rows)
+    assert [(r["pane"], r["segment_id"]) for r in read_assignments(warehouse, dataset)] == [("on_time", 2)]
+
+
+def test_invalid_assignments_become_dead_letters_not_rows(warehouse, dataset):
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
+    bad = assignment("u9", 0, 1)
+    bad["segment_name"] = None
+    bad["features"]["not_a_feature"] = 1.0
+    with TestPipeline() as p:
+        rejected = p | beam.Create([assignment("u1", 0, 1), bad]) | WriteAssignments(target)
+        assert_that(
+            rejected | beam.Map(lambda d: (d.error_code, d.stage, d.error_detail)),
+            equal_to([("row_rejected", "write", "segment_name: missing REQUIRED field; features.not_a_feature: unknown field")]),
+        )
+    assert [r["user_key"] for r in read_assignments(warehouse, dataset)] == ["u1"]
+
+
+def test_dead_letters_and_audit_are_queryable(warehouse, dataset):
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
+    dls = [
+        DeadLetter("{oops", "utf8", "invalid_json", "Expecting value", "in.jsonl", "parse", T0),
+        DeadLetter("/w==", "base64", "invalid_json", "not UTF-8", "in.jsonl", "parse", T0 + 1),
+    ]
+    with TestPipeline() as p:
+        refused = p | beam.Create(dls) | WriteDeadLetters(target, run_id="run-7")
+        assert_that(refused, equal_to([]))
+    sql = (
+        f"SELECT raw_payload, payload_encoding, error_code, stage, processing_time, run_id "
+        f"FROM `{warehouse.project}.{dataset}.dead_letters` ORDER BY processing_time"
+    )
+    got = [tuple(r.values()) for r in warehouse.client.query(sql).result()]
+    assert got == [
+        ("{oops", "utf8", "invalid_json", "parse", dt.datetime(2024, 1, 1, tzinfo=UTC), "run-7"),
+        ("/w==", "base64", "invalid_json", "parse", dt.datetime(2024, 1, 1, 0, 0, 0, 1, tzinfo=UTC), "run-7"),
+    ]
+
+    summary = {"read": 5, "valid": 3, "duplicates": 0, "filtered": {"no_consent": 0},
+               "dead_lettered": {"invalid_json": 2}, "reconciled": True, "assignments": 3}
+    write_audit(warehouse.client, warehouse.project, dataset,
+                bt.audit_row(summary, run_id="run-7", mode="batch", input="in.jsonl", model_version="m-1"))
+    (audit,) = [dict(r) for r in warehouse.client.query(
+        f"SELECT * FROM `{warehouse.project}.{dataset}.run_audit`").result()]
+    assert audit["dead_lettered"] == [{"code": "invalid_json", "count": 2}]
+    assert (audit["read"], audit["valid"], audit["reconciled"]) == (5, 3, True)

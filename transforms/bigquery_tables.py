@@ -1,0 +1,475 @@
+"""The BigQuery tables: schemas (declared once, here), row conversion and row validation.
+
+Everything that touches the warehouse derives from the constants in this module:
+Beam's `WriteToBigQuery` gets `beam_schema(...)`, the local sink gets `avro_schema(...)`,
+`pipelines.bq_admin` creates tables from `schema_fields(...)`, the DDL in
+`templates/bigquery/*.sql` is checked against them by a test, and `validate_row` checks
+every row against them before it is written.
+
+Row representation (one per table, shared by the production and the local paths):
+plain ``dict`` of JSON-compatible Python values; TIMESTAMP columns are strings in
+BigQuery's canonical form ``"YYYY-MM-DD HH:MM:SS.ffffff UTC"`` (accepted by load jobs,
+streaming inserts and, via `timestamp_to_micros`, turned into Avro timestamp-micros);
+RECORD columns are nested dicts; REPEATED columns are lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import json
+import math
+from typing import Any, Mapping, Sequence
+
+from transforms.feature_spec import MODEL_FEATURES
+from transforms.outcomes import DeadLetter, ErrorCode, Stage
+
+REQUIRED = "REQUIRED"
+NULLABLE = "NULLABLE"
+REPEATED = "REPEATED"
+
+# A field is the BigQuery REST representation (`TableFieldSchema`): name, type, mode, fields.
+Field = Mapping[str, Any]
+
+
+def _f(name: str, type_: str, mode: str = NULLABLE, fields: Sequence[Field] = ()) -> dict:
+    field: dict[str, Any] = {"name": name, "type": type_, "mode": mode}
+    if fields:
+        field["fields"] = [dict(f) for f in fields]
+    return field
+
+
+class Table(str, enum.Enum):
+    """The tables of the segments dataset."""
+
+    SEGMENT_ASSIGNMENTS = "segment_assignments"
+    DEAD_LETTERS = "dead_letters"
+    RUN_AUDIT = "run_audit"
+
+
+# The features RECORD is derived from the model-input contract, never retyped.
+FEATURES_FIELDS: tuple[dict, ...] = tuple(_f(name, "FLOAT64") for name in MODEL_FEATURES)
+
+RFM_FIELDS: tuple[dict, ...] = (
+    _f("r", "INT64"),
+    _f("f", "INT64"),
+    _f("m", "INT64"),
+    _f("rfm_segment", "STRING"),
+)
+
+SEGMENT_ASSIGNMENTS_SCHEMA: tuple[dict, ...] = (
+    _f("row_key", "STRING", REQUIRED),  # sha256(user_key, window_start, window_end, model_version)
+    _f("user_key", "STRING", REQUIRED),
+    _f("window_start", "TIMESTAMP", REQUIRED),
+    _f("window_end", "TIMESTAMP", REQUIRED),
+    _f("pane", "STRING", REQUIRED),  # early | on_time | late | unknown
+    _f("segment_id", "INT64", REQUIRED),
+    _f("segment_name", "STRING", REQUIRED),
+    _f("distance", "FLOAT64"),
+    _f("margin", "FLOAT64"),
+    _f("rfm", "RECORD", NULLABLE, RFM_FIELDS),
+    _f("p_alive", "FLOAT64"),
+    _f("expected_purchases_30d", "FLOAT64"),
+    _f("churn_risk", "FLOAT64"),
+    _f("features", "RECORD", NULLABLE, FEATURES_FIELDS),
+    _f("feature_version", "STRING", REQUIRED),
+    _f("model_version", "STRING", REQUIRED),
+    _f("event_count", "INT64", REQUIRED),
+    _f("assigned_at", "TIMESTAMP", REQUIRED),  # processing time, separate from event time
+)
+
+DEAD_LETTERS_SCHEMA: tuple[dict, ...] = (
+    _f("raw_payload", "STRING", REQUIRED),
+    _f("payload_encoding", "STRING", REQUIRED),  # utf8 | base64
+    _f("error_code", "STRING", REQUIRED),  # an outcomes.ErrorCode value
+    _f("error_detail", "STRING"),
+    _f("source", "STRING", REQUIRED),
+    _f("stage", "STRING", REQUIRED),  # an outcomes.Stage value
+    _f("processing_time", "TIMESTAMP", REQUIRED),
+    _f("run_id", "STRING"),
+)
+
+RUN_AUDIT_SCHEMA: tuple[dict, ...] = (
+    _f("run_id", "STRING", REQUIRED),
+    _f("started_at", "TIMESTAMP"),
+    _f("finished_at", "TIMESTAMP"),
+    _f("mode", "STRING"),  # batch | streaming
+    _f("input", "STRING"),
+    _f("read", "INT64"),
+    _f("valid", "INT64"),
+    _f("duplicates", "INT64"),
+    _f("filtered", "RECORD", REPEATED, (_f("reason", "STRING"), _f("count", "INT64"))),
+    _f("dead_lettered", "RECORD", REPEATED, (_f("code", "STRING"), _f("count", "INT64"))),
+    _f("reconciled", "BOOL"),
+    _f("assignments", "INT64"),
+    _f("model_version", "STRING"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """A table: its schema and physical layout.
+
+    Attributes:
+        table: which table.
+        schema: the fields (REST representation, with modes).
+        partition_field: TIMESTAMP column of DAY time partitioning, or None.
+        clustering: clustering columns, in order.
+        merge_key: column that identifies a row across reruns; writes MERGE on it
+            instead of appending. None means append-only.
+        description: table description.
+    """
+
+    table: Table
+    schema: tuple[dict, ...]
+    partition_field: str | None
+    clustering: tuple[str, ...]
+    merge_key: str | None
+    description: str
+
+    @property
+    def name(self) -> str:
+        return self.table.value
+
+
+TABLES: dict[Table, TableSpec] = {
+    Table.SEGMENT_ASSIGNMENTS: TableSpec(
+        Table.SEGMENT_ASSIGNMENTS,
+        SEGMENT_ASSIGNMENTS_SCHEMA,
+        partition_field="window_end",
+        clustering=("segment_id", "user_key"),
+        merge_key="row_key",
+        description="One row per user, window and model version: the segment and the features behind it.",
+    ),
+    Table.DEAD_LETTERS: TableSpec(
+        Table.DEAD_LETTERS,
+        DEAD_LETTERS_SCHEMA,
+        partition_field="processing_time",
+        clustering=(),
+        merge_key=None,
+        description="Records that could not be processed, byte-exact, with the reason.",
+    ),
+    Table.RUN_AUDIT: TableSpec(
+        Table.RUN_AUDIT,
+        RUN_AUDIT_SCHEMA,
+        partition_field=None,
+        clustering=(),
+        merge_key=None,
+        description="One row per batch run or streaming interval, with the reconciliation counts.",
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- derivations
+
+
+def beam_schema(spec: TableSpec) -> dict:
+    """The schema in the form `beam.io.WriteToBigQuery(schema=...)` accepts."""
+    return {"fields": [dict(f) for f in spec.schema]}
+
+
+def schema_fields(spec: TableSpec):
+    """The schema as `google.cloud.bigquery.SchemaField`s."""
+    from google.cloud import bigquery
+
+    return [bigquery.SchemaField.from_api_repr(dict(f)) for f in spec.schema]
+
+
+def additional_bq_parameters(spec: TableSpec) -> dict:
+    """Partitioning and clustering in the `tables.insert` form (for CREATE_IF_NEEDED)."""
+    params: dict[str, Any] = {}
+    if spec.partition_field:
+        params["timePartitioning"] = {"type": "DAY", "field": spec.partition_field}
+    if spec.clustering:
+        params["clustering"] = {"fields": list(spec.clustering)}
+    return params
+
+
+_AVRO_TYPES = {
+    "STRING": "string",
+    "INT64": "long",
+    "FLOAT64": "double",
+    "BOOL": "boolean",
+    "TIMESTAMP": {"type": "long", "logicalType": "timestamp-micros"},
+}
+
+
+def _avro_field_type(field: Field, path: str) -> Any:
+    if field["type"] == "RECORD":
+        name = f"{path}_{field['name']}"
+        base: Any = {
+            "type": "record",
+            "name": name,
+            "fields": [{"name": f["name"], "type": _avro_field_type(f, name)} for f in field["fields"]],
+        }
+    else:
+        base = _AVRO_TYPES[field["type"]]
+    mode = field.get("mode", NULLABLE)
+    if mode == REPEATED:
+        return {"type": "array", "items": base}
+    if mode == NULLABLE:
+        return ["null", base]
+    return base
+
+
+def avro_schema(spec: TableSpec) -> dict:
+    """The Avro schema of a table's rows (TIMESTAMP as long timestamp-micros)."""
+    return {
+        "type": "record",
+        "name": spec.name,
+        "fields": [{"name": f["name"], "type": _avro_field_type(f, spec.name)} for f in spec.schema],
+    }
+
+
+def to_avro_record(row: Mapping[str, Any], schema: Sequence[Field]) -> dict:
+    """A validated row as an Avro record of `avro_schema` (timestamps to micros)."""
+    out: dict[str, Any] = {}
+    for field in schema:
+        value = row.get(field["name"])
+        out[field["name"]] = _to_avro_value(value, field)
+    return out
+
+
+def _to_avro_value(value: Any, field: Field) -> Any:
+    if value is None:
+        return [] if field.get("mode") == REPEATED else None
+    if field.get("mode") == REPEATED:
+        single = dict(field, mode=NULLABLE)
+        return [_to_avro_value(v, single) for v in value]
+    if field["type"] == "RECORD":
+        return to_avro_record(value, field["fields"])
+    if field["type"] == "TIMESTAMP":
+        return timestamp_to_micros(value)
+    return value
+
+
+# ----------------------------------------------------------------------------- timestamps
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f UTC"
+
+
+def format_timestamp(micros: int) -> str:
+    """UTC microseconds since the epoch as BigQuery's canonical TIMESTAMP text."""
+    return (_EPOCH + dt.timedelta(microseconds=int(micros))).strftime(_TS_FORMAT)
+
+
+def timestamp_to_micros(text: str) -> int:
+    """The inverse of `format_timestamp`. Raises ValueError on any other format."""
+    parsed = dt.datetime.strptime(text, _TS_FORMAT).replace(tzinfo=dt.timezone.utc)
+    delta = parsed - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# ----------------------------------------------------------------------------- row conversion
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python scalars; anything else unchanged."""
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        return item()
+    return value
+
+
+def _ts(micros: Any) -> Any:
+    micros = _plain(micros)
+    if isinstance(micros, int) and not isinstance(micros, bool):
+        return format_timestamp(micros)
+    return micros  # left for validate_row to reject
+
+
+def row_key(user_key: Any, window_start_us: Any, window_end_us: Any, model_version: Any) -> str:
+    """Deterministic identity of an assignment: the same on every rerun."""
+    text = "\x1f".join(str(_plain(v)) for v in (user_key, window_start_us, window_end_us, model_version))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def assignment_row(assignment: Mapping[str, Any], assigned_at_us: int) -> dict:
+    """A model-stage assignment dict as a `segment_assignments` row.
+
+    Conversion is faithful: missing keys become NULL and unknown feature names are
+    carried through, for `validate_row` to report, never fixed silently. Keys of the
+    assignment that are not columns are not copied.
+
+    Args:
+        assignment: user_key, window_start_us, window_end_us, pane, segment_id,
+            segment_name, distance, margin, rfm {r, f, m, rfm_segment}, p_alive,
+            expected_purchases_30d, churn_risk, features {name: float},
+            feature_version, model_version, event_count.
+        assigned_at_us: processing time of the write, UTC microseconds.
+
+    Returns:
+        The row, with `row_key` and `assigned_at` added.
+    """
+    a = assignment
+    rfm = a.get("rfm")
+    features = a.get("features")
+    return {
+        "row_key": row_key(a.get("user_key"), a.get("window_start_us"), a.get("window_end_us"), a.get("model_version")),
+        "user_key": a.get("user_key"),
+        "window_start": _ts(a.get("window_start_us")),
+        "window_end": _ts(a.get("window_end_us")),
+        "pane": a.get("pane"),
+        "segment_id": _plain(a.get("segment_id")),
+        "segment_name": a.get("segment_name"),
+        "distance": _plain(a.get("distance")),
+        "margin": _plain(a.get("margin")),
+        "rfm": {k: _plain(v) for k, v in rfm.items()} if isinstance(rfm, Mapping) else rfm,
+        "p_alive": _plain(a.get("p_alive")),
+        "expected_purchases_30d": _plain(a.get("expected_purchases_30d")),
+        "churn_risk": _plain(a.get("churn_risk")),
+        "features": {k: _plain(v) for k, v in features.items()} if isinstance(features, Mapping) else features,
+        "feature_version": a.get("feature_version"),
+        "model_version": a.get("model_version"),
+        "event_count": _plain(a.get("event_count")),
+        "assigned_at": format_timestamp(assigned_at_us),
+    }
+
+
+def dead_letter_row(dl: DeadLetter, run_id: str | None) -> dict:
+    """A `DeadLetter` as a `dead_letters` row."""
+    return {
+        "raw_payload": dl.raw_payload,
+        "payload_encoding": dl.payload_encoding,
+        "error_code": dl.error_code,
+        "error_detail": dl.error_detail,
+        "source": dl.source,
+        "stage": dl.stage,
+        "processing_time": _ts(dl.processing_time_us),
+        "run_id": run_id,
+    }
+
+
+def audit_row(
+    summary: Mapping[str, Any],
+    *,
+    run_id: str,
+    mode: str,
+    input: str | None = None,
+    started_at_us: int | None = None,
+    finished_at_us: int | None = None,
+    model_version: str | None = None,
+) -> dict:
+    """A run summary as a `run_audit` row.
+
+    Args:
+        summary: counts: read, valid, duplicates, filtered {reason: n},
+            dead_lettered {code: n}, assignments, and reconciled (bool).
+        run_id: the run (or streaming interval) identifier.
+        mode: "batch" or "streaming".
+        input: what was read (path or subscription).
+        started_at_us / finished_at_us: wall clock, UTC microseconds.
+        model_version: the model that assigned the segments.
+    """
+    def counts(key: str, name: str) -> list[dict]:
+        items = summary.get(key) or {}
+        return [{name: str(k), "count": int(_plain(v))} for k, v in sorted(dict(items).items())]
+
+    def opt_int(key: str) -> int | None:
+        v = summary.get(key)
+        return None if v is None else int(_plain(v))
+
+    return {
+        "run_id": run_id,
+        "started_at": None if started_at_us is None else format_timestamp(started_at_us),
+        "finished_at": None if finished_at_us is None else format_timestamp(finished_at_us),
+        "mode": mode,
+        "input": input,
+        "read": opt_int("read"),
+        "valid": opt_int("valid"),
+        "duplicates": opt_int("duplicates"),
+        "filtered": counts("filtered", "reason"),
+        "dead_lettered": counts("dead_lettered", "code"),
+        "reconciled": None if summary.get("reconciled") is None else bool(summary.get("reconciled")),
+        "assignments": opt_int("assignments"),
+        "model_version": model_version,
+    }
+
+
+# ----------------------------------------------------------------------------- validation
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def validate_row(row: Any, schema: Sequence[Field], _prefix: str = "") -> list[str]:
+    """Every way `row` breaks `schema`; empty when the row is safe to write.
+
+    Guards against what the local emulator would do silently (store a missing
+    REQUIRED as NULL, drop an unknown field) or badly (HTTP 500 retried for
+    minutes on a bad value), and against what real BigQuery would reject.
+
+    Problems reported: missing REQUIRED field, unknown field, wrong type
+    (including bool where a number is expected and out-of-range INT64),
+    NaN or infinite FLOAT64, unparseable TIMESTAMP, non-list REPEATED.
+    """
+    if not isinstance(row, Mapping):
+        return [f"{_prefix.rstrip('.') or 'row'}: expected an object, got {type(row).__name__}"]
+    problems: list[str] = []
+    known = {f["name"] for f in schema}
+    for name in row:
+        if name not in known:
+            problems.append(f"{_prefix}{name}: unknown field")
+    for field in schema:
+        path = _prefix + field["name"]
+        value = row.get(field["name"])
+        mode = field.get("mode", NULLABLE)
+        if value is None:
+            if mode == REQUIRED:
+                problems.append(f"{path}: missing REQUIRED field")
+            continue
+        if mode == REPEATED:
+            if not isinstance(value, (list, tuple)):
+                problems.append(f"{path}: expected a list (REPEATED), got {type(value).__name__}")
+                continue
+            for i, item in enumerate(value):
+                if item is None:
+                    problems.append(f"{path}[{i}]: NULL element in REPEATED field")
+                else:
+                    problems.extend(_check_value(item, field, f"{path}[{i}]"))
+        else:
+            problems.extend(_check_value(value, field, path))
+    return problems
+
+
+def _check_value(value: Any, field: Field, path: str) -> list[str]:
+    type_ = field["type"]
+    if type_ == "RECORD":
+        return validate_row(value, field["fields"], path + ".")
+    if type_ == "STRING":
+        ok = isinstance(value, str)
+    elif type_ == "INT64":
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                return [f"{path}: INT64 out of range: {value}"]
+            return []
+        ok = False
+    elif type_ == "FLOAT64":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                return [f"{path}: FLOAT64 must be finite, got {value!r}"]
+            return []
+        ok = False
+    elif type_ == "BOOL":
+        ok = isinstance(value, bool)
+    elif type_ == "TIMESTAMP":
+        if not isinstance(value, str):
+            ok = False
+        else:
+            try:
+                timestamp_to_micros(value)
+                return []
+            except ValueError:
+                return [f"{path}: TIMESTAMP not in 'YYYY-MM-DD HH:MM:SS.ffffff UTC' form: {value!r}"]
+    else:  # a type this module never declares
+        return [f"{path}: unsupported schema type {type_}"]
+    return [] if ok else [f"{path}: expected {type_}, got {type(value).__name__} {value!r}"[:300]]
+
+
+def rejected_row_dead_letter(row: Mapping[str, Any], problems: Sequence[str], table: Table | str) -> DeadLetter:
+    """A row the schema (or BigQuery) refused, as a dead letter carrying the row as JSON."""
+    name = table.value if isinstance(table, Table) else str(table)
+    payload = json.dumps(row, sort_keys=True, default=repr)
+    return DeadLetter.of(payload, ErrorCode.ROW_REJECTED, "; ".join(problems), f"bigquery:{name}", Stage.WRITE)
