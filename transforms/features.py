@@ -43,6 +43,7 @@ from transforms.event_contract import Event
 from transforms.feature_combiners import MergePartialsFn, PeriodPartialFn, UserPartial, finalize
 from transforms.feature_spec import FEATURE_VERSION, MODEL_FEATURES, model_input_vector
 from transforms.lateness import LatenessTag, RouteTooLate
+from transforms.outcomes import DeadLetter
 from transforms.sessions import Sessionize
 
 US_PER_SECOND = 1_000_000
@@ -169,6 +170,21 @@ class ComputeUserFeatures(beam.PTransform):
         early = trigger.AfterProcessingTime(int(self.early_firing.total_seconds())) if speculative else None
         return trigger.AfterWatermark(early=early, late=trigger.AfterCount(1))
 
+    def _firing(self, speculative: bool, accumulation_mode) -> dict:
+        """Trigger, accumulation and lateness of a windowing step.
+
+        Bounded input keeps Beam's default trigger: every window fires once, on time,
+        exactly as with the streaming trigger, and the runner can then lift the
+        combiners (pre-combine before the shuffle), which a custom trigger prevents.
+        """
+        if not speculative:
+            return {}
+        return {
+            "trigger": self._trigger(True),
+            "accumulation_mode": accumulation_mode,
+            "allowed_lateness": _duration(self.runner_lateness),
+        }
+
     @staticmethod
     def _is_streaming(events: beam.PCollection) -> bool:
         """Unbounded input or a streaming pipeline: early (processing-time) firings apply.
@@ -182,19 +198,26 @@ class ComputeUserFeatures(beam.PTransform):
 
     def expand(self, events: beam.PCollection[Event]) -> dict[str, beam.PCollection]:
         speculative = self._is_streaming(events)
-        routed = events | "RouteTooLate" >> RouteTooLate(
-            self.window_period, self.allowed_lateness, self.window_size, self.num_shards
-        )
-        keyed = routed[LatenessTag.ON_TIME.value] | "KeyByUser" >> beam.Map(lambda e: (e.user_id, e))
-        signed_sessions = keyed | "Sessionize" >> Sessionize(self.session_gap, self.runner_lateness)
+        if speculative:
+            routed = events | "RouteTooLate" >> RouteTooLate(
+                self.window_period, self.allowed_lateness, self.window_size, self.num_shards
+            )
+            on_time, too_late = routed[LatenessTag.ON_TIME.value], routed[LatenessTag.TOO_LATE.value]
+        else:
+            # Bounded input: the watermark stays before every event until all input is
+            # read, so nothing can be late, and the stateful router (a timer loop per
+            # shard) would only cost time.
+            on_time = events
+            too_late = events.pipeline | "NoTooLate" >> beam.Create([]).with_output_types(DeadLetter)
+        keyed = on_time | "KeyByUser" >> beam.Map(lambda e: (e.user_id, e))
+        signed_sessions = keyed | "Sessionize" >> Sessionize(self.session_gap, self.runner_lateness,
+                                                             retract=speculative)
         partials = (
             (keyed, signed_sessions)
             | "FlattenEventsAndSessions" >> beam.Flatten()
             | "PeriodWindows" >> beam.WindowInto(
                 window.FixedWindows(self.window_period.total_seconds()),
-                trigger=self._trigger(speculative),
-                accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                allowed_lateness=_duration(self.runner_lateness),
+                **self._firing(speculative, trigger.AccumulationMode.DISCARDING),
             )
             | "PeriodPartials" >> beam.CombinePerKey(PeriodPartialFn())
         )
@@ -202,11 +225,9 @@ class ComputeUserFeatures(beam.PTransform):
             partials
             | "UserWindows" >> beam.WindowInto(
                 window.SlidingWindows(self.window_size.total_seconds(), self.window_period.total_seconds()),
-                trigger=self._trigger(speculative),
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-                allowed_lateness=_duration(self.runner_lateness),
+                **self._firing(speculative, trigger.AccumulationMode.ACCUMULATING),
             )
             | "MergePartials" >> beam.CombinePerKey(MergePartialsFn())
             | "FeatureRecords" >> beam.ParDo(FormatFeatureRecord())
         )
-        return {FeatureOutput.FEATURES.value: features, FeatureOutput.TOO_LATE.value: routed[LatenessTag.TOO_LATE.value]}
+        return {FeatureOutput.FEATURES.value: features, FeatureOutput.TOO_LATE.value: too_late}

@@ -175,26 +175,44 @@ class Sessionize(beam.PTransform):
             a little beyond the user-facing allowed lateness; see FEATURES.md).
     """
 
-    def __init__(self, gap: timedelta = timedelta(minutes=30), runner_lateness: timedelta = timedelta(days=4)):
+    def __init__(self, gap: timedelta = timedelta(minutes=30), runner_lateness: timedelta = timedelta(days=4),
+                 retract: bool = True):
         super().__init__()
         self.gap = gap
         self.runner_lateness = runner_lateness
+        # Bounded input fires each session window once (no early or late panes), so
+        # there is nothing to retract and the stateful step can be skipped.
+        self.retract = retract
+
+    def _late_firings(self) -> dict:
+        """Late panes (and so retractions) only where late data can arrive; bounded
+        input keeps the default trigger, which lets the runner lift the combiner."""
+        if not self.retract:
+            return {}
+        return {
+            "trigger": trigger.AfterWatermark(late=trigger.AfterCount(1)),
+            "accumulation_mode": trigger.AccumulationMode.ACCUMULATING,
+            "allowed_lateness": Duration(micros=self.runner_lateness // timedelta(microseconds=1)),
+        }
 
     def expand(self, keyed_events: beam.PCollection) -> beam.PCollection:
-        return (
+        summaries = (
             keyed_events
             | "KeyBySession" >> beam.Map(lambda kv: ((kv[0], kv[1].session_id), kv[1]))
             | "SessionWindows" >> beam.WindowInto(
                 window.Sessions(self.gap.total_seconds()),
-                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-                allowed_lateness=Duration(micros=self.runner_lateness // timedelta(microseconds=1)),
                 timestamp_combiner=window.TimestampCombiner.OUTPUT_AT_EARLIEST,
+                **self._late_firings(),
             )
             | "CombineSession" >> beam.CombinePerKey(SessionCombineFn())
             | "Summarise" >> beam.Map(lambda kv: (kv[0], _summarise(kv))).with_output_types(
                 beam.typehints.Tuple[beam.typehints.Tuple[str, beam.typehints.Optional[str]], SessionSummary])
             | "SessionsToGlobal" >> beam.WindowInto(window.GlobalWindows())
-            | "RetractSuperseded" >> beam.ParDo(RetractSupersededSessions(self.gap, self.runner_lateness))
-            | "KeyByUser" >> beam.Map(lambda signed: (signed.session.user_key, signed))
         )
+        if self.retract:
+            signed = summaries | "RetractSuperseded" >> beam.ParDo(
+                RetractSupersededSessions(self.gap, self.runner_lateness))
+        else:
+            signed = summaries | "SignOnce" >> beam.Map(
+                lambda kv: window.TimestampedValue(SignedSession(kv[1], +1), Timestamp(micros=kv[1].start_us)))
+        return signed | "KeyByUser" >> beam.Map(lambda signed: (signed.session.user_key, signed))
