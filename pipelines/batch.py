@@ -13,19 +13,28 @@ On Dataflow (see README, "Production"):
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
-import os
+import time
+import uuid
 from typing import Optional, Sequence
 
 import apache_beam as beam
-import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.transforms.window import GlobalWindows
 
+from models.artifact import load_card
+from models.inference import AssignSegments
+from pipelines import bq_admin
 from pipelines.options import SegmentsOptions
-from pipelines.summary import RunSummary, counters_of
+from pipelines.summary import ASSIGNMENTS, RunSummary, counters_of
+from transforms.bigquery_tables import audit_row
 from transforms.dedupe import DedupeEvents
+from transforms.features import FeatureOutput
+from transforms.outcomes import counter
 from transforms.privacy import ApplyPrivacy, resolve_id_key
 from transforms.sources import ReadEventFiles
+from transforms.write_bigquery import BigQueryTarget, WriteAssignments, WriteDeadLetters, write_audit
 
 LOG = logging.getLogger(__name__)
 
@@ -40,19 +49,22 @@ class BatchOptions(SegmentsOptions):
         # which would then exit. `run` and the CLI insist on it instead.
         group.add_argument(
             "--input", action="append", default=None,
-            help="(Required) Event files: a path, glob or gs:// pattern; JSON lines, or Avro when it ends in .avro. Repeatable.")
+            help="(Required) Event files: a path, glob or gs:// pattern; JSON lines, or Avro when it ends in .avro. "
+                 "Repeatable.")
         group.add_argument(
             "--summary", default=None,
             help="Write the run summary (JSON) to this path. Default: console only.")
         group.add_argument(
-            "--output_dir", default=os.path.join(".work", "output"),
-            help="Directory for local outputs (dead letters as JSON lines). Default: .work/output.")
+            "--run_id", default=None,
+            help="Identifier of this run in dead_letters and run_audit. Default: batch-<UTC time>-<random>.")
 
 
 @dataclasses.dataclass
 class BatchOutputs:
     events: beam.PCollection
-    dead_letters: beam.PCollection
+    features: beam.PCollection
+    assignments: beam.PCollection
+    dead_letters: beam.PCollection  # every dead letter of the run, written or not
 
 
 def read_prepared_events(p: beam.Pipeline, options, id_key: bytes) -> tuple[beam.PCollection, beam.PCollection]:
@@ -66,29 +78,78 @@ def read_prepared_events(p: beam.Pipeline, options, id_key: bytes) -> tuple[beam
     return events, parsed.dead_letters
 
 
-def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes) -> BatchOutputs:
-    """Builds the batch graph (exposed for testing); `id_key` is the pseudonymisation key."""
-    events, dead_letters = read_prepared_events(p, options, id_key)
-    (
-        dead_letters
-        | "DeadLettersToJson" >> beam.Map(lambda letter: orjson.dumps(letter._asdict()).decode("utf-8"))
-        | "WriteDeadLetters" >> beam.io.WriteToText(
-            os.path.join(options.output_dir, "dead_letters"), file_name_suffix=".jsonl", shard_name_template="")
-    )
-    return BatchOutputs(events=events, dead_letters=dead_letters)
+def _count_assignment(assignment: dict) -> dict:
+    _ASSIGNMENTS.inc()
+    return assignment
+
+
+_ASSIGNMENTS = counter(ASSIGNMENTS)
+
+
+def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes,
+                   target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None) -> BatchOutputs:
+    """Builds the batch graph (exposed for testing).
+
+    Args:
+      p: the pipeline.
+      options: the job's options.
+      id_key: the pseudonymisation key.
+      target: where to write the tables; None builds the graph without writing.
+      run_id: written on dead letters.
+    """
+    events, parse_dead_letters = read_prepared_events(p, options, id_key)
+    computed = events | "Features" >> options.feature_transform()
+    features = computed[FeatureOutput.FEATURES]
+    assigned = features | "AssignSegments" >> AssignSegments(options.model_dir())
+    assignments = assigned.assignments | "CountAssignments" >> beam.Map(_count_assignment)
+    dead_letters = [parse_dead_letters, computed[FeatureOutput.TOO_LATE], assigned.dead_letters]
+    if target is not None:
+        dead_letters.append(assignments | "WriteAssignments" >> WriteAssignments(target))
+    every_dead_letter = (
+        [letters | f"DeadLettersGlobal{i}" >> beam.WindowInto(GlobalWindows()) for i, letters in enumerate(dead_letters)]
+        | "AllDeadLetters" >> beam.Flatten())
+    if target is not None:
+        every_dead_letter | "WriteDeadLetters" >> WriteDeadLetters(target, run_id)
+    return BatchOutputs(events=events, features=features, assignments=assignments, dead_letters=every_dead_letter)
+
+
+def new_run_id(mode: str = "batch") -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{mode}-{now}-{uuid.uuid4().hex[:6]}"
 
 
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
-    """Parses flags, runs the job to completion and returns its (checked) summary."""
+    """Parses flags, runs the job to completion, writes the audit row; returns the summary.
+
+    The caller decides what an unreconciled summary means (`RunSummary.check`).
+    """
     options = PipelineOptions(argv)
     batch = options.view_as(BatchOptions)
     if not batch.input:
         raise ValueError("--input is required")
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     id_key = resolve_id_key(batch.id_key_file, batch.demo_key and "Dataflow" not in runner)
+    load_card(batch.model_dir())  # fail fast on a missing or unreadable model, before any work
+    run_id = batch.run_id or new_run_id()
+    target = batch.bigquery_target()
+    started_us = time.time_ns() // 1000
+    if target.is_local:
+        bq_admin.setup(target.client(), target.dataset, project=target.project)
     with beam.Pipeline(options=options) as p:
-        build_pipeline(p, batch, id_key)
-    summary = RunSummary.from_counters(counters_of(p.result), extra={"input": list(batch.input)})
+        build_pipeline(p, batch, id_key, target, run_id)
+    counters = counters_of(p.result)
+    summary = RunSummary.from_counters(counters, extra={
+        "run_id": run_id, "input": list(batch.input), "assignments": int(counters.get(ASSIGNMENTS, 0)),
+        "model": batch.model_dir(), "tables": f"{target.project}.{target.dataset}",
+    })
+    audit = dict(summary.to_json(), dead_lettered={**summary.dead_lettered, **summary.rows_dead_lettered})
+    try:
+        write_audit(target.client(), target.project, target.dataset, audit_row(
+            audit, run_id=run_id, mode="batch", input=",".join(batch.input), started_at_us=started_us,
+            finished_at_us=time.time_ns() // 1000, model_version=load_card(batch.model_dir())["model_version"]))
+    except Exception as error:  # the run itself succeeded: say so, keep the summary
+        LOG.error("could not write the run_audit row: %s", error)
+        summary.extra["audit_error"] = str(error)
     if batch.summary:
         summary.write(batch.summary)
     return summary

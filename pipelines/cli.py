@@ -101,6 +101,16 @@ def _cmd_train(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return 0
 
 
+def _lazy(name: str, module: str = "warehouse_cli") -> Callable:
+    """A command function imported on first use (keeps `segments --help` fast)."""
+    def call(*args):
+        import importlib
+
+        return getattr(importlib.import_module(f"pipelines.{module}"), name)(*args)
+
+    return call
+
+
 # name -> (help, add_arguments, handler, passes Beam options through)
 COMMANDS: dict[str, tuple[str, Callable, Callable, bool]] = {
     "generate": ("Write realistic synthetic events (JSON lines or Avro).", generate_module.add_arguments,
@@ -108,6 +118,14 @@ COMMANDS: dict[str, tuple[str, Callable, Callable, bool]] = {
     "run": ("Run the batch segmentation job over event files.", _add_run_arguments, _cmd_run, True),
     "train": ("Train a segmentation model on event files (features as in serving).", _add_train_arguments,
               _cmd_train, True),
+    "warehouse": ("Start, stop or check the local BigQuery-API warehouse.", _lazy("add_warehouse_arguments"),
+                  _lazy("cmd_warehouse"), False),
+    "bq": ("Create the dataset, tables and analyst views (idempotent).", _lazy("add_bq_arguments"),
+           _lazy("cmd_bq"), False),
+    "query": ("Run SQL or print an analyst view as a table.", _lazy("add_query_arguments"), _lazy("cmd_query"),
+              False),
+    "stream": ("Run the streaming job (Pub/Sub -> warehouse); --local runs it all on this machine.",
+               _lazy("add_arguments", "live"), _lazy("cmd_stream", "live"), True),
     "demo": ("Generate events, run the job locally and show the segments.", _add_demo_arguments, _cmd_demo, False),
 }
 
@@ -160,8 +178,13 @@ def _user_facing(error: Exception) -> Optional[str]:
     from pipelines.summary import ReconciliationError
     from transforms.privacy import MissingIdKey
 
-    if isinstance(error, (UsageError, MissingIdKey, ReconciliationError, FileNotFoundError, PermissionError)):
-        return str(error)
+    from google.api_core.exceptions import GoogleAPIError
+
+    from models.artifact import ArtifactError
+
+    if isinstance(error, (UsageError, MissingIdKey, ReconciliationError, ArtifactError, FileNotFoundError,
+                          PermissionError, ValueError, RuntimeError, GoogleAPIError)):
+        return f"{error} (run with -v for details)" if isinstance(error, (RuntimeError, GoogleAPIError)) else str(error)
     return None
 
 

@@ -1,7 +1,8 @@
-"""`segments demo`: generate events, run the batch job locally, show what came out.
+"""`segments demo`: generate events, run the batch job into the local warehouse, show the segments.
 
-Everything lives under `--workdir` (default `.work/demo`): the events, the
-summary, local outputs. The published demo key pseudonymises user ids.
+Everything lives under `--workdir` (default `.work/demo`) and the local warehouse
+(`.work/warehouse`, left running so that you can query it afterwards). The
+published demo key pseudonymises user ids; the shipped model assigns segments.
 """
 
 from __future__ import annotations
@@ -19,41 +20,63 @@ DEFAULT_WORKDIR = os.path.join(".work", "demo")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="Where the demo writes its files. Default: .work/demo.")
-    parser.add_argument("--users", type=int, default=2000, help="Users to simulate. Default: 2000.")
+    parser.add_argument("--users", type=int, default=1000, help="Users to simulate. Default: 1000.")
     parser.add_argument("--days", type=int, default=30, help="Days of behaviour to simulate. Default: 30.")
     parser.add_argument("--seed", type=int, default=7, help="Generator seed. Default: 7.")
     parser.add_argument("--corrupt-rate", type=float, default=0.01,
                         help="Share of invalid records mixed in, to show the dead letters. Default: 0.01.")
+    parser.add_argument("--bq_dataset", default="segments", help="Dataset in the local warehouse. Default: segments.")
+
+
+SEGMENT_SIZES_SQL = """
+SELECT segment_id, segment_name, COUNT(*) AS users, ROUND(AVG(p_alive), 3) AS avg_p_alive,
+       ROUND(AVG(features.monetary_total), 2) AS avg_spend, ROUND(AVG(features.sessions), 1) AS avg_sessions
+FROM `{project}.{dataset}.current_segment`
+GROUP BY segment_id, segment_name
+ORDER BY users DESC
+"""
 
 
 def run_demo(args: argparse.Namespace, say=print) -> dict:
     """Runs the demo end to end and returns the run summary as a dict."""
-    from pipelines import batch
+    from pipelines import batch, bq_admin, warehouse
 
     os.makedirs(args.workdir, exist_ok=True)
     events_path = os.path.join(args.workdir, "events.jsonl")
     summary_path = os.path.join(args.workdir, "summary.json")
     end = dt.datetime.now(dt.timezone.utc).date()
 
-    say(f"[1/2] generating {args.users:,} users x {args.days} days of events -> {events_path}")
+    say(f"[1/4] generating {args.users:,} users x {args.days} days of events -> {events_path}")
     started = time.monotonic()
-    gen_args = argparse.Namespace(
+    stats = generate_module.generate(argparse.Namespace(
         users=args.users, days=args.days, end=end, seed=args.seed, format="jsonl", out=events_path,
-        corrupt_rate=args.corrupt_rate, truth=os.path.join(args.workdir, "truth.csv"))
-    stats = generate_module.generate(gen_args)
+        corrupt_rate=args.corrupt_rate, truth=os.path.join(args.workdir, "truth.csv")))
     say(f"      {stats.records:,} records: {stats.events:,} valid events, {stats.corrupt:,} corrupt,"
         f" {stats.duplicates:,} duplicates, in {time.monotonic() - started:.1f} s")
 
-    say("[2/2] running the batch job on DirectRunner")
+    say("[2/4] starting the local warehouse (a BigQuery API on 127.0.0.1) and creating the tables")
+    info = warehouse.start()
+    client = warehouse.client_for(info["endpoint"], info["project"])
+    bq_admin.setup(client, args.bq_dataset, project=info["project"])
+    say(f"      {info['endpoint']}, dataset {info['project']}.{args.bq_dataset}")
+
+    say("[3/4] running the batch job on DirectRunner: ingest -> features -> model -> warehouse")
     started = time.monotonic()
     summary = batch.run([
         "--input", events_path, "--summary", summary_path, "--demo_key",
-        "--output_dir", os.path.join(args.workdir, "output"),
+        "--bq_endpoint", info["endpoint"], "--bq_project", info["project"], "--bq_dataset", args.bq_dataset,
     ])
     say(f"      finished in {time.monotonic() - started:.1f} s")
     say(f"      {summary.console_line()}")
     dead = {code: n for code, n in summary.dead_lettered.items() if n}
     say(f"      dead letters by code: {json.dumps(dead, sort_keys=True)}")
-    say(f"      summary: {summary_path}")
+    say(f"      {summary.extra.get('assignments', 0):,} segment assignments (one per user and window); "
+        f"summary in {summary_path}")
     summary.check()
+
+    say("[4/4] current segment of each user (view current_segment):")
+    say(bq_admin.query_table(client, SEGMENT_SIZES_SQL.format(project=info["project"], dataset=args.bq_dataset)))
+    say("Query it yourself (the warehouse keeps running; `segments warehouse stop` stops it):")
+    say("  .venv/bin/segments query --view segment_sizes_daily")
+    say("  .venv/bin/segments query \"SELECT error_code, COUNT(*) n FROM segments.dead_letters GROUP BY 1\"")
     return summary.to_json()

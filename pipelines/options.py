@@ -78,6 +78,47 @@ class SegmentsOptions(PipelineOptions):
             help="How late (event time past a window's end) an event may arrive, in hours; later ones are "
                  "dead-lettered as too_late. Default: 48.")
 
+        model = parser.add_argument_group("model and warehouse")
+        model.add_argument(
+            "--model", default=None,
+            help="Model artifact folder (local or gs://). Default: the model shipped in models/default.")
+        model.add_argument(
+            "--warehouse", choices=["local", "bigquery"], default="local",
+            help="local: the BigQuery-API server on 127.0.0.1 (`segments warehouse start`, started on demand); "
+                 "bigquery: Google BigQuery with Beam's WriteToBigQuery. Default: local.")
+        model.add_argument(
+            "--bq_project", default=None,
+            help="Project of the output dataset. Default: segments-local (local), the job's --project (bigquery).")
+        model.add_argument(
+            "--bq_dataset", default="segments", help="Output dataset. Default: segments.")
+        model.add_argument(
+            "--bq_endpoint", default=None,
+            help="local only: REST endpoint of the warehouse. Default: the one `segments warehouse` runs.")
+
+    def model_dir(self) -> str:
+        from models import DEFAULT_MODEL_DIR
+
+        return self.model or DEFAULT_MODEL_DIR
+
+    def bigquery_target(self, streaming: bool = False):
+        """Where the tables are: the local warehouse (started if needed) or BigQuery."""
+        from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+        from transforms.write_bigquery import BigQueryTarget
+
+        if self.warehouse == "local":
+            from pipelines import warehouse
+
+            endpoint = self.bq_endpoint
+            project = self.bq_project or warehouse.DEFAULT_PROJECT
+            if endpoint is None:
+                endpoint = warehouse.start(project=project)["endpoint"]
+            return BigQueryTarget.local(endpoint, project, self.bq_dataset, streaming=streaming)
+        project = self.bq_project or self.view_as(GoogleCloudOptions).project
+        if not project:
+            raise ValueError("--warehouse bigquery needs --bq_project or --project")
+        return BigQueryTarget(project=project, dataset=self.bq_dataset, streaming=streaming)
+
     def feature_transform(self):
         """The feature step configured by these options."""
         from transforms.features import ComputeUserFeatures

@@ -68,6 +68,7 @@ class TrainOptions(SegmentsOptions):
 def _last_window_per_user(records: beam.PCollection, until_us: beam.pvalue.AsSingleton) -> beam.PCollection:
     return (
         records
+        | "AcrossWindows" >> beam.WindowInto(beam.window.GlobalWindows())
         | "UpToUntil" >> beam.Filter(lambda record, until: record["window_end_us"] <= until, until_us)
         | "KeyByUser" >> beam.Map(lambda record: (record["user_key"], record))
         | "LatestWindow" >> beam.combiners.Top.LargestPerKey(

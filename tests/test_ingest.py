@@ -56,14 +56,19 @@ def options_for(tmp_path, inputs, *extra):
     suppression = tmp_path / "erasures.txt"
     suppression.write_text("# erasure requests\nmallory\n")
     argv = [arg for path in inputs for arg in ("--input", str(path))]
-    argv += ["--suppression_list", str(suppression), "--output_dir", str(tmp_path / "out"), "--demo_key", *extra]
+    argv += ["--suppression_list", str(suppression), "--demo_key", *extra]
     return argv
 
 
-def test_summary_reconciles_and_counts_every_fate(tmp_path):
+def warehouse_flags(warehouse, dataset):
+    return ["--bq_endpoint", warehouse.endpoint, "--bq_project", warehouse.project, "--bq_dataset", dataset]
+
+
+def test_summary_reconciles_and_counts_every_fate(tmp_path, warehouse, unique_dataset):
     path = tmp_path / "events.jsonl"
     write_jsonl(path, VALID + NO_CONSENT + SUPPRESSED + DUPLICATES, extra_lines=[b"{oops", b"[]", b"", b"\xff\xfe"])
-    summary = batch.run(options_for(tmp_path, [path], "--summary", str(tmp_path / "s.json")))
+    summary = batch.run(options_for(tmp_path, [path], "--summary", str(tmp_path / "s.json"),
+                                    *warehouse_flags(warehouse, unique_dataset)))
     written = json.loads((tmp_path / "s.json").read_text())
     assert written["read"] == 4 + 2 + 1 + 2 + 3  # the blank line is not a record
     assert written["valid"] == 4
@@ -73,16 +78,21 @@ def test_summary_reconciles_and_counts_every_fate(tmp_path):
     assert written["dead_lettered"]["not_an_object"] == 1
     assert written["reconciled"] is True
     summary.check()
-    letters = [json.loads(line) for line in (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()]
-    by_source = {letter["source"].rsplit(":", 1)[1]: letter for letter in letters}
-    assert by_source["10"]["raw_payload"] == "{oops"
-    assert by_source["13"]["payload_encoding"] == "base64" and by_source["13"]["raw_payload"] == "//4="
+    rows = warehouse.client.query(
+        f"SELECT source, raw_payload, payload_encoding, error_code FROM `{warehouse.project}.{unique_dataset}.dead_letters`"
+    ).result()
+    by_line = {row["source"].rsplit(":", 1)[1]: row for row in rows}
+    assert set(by_line) == {"10", "11", "13"}
+    assert by_line["10"]["raw_payload"] == "{oops" and by_line["10"]["error_code"] == "invalid_json"
+    assert by_line["11"]["error_code"] == "not_an_object"
+    assert by_line["13"]["payload_encoding"] == "base64" and by_line["13"]["raw_payload"] == "//4="
 
 
-def test_consent_default_grant_lets_absent_consent_through(tmp_path):
+def test_consent_default_grant_lets_absent_consent_through(tmp_path, warehouse, unique_dataset):
     path = tmp_path / "events.jsonl"
     write_jsonl(path, VALID + NO_CONSENT)
-    summary = batch.run(options_for(tmp_path, [path], "--consent_default", "grant"))
+    summary = batch.run(options_for(tmp_path, [path], "--consent_default", "grant",
+                                    *warehouse_flags(warehouse, unique_dataset)))
     assert summary.filtered["no_consent"] == 1 and summary.valid == 5
 
 
