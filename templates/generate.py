@@ -1,0 +1,276 @@
+"""Generates the Flex Template files that must not drift from the code.
+
+* ``templates/<name>/metadata.json`` from the pipeline's options classes: one
+  parameter per flag the pipeline declares (Beam's own flags excluded), with its
+  help text (which states the default), whether it is optional, and regexes where
+  the flag has a format (choices, numbers, gs:// paths, subscription paths).
+* ``templates/requirements.txt`` from ``[project.dependencies]`` of ``pyproject.toml``,
+  each pinned to the version installed in the generating environment (reproducible
+  containers) and checked against the bound declared in ``pyproject.toml``.
+
+Regenerate after changing a flag or a dependency, and commit the result::
+
+    python templates/generate.py           # writes the files
+    python templates/generate.py --check   # exits 1 when a committed file is stale
+
+``tests/test_templates.py`` fails when the committed files differ from the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import pathlib
+import re
+import sys
+import tomllib
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+PYPROJECT = ROOT / "pyproject.toml"
+REQUIREMENTS = TEMPLATES / "requirements.txt"
+
+GCS_PATH = r"^gs://[a-z0-9][-_.a-z0-9]*[a-z0-9]/.+$"
+POSITIVE_INT = r"^[1-9][0-9]*$"
+POSITIVE_FLOAT = r"^(?!0*\.?0*$)(?:[0-9]+\.?[0-9]*|\.[0-9]+)$"
+BOOLEAN = r"^(true|false)$"
+SUBSCRIPTION = r"^projects/[^/]+/subscriptions/[^/]+$"
+PROJECT_ID = r"^(?:[a-z][-.a-z0-9]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$"
+DATASET_ID = r"^[A-Za-z0-9_]{1,1024}$"
+HTTP_URL = r"^https?://[^/\s]+(?:/\S*)?$"
+
+# Formats of flags whose type is a plain string: on Dataflow a path must be gs://.
+FORMATS = {
+    "input": GCS_PATH,
+    "suppression_list": GCS_PATH,
+    "id_key_file": GCS_PATH,
+    "model": GCS_PATH,
+    "bq_project": PROJECT_ID,
+    "bq_dataset": DATASET_ID,
+    "bq_endpoint": HTTP_URL,
+}
+# Formats of flags by their argparse `type=` function's name.
+TYPE_FORMATS = {
+    "positive_int": POSITIVE_INT,
+    "positive_float": POSITIVE_FLOAT,
+    "int": r"^-?[0-9]+$",
+    "float": r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)$",
+    "subscription_path": SUBSCRIPTION,
+}
+_LABEL_WORDS = {"bq": "BigQuery", "id": "ID", "us": "µs"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateSpec:
+    """One Flex Template: which pipeline, which options classes, which entry point."""
+
+    name: str
+    title: str
+    description: str
+    streaming: bool
+    options: tuple[str, ...]  # "module:Class", in the order Beam registers them
+    entry: str  # the template's main module, relative to templates/
+
+    def options_classes(self) -> list[type]:
+        classes = []
+        for dotted in self.options:
+            module, cls = dotted.split(":")
+            classes.append(getattr(importlib.import_module(module), cls))
+        return classes
+
+
+SPECS = (
+    TemplateSpec(
+        name="batch",
+        title="Behavioural segments: batch backfill",
+        description="Reads event files (JSON lines or Avro on GCS), applies consent, suppression and "
+                    "pseudonymisation, computes per-user features, assigns segments with the model and "
+                    "MERGEs the assignments into BigQuery (dead letters and a run_audit row included).",
+        streaming=False,
+        options=("pipelines.options:SegmentsOptions", "pipelines.batch:BatchOptions"),
+        entry="batch/main.py",
+    ),
+    TemplateSpec(
+        name="streaming",
+        title="Behavioural segments: streaming",
+        description="Reads JSON events from a Pub/Sub subscription, judges them like batch input, "
+                    "updates per-user features with early firings, assigns segments and writes "
+                    "assignments and dead letters to BigQuery continuously.",
+        streaming=True,
+        options=("pipelines.options:SegmentsOptions", "pipelines.streaming:StreamingOptions"),
+        entry="streaming/main.py",
+    ),
+)
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+def declared_actions(classes: Iterable[type]) -> list[argparse.Action]:
+    """The argparse actions the classes' `_add_argparse_args` declare (no Beam flags, no -h)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for cls in classes:
+        cls._add_argparse_args(parser)
+    return [a for a in parser._actions if a.option_strings]
+
+
+def flag_name(action: argparse.Action) -> str:
+    return action.option_strings[0].lstrip("-")
+
+
+def is_required(action: argparse.Action) -> bool:
+    """argparse-required, or documented "(Required)" (flags Beam re-parses cannot be argparse-required)."""
+    return bool(action.required) or (action.help or "").lstrip().startswith("(Required)")
+
+
+def regexes_of(action: argparse.Action) -> list[str]:
+    if action.choices:
+        return ["^(" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"]
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        return [BOOLEAN]
+    type_name = getattr(action.type, "__name__", None)
+    if type_name in TYPE_FORMATS:
+        return [TYPE_FORMATS[type_name]]
+    name = flag_name(action)
+    return [FORMATS[name]] if name in FORMATS else []
+
+
+def label_of(name: str) -> str:
+    words = [_LABEL_WORDS.get(w, w) for w in name.split("_")]
+    words[0] = words[0][:1].upper() + words[0][1:]
+    return " ".join(words)
+
+
+def _format_default(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "none" if value is None else str(value)
+
+
+def help_text(action: argparse.Action, template_defaults: Mapping[str, str]) -> str:
+    """The flag's help, with its default stated (the template's own default when it sets one)."""
+    text = " ".join((action.help or "").split())
+    name = flag_name(action)
+    if name in template_defaults:
+        text = re.sub(r"\s*Default:[^.]*\.?\s*$", "", text)
+        return f"{text} Default in this template: {template_defaults[name]}."
+    if is_required(action) or "Default" in text:
+        return text
+    return f"{text} Default: {_format_default(action.default)}."
+
+
+def parameters(actions: Sequence[argparse.Action], template_defaults: Mapping[str, str]) -> list[dict]:
+    params = []
+    for action in actions:
+        name = flag_name(action)
+        param = {
+            "name": name,
+            "label": label_of(name),
+            "helpText": help_text(action, template_defaults),
+            "isOptional": not is_required(action),
+        }
+        regexes = regexes_of(action)
+        if regexes:
+            param["regexes"] = regexes
+        params.append(param)
+    return params
+
+
+def load_entry(spec: TemplateSpec):
+    """The template's main module (for its TEMPLATE_DEFAULTS), loaded from its file."""
+    path = TEMPLATES / spec.entry
+    module_spec = importlib.util.spec_from_file_location(f"_template_{spec.name}_main", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def metadata(spec: TemplateSpec) -> dict:
+    """The Flex Template metadata of one pipeline."""
+    defaults = load_entry(spec).TEMPLATE_DEFAULTS
+    return {
+        "name": spec.title,
+        "description": spec.description,
+        "streaming": spec.streaming,
+        "parameters": parameters(declared_actions(spec.options_classes()), defaults),
+    }
+
+
+def metadata_text(spec: TemplateSpec) -> str:
+    return json.dumps(metadata(spec), indent=2, ensure_ascii=False) + "\n"
+
+
+# ----------------------------------------------------------------------------- requirements
+
+
+def project_dependencies(pyproject: pathlib.Path = PYPROJECT) -> list[Requirement]:
+    with pyproject.open("rb") as handle:
+        return [Requirement(text) for text in tomllib.load(handle)["project"]["dependencies"]]
+
+
+def installed_version(name: str) -> str:
+    return importlib.metadata.version(name)
+
+
+def requirements_text(dependencies: Sequence[Requirement], pin: Optional[Callable[[str], str]] = installed_version) -> str:
+    """requirements.txt for the container: the project's dependencies, pinned with `pin`.
+
+    Raises:
+        ValueError: a pinned version falls outside the bound declared in pyproject.toml.
+    """
+    lines = [
+        "# GENERATED by `python templates/generate.py` from [project.dependencies] in pyproject.toml.",
+        "# Do not edit: change pyproject.toml and regenerate. Pins are the versions the tests ran with.",
+    ]
+    for req in dependencies:
+        name = canonicalize_name(req.name)
+        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+        marker = f" ; {req.marker}" if req.marker else ""
+        bound = str(req.specifier) or "any"
+        if pin is None:
+            lines.append(f"{name}{extras}{req.specifier}{marker}")
+            continue
+        version = pin(req.name)
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            raise ValueError(f"{req.name} {version} is installed but pyproject.toml asks for {req.specifier}")
+        lines.append(f"{name}{extras}=={version}{marker}  # pyproject: {bound}")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def outputs() -> dict[pathlib.Path, str]:
+    files = {TEMPLATES / spec.name / "metadata.json": metadata_text(spec) for spec in SPECS}
+    files[REQUIREMENTS] = requirements_text(project_dependencies())
+    return files
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="Exit 1 when a committed file differs; write nothing.")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in outputs().items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            path.write_text(text, encoding="utf-8")
+    for path in stale:
+        print(f"{'stale' if args.check else 'wrote'}: {path.relative_to(ROOT)}")
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
