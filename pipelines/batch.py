@@ -26,8 +26,9 @@ from apache_beam.transforms.window import GlobalWindows
 from models.artifact import load_card
 from models.inference import AssignSegments
 from pipelines import bq_admin
-from pipelines.options import SegmentsOptions
+from pipelines.options import SegmentsOptions, iso_date
 from pipelines.summary import ASSIGNMENTS, RunSummary, counters_of
+from transforms.as_of import AsOfMicros, KeepWindowsEndingBy
 from transforms.bigquery_tables import audit_row
 from transforms.dedupe import DedupeEvents
 from transforms.features import FeatureOutput
@@ -54,6 +55,10 @@ class BatchOptions(SegmentsOptions):
         group.add_argument(
             "--summary", default=None,
             help="Write the run summary (JSON) to this path. Default: console only.")
+        group.add_argument(
+            "--as_of", type=iso_date, default=None,
+            help="Assign windows that end by this UTC date (midnight) only; later windows describe a future the "
+                 "data has not seen. Default: the midnight after the latest event.")
         group.add_argument(
             "--run_id", default=None,
             help="Identifier of this run in dead_letters and run_audit. Default: batch-<UTC time>-<random>.")
@@ -99,7 +104,8 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes,
     """
     events, parse_dead_letters = read_prepared_events(p, options, id_key)
     computed = events | "Features" >> options.feature_transform()
-    features = computed[FeatureOutput.FEATURES]
+    as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
+    features = computed[FeatureOutput.FEATURES] | "DropFutureWindows" >> KeepWindowsEndingBy(as_of_us)
     assigned = features | "AssignSegments" >> AssignSegments(options.model_dir())
     assignments = assigned.assignments | "CountAssignments" >> beam.Map(_count_assignment)
     dead_letters = [parse_dead_letters, computed[FeatureOutput.TOO_LATE], assigned.dead_letters]

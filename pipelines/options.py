@@ -32,6 +32,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def iso_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
 class SegmentsOptions(PipelineOptions):
     """Options shared by the batch (`segments run`) and streaming jobs."""
 

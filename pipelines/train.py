@@ -25,19 +25,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models import clustering
 from models.artifact import save_artifact
 from models.training import format_report, train_model
-from pipelines.options import SegmentsOptions, positive_int
+from pipelines.options import SegmentsOptions, iso_date, positive_int
+from transforms.as_of import AsOfMicros, KeepWindowsEndingBy
 from transforms.features import FeatureOutput
 from transforms.privacy import pseudonymise, resolve_id_key
-
-_DAY_US = 86_400_000_000
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
-
 
 class TrainOptions(SegmentsOptions):
     """Flags of `segments train`."""
@@ -48,7 +39,7 @@ class TrainOptions(SegmentsOptions):
         group.add_argument("--input", action="append", default=None,
                            help="(Required) Event files: path, glob or gs:// pattern. Repeatable.")
         group.add_argument("--out", default=None, help="(Required) Artifact folder to write (local or gs://).")
-        group.add_argument("--until", type=_date, default=None,
+        group.add_argument("--until", type=iso_date, default=None,
                            help="End of the training window (exclusive, UTC date). Default: the day after the "
                                 "latest event.")
         group.add_argument("--truth", default=None,
@@ -65,11 +56,10 @@ class TrainOptions(SegmentsOptions):
         group.add_argument("--seed", type=int, default=0, help="random_state of the fit. Default: 0.")
 
 
-def _last_window_per_user(records: beam.PCollection, until_us: beam.pvalue.AsSingleton) -> beam.PCollection:
+def _last_window_per_user(records: beam.PCollection) -> beam.PCollection:
     return (
         records
         | "AcrossWindows" >> beam.WindowInto(beam.window.GlobalWindows())
-        | "UpToUntil" >> beam.Filter(lambda record, until: record["window_end_us"] <= until, until_us)
         | "KeyByUser" >> beam.Map(lambda record: (record["user_key"], record))
         | "LatestWindow" >> beam.combiners.Top.LargestPerKey(
             1, key=lambda r: (r["window_end_us"], r["window_start_us"], r["event_count"]))
@@ -84,24 +74,12 @@ def build_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, rows_
 
     events, _ = read_prepared_events(p, options, id_key)
     features = (events | "Features" >> options.feature_transform())[FeatureOutput.FEATURES]
-    if until is not None:
-        until_us = p | "Until" >> beam.Create([_us_of(until)])
-    else:
-        until_us = (
-            events
-            | "EventTimes" >> beam.Map(lambda event: event.timestamp_us)
-            | "Latest" >> beam.CombineGlobally(max)
-            | "NextMidnight" >> beam.Map(lambda us: (us // _DAY_US + 1) * _DAY_US)
-        )
-    rows = _last_window_per_user(features, beam.pvalue.AsSingleton(until_us))
+    until_us = events | "Until" >> AsOfMicros(until)
+    rows = _last_window_per_user(features | "UpToUntil" >> KeepWindowsEndingBy(until_us))
     (rows
      | "ToJson" >> beam.Map(lambda record: orjson.dumps(record).decode("utf-8"))
      | "WriteRows" >> beam.io.WriteToText(rows_prefix, file_name_suffix=".jsonl"))
     return rows
-
-
-def _us_of(day: dt.date) -> int:
-    return (day - dt.date(1970, 1, 1)).days * _DAY_US
 
 
 def _read_rows(prefix: str) -> list[dict]:

@@ -1,0 +1,59 @@
+"""The batch notion of "now": windows that end after the data do not exist yet.
+
+In streaming a sliding window fires when the watermark passes its end, so a
+window that ends in the future has not fired. A bounded run's watermark jumps
+to the end of time, which would also fire the ~30 windows that start during the
+data and end after it, each describing a future nobody has seen (a user would
+look dormant in all of them). `KeepWindowsEndingBy` drops those: it keeps the
+records whose window ends at or before the as-of time, by default the midnight
+(UTC) after the latest event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+import apache_beam as beam
+
+from transforms.event_contract import Event
+
+DAY_US = 86_400_000_000
+
+
+def midnight_us(day: dt.date) -> int:
+    return (day - dt.date(1970, 1, 1)).days * DAY_US
+
+
+class AsOfMicros(beam.PTransform):
+    """A one-element PCollection: `as_of` at midnight UTC, or the midnight after the latest event."""
+
+    def __init__(self, as_of: Optional[dt.date] = None):
+        super().__init__()
+        self._as_of = as_of
+
+    def expand(self, events: beam.PCollection[Event]) -> beam.PCollection[int]:
+        if self._as_of is not None:
+            return events.pipeline | "Given" >> beam.Create([midnight_us(self._as_of)])
+        return (
+            events
+            | "EventTimes" >> beam.Map(lambda event: event.timestamp_us)
+            | "Latest" >> beam.CombineGlobally(max).without_defaults()
+            | "NextMidnight" >> beam.Map(lambda us: (us // DAY_US + 1) * DAY_US)
+        )
+
+
+class KeepWindowsEndingBy(beam.PTransform):
+    """Keeps feature records whose `window_end_us` is at or before the as-of time.
+
+    Args:
+      as_of_us: the singleton made by `AsOfMicros`.
+    """
+
+    def __init__(self, as_of_us: beam.PCollection[int]):
+        super().__init__()
+        self._as_of_us = as_of_us
+
+    def expand(self, records: beam.PCollection[dict]) -> beam.PCollection[dict]:
+        return records | "EndedByAsOf" >> beam.Filter(
+            lambda record, as_of: record["window_end_us"] <= as_of, beam.pvalue.AsSingleton(self._as_of_us))
