@@ -57,6 +57,8 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
     say("[2/4] starting the local warehouse (a BigQuery API on 127.0.0.1) and creating the tables")
     info = warehouse.start()
     client = warehouse.client_for(info["endpoint"], info["project"])
+    # The demo starts from an empty dataset, so what it shows is this run's output only.
+    client.delete_dataset(f"{info['project']}.{args.bq_dataset}", delete_contents=True, not_found_ok=True)
     bq_admin.setup(client, args.bq_dataset, project=info["project"])
     say(f"      {info['endpoint']}, dataset {info['project']}.{args.bq_dataset}")
 

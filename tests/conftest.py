@@ -9,6 +9,7 @@ the emulator), `.endpoint` and `.project`. Tests should create their own dataset
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -28,3 +29,29 @@ def unique_dataset(warehouse):
     name = f"t_{uuid.uuid4().hex[:10]}"
     yield name
     warehouse.client.delete_dataset(f"{warehouse.project}.{name}", delete_contents=True, not_found_ok=True)
+
+
+# CI (`.ci/run`) sets SEGMENTS_REQUIRE_INTEGRATION=1: then a skipped integration test
+# (Pub/Sub emulator, local warehouse) fails the run, and so does a run where none passed.
+_REQUIRE_INTEGRATION = os.environ.get("SEGMENTS_REQUIRE_INTEGRATION") == "1"
+_integration_passed = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if item.get_closest_marker("integration") is None:
+        return
+    if report.skipped and _REQUIRE_INTEGRATION:
+        report.outcome = "failed"
+        report.longrepr = f"integration test {item.nodeid} was skipped; CI requires it to run"
+    elif report.when == "call" and report.passed:
+        _integration_passed.append(item.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    collected_integration = any(item.get_closest_marker("integration") for item in session.items)
+    if _REQUIRE_INTEGRATION and collected_integration and not _integration_passed and exitstatus == 0:
+        session.exitstatus = 1
+        print("\nCI: no integration test passed (SEGMENTS_REQUIRE_INTEGRATION=1)")
