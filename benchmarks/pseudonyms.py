@@ -1,0 +1,27 @@
+"""User pseudonyms for the benchmark's DuckDB and Python-loop variants, without Beam.
+
+`transforms.privacy` imports apache_beam (about 3 s and 60 MiB), which would be charged
+to variants that do not use Beam; the HMAC itself is one line, mirrored here.
+`tests/test_duckdb_reference.py` proves both the function and the key equal the
+pipeline's (`transforms.privacy.pseudonymise`, `DEMO_ID_KEY`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+# transforms.privacy.DEMO_ID_KEY (published on purpose; the pipeline variants use it too).
+BENCH_KEY = b"segments-demo-key--not-a-secret"
+
+
+def pseudonymise_rows(rows: list[dict], key: bytes) -> list[dict]:
+    """Replaces each row's `user_id` by `user_key` = HMAC-SHA256(key, user_id), hex."""
+    pseudonyms: dict[str, str] = {}
+    for row in rows:
+        raw_id = row.pop("user_id")
+        user_key = pseudonyms.get(raw_id)
+        if user_key is None:
+            user_key = pseudonyms[raw_id] = hmac.new(key, raw_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        row["user_key"] = user_key
+    return rows
