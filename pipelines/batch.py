@@ -20,7 +20,7 @@ import uuid
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import GlobalWindows
 
 from models.artifact import load_card
@@ -33,7 +33,7 @@ from transforms.bigquery_tables import audit_row
 from transforms.dedupe import DedupeEvents
 from transforms.features import FeatureOutput
 from transforms.outcomes import counter
-from transforms.privacy import ApplyPrivacy, resolve_id_key
+from transforms.privacy import ApplyPrivacy
 from transforms.sources import ReadEventFiles
 from transforms.write_bigquery import BigQueryTarget, WriteAssignments, WriteDeadLetters, write_audit
 
@@ -133,8 +133,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     batch = options.view_as(BatchOptions)
     if not batch.input:
         raise ValueError("--input is required")
-    runner = options.view_as(StandardOptions).runner or "DirectRunner"
-    id_key = resolve_id_key(batch.id_key_file, batch.demo_key and "Dataflow" not in runner)
+    id_key = batch.pseudonymisation_key()
     load_card(batch.model_dir())  # fail fast on a missing or unreadable model, before any work
     run_id = batch.run_id or new_run_id()
     target = batch.bigquery_target()

@@ -183,8 +183,10 @@ def _user_facing(error: Exception) -> Optional[str]:
     from models.artifact import ArtifactError
 
     if isinstance(error, (UsageError, MissingIdKey, ReconciliationError, ArtifactError, FileNotFoundError,
-                          PermissionError, ValueError, RuntimeError, GoogleAPIError)):
-        return f"{error} (run with -v for details)" if isinstance(error, (RuntimeError, GoogleAPIError)) else str(error)
+                          PermissionError, ValueError)):
+        return str(error)
+    if isinstance(error, (RuntimeError, GoogleAPIError)):  # a server or runner said no: details help
+        return f"{error} (run with -v for details)"
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 from typing import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -39,6 +40,10 @@ def iso_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
+# Runners that run on this machine: a job on them may fall back to the demo key.
+LOCAL_RUNNERS = frozenset({"DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"})
+
+
 class SegmentsOptions(PipelineOptions):
     """Options shared by the batch (`segments run`) and streaming jobs."""
 
@@ -56,7 +61,8 @@ class SegmentsOptions(PipelineOptions):
             help="File holding the HMAC key for pseudonymising user ids. Default: the SEGMENTS_ID_KEY env var.")
         group.add_argument(
             "--demo_key", action="store_true", default=False,
-            help="Use the published demo key when no key is configured (local trials only; refused on Dataflow).")
+            help="Use the published demo key when no key is configured, without the warning (local runners only; "
+                 "refused on Dataflow). Default: local runs warn and use it; Dataflow runs need a real key.")
         group.add_argument(
             "--max_event_bytes", type=positive_int, default=16 * 1024,
             help="Largest accepted record, in bytes; larger ones are dead-lettered as oversized. Default: 16384.")
@@ -101,6 +107,30 @@ class SegmentsOptions(PipelineOptions):
         model.add_argument(
             "--bq_endpoint", default=None,
             help="local only: REST endpoint of the warehouse. Default: the one `segments warehouse` runs.")
+
+    def pseudonymisation_key(self) -> bytes:
+        """The HMAC key: key file, else SEGMENTS_ID_KEY, else the demo key on a local runner.
+
+        A job on Dataflow (any non-local runner) without a real key is an error, with or
+        without --demo_key: the demo key is published, so its pseudonyms protect nothing.
+        """
+        from apache_beam.options.pipeline_options import StandardOptions
+
+        from transforms.privacy import ID_KEY_ENV, MissingIdKey, resolve_id_key
+
+        runner = self.view_as(StandardOptions).runner or "DirectRunner"
+        local = runner in LOCAL_RUNNERS
+        try:
+            return resolve_id_key(self.id_key_file, use_demo_key=False)
+        except MissingIdKey:
+            if not local:
+                raise MissingIdKey(f"no pseudonymisation key for a {runner} job: set {ID_KEY_ENV} or pass "
+                                   "--id_key_file (the demo key is refused off this machine)") from None
+            if not self.demo_key:
+                logging.getLogger(__name__).warning(
+                    "No pseudonymisation key configured: using the published demo key (fine for generated data; "
+                    "set %s or --id_key_file for real data).", ID_KEY_ENV)
+            return resolve_id_key(None, use_demo_key=True)
 
     def model_dir(self) -> str:
         from models import DEFAULT_MODEL_DIR

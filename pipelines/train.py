@@ -28,7 +28,7 @@ from models.training import format_report, train_model
 from pipelines.options import SegmentsOptions, iso_date, positive_int
 from transforms.as_of import AsOfMicros, KeepWindowsEndingBy
 from transforms.features import FeatureOutput
-from transforms.privacy import pseudonymise, resolve_id_key
+from transforms.privacy import pseudonymise
 
 class TrainOptions(SegmentsOptions):
     """Flags of `segments train`."""
@@ -104,7 +104,7 @@ def run(argv: Optional[Sequence[str]] = None, say=print) -> dict:
     train = options.view_as(TrainOptions)
     if not train.input or not train.out:
         raise ValueError("--input and --out are required")
-    id_key = resolve_id_key(train.id_key_file, train.demo_key)
+    id_key = train.pseudonymisation_key()
     with tempfile.TemporaryDirectory(prefix="segments-train-") as scratch:
         prefix = os.path.join(scratch, "rows")
         say(f"computing training features from {', '.join(train.input)} ...")

@@ -35,11 +35,11 @@ def test_bad_input_is_one_line_without_trace(args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_missing_key_is_a_one_line_error(tmp_path):
+def test_dataflow_job_without_a_key_is_a_one_line_error(tmp_path):
     path = tmp_path / "e.jsonl"
     path.write_text('{"event_id": "a"}\n')
     env = {k: v for k, v in __import__("os").environ.items() if k != "SEGMENTS_ID_KEY"}
-    result = segments("run", "--input", str(path), env=env)
+    result = segments("run", "--input", str(path), "--demo_key", "--runner", "DataflowRunner", env=env)
     assert result.returncode == 1
     assert "no pseudonymisation key" in result.stderr
     assert "Traceback" not in result.stderr
