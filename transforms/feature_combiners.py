@@ -204,11 +204,25 @@ def merge_all(partials: Iterable[UserPartial]) -> UserPartial:
     return merged
 
 
-class PeriodPartialFn(beam.CombineFn):
-    """Events and signed session summaries of one user and one period -> `UserPartial`."""
+class _UserPartialCombineFn(beam.CombineFn):
+    """A `UserPartial` accumulator: fixed size, merged field by field."""
 
     def create_accumulator(self) -> UserPartial:
         return UserPartial()
+
+    def merge_accumulators(self, accumulators: Iterable[UserPartial]) -> UserPartial:
+        accumulators = iter(accumulators)
+        first = next(accumulators, None) or UserPartial()
+        for acc in accumulators:
+            first.merge(acc)
+        return first
+
+    def extract_output(self, acc: UserPartial) -> UserPartial:
+        return acc
+
+
+class PeriodPartialFn(_UserPartialCombineFn):
+    """Events and signed session summaries of one user and one period -> `UserPartial`."""
 
     def add_input(self, acc: UserPartial, element: Event | SignedSession) -> UserPartial:
         if isinstance(element, SignedSession):
@@ -217,35 +231,13 @@ class PeriodPartialFn(beam.CombineFn):
             acc.add_event(element)
         return acc
 
-    def merge_accumulators(self, accumulators: Iterable[UserPartial]) -> UserPartial:
-        accumulators = iter(accumulators)
-        first = next(accumulators, None) or UserPartial()
-        for acc in accumulators:
-            first.merge(acc)
-        return first
-
-    def extract_output(self, acc: UserPartial) -> UserPartial:
-        return acc
 
 
-class MergePartialsFn(beam.CombineFn):
+class MergePartialsFn(_UserPartialCombineFn):
     """Period partials of one user -> the partial of a whole user window."""
-
-    def create_accumulator(self) -> UserPartial:
-        return UserPartial()
 
     def add_input(self, acc: UserPartial, partial: UserPartial) -> UserPartial:
         acc.merge(partial)
-        return acc
-
-    def merge_accumulators(self, accumulators: Iterable[UserPartial]) -> UserPartial:
-        accumulators = iter(accumulators)
-        first = next(accumulators, None) or UserPartial()
-        for acc in accumulators:
-            first.merge(acc)
-        return first
-
-    def extract_output(self, acc: UserPartial) -> UserPartial:
         return acc
 
 
