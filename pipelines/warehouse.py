@@ -160,6 +160,12 @@ def _ready(endpoint: str, project: str) -> bool:
         return False
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:`port`."""
+    with socket.socket() as s:
+        return s.connect_ex((HOST, port)) == 0
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -193,6 +199,12 @@ def start(
     current = status(data_dir)
     if current["state"] == "running":
         return current
+    # Another server on the port would answer the readiness probe for ours.
+    busy = [port for port in (rest_port, grpc_port) if port_in_use(port)]
+    if busy:
+        raise RuntimeError(
+            f"port {busy[0]} on {HOST} is already in use (another warehouse, from another directory?): stop it "
+            f"with `segments warehouse stop` there, or choose another port")
     ensure_duckdb_extensions()
     log_path = data_dir / LOG_FILE
     cmd = [

@@ -234,3 +234,16 @@ def test_dead_letters_and_audit_are_queryable(warehouse, dataset):
         f"SELECT * FROM `{warehouse.project}.{dataset}.run_audit`").result()]
     assert audit["dead_lettered"] == [{"code": "invalid_json", "count": 2}]
     assert (audit["read"], audit["valid"], audit["reconciled"]) == (5, 3, True)
+
+
+def test_start_refuses_a_port_another_server_holds(tmp_path):
+    import socket
+
+    from pipelines import warehouse as wh
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"port {taken} on 127.0.0.1 is already in use"):
+            wh.start(tmp_path / "data", rest_port=taken, grpc_port=wh.free_port())
