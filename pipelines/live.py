@@ -88,7 +88,7 @@ class LiveOptions(StreamingOptions):
             help="Run everything here: Pub/Sub emulator, local warehouse, generated events, DirectRunner.")
         group.add_argument(
             "--rate", type=positive_float, default=20.0,
-            help="--local: events published per second. Default: 20 (what the local DirectRunner keeps up with on "
+            help="--local: events published per second. Default: 20 (about what the local DirectRunner reads on "
                  "2 cores; faster rates queue up and drain after publishing stops).")
         group.add_argument(
             "--seconds", type=positive_float, default=None,
