@@ -134,7 +134,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     if not batch.input:
         raise ValueError("--input is required")
     id_key = batch.pseudonymisation_key()
-    load_card(batch.model_dir())  # fail fast on a missing or unreadable model, before any work
+    card = load_card(batch.model_dir())  # fail fast on a missing or unreadable model, before any work
     run_id = batch.run_id or new_run_id()
     target = batch.bigquery_target()
     started_us = time.time_ns() // 1000
@@ -151,7 +151,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     try:
         write_audit(target.client(), target.project, target.dataset, audit_row(
             audit, run_id=run_id, mode="batch", input=",".join(batch.input), started_at_us=started_us,
-            finished_at_us=time.time_ns() // 1000, model_version=load_card(batch.model_dir())["model_version"]))
+            finished_at_us=time.time_ns() // 1000, model_version=card["model_version"]))
     except Exception as error:  # the run itself succeeded: say so, keep the summary
         LOG.error("could not write the run_audit row: %s", error)
         summary.extra["audit_error"] = str(error)

@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import publisher, pubsub_emulator, streaming
+from tests.waiting import wait_for
 from transforms.privacy import DEMO_ID_KEY
 from transforms.validation import ValidationConfig
 
@@ -262,14 +263,8 @@ def _read_sink(path) -> list[dict]:
         return []
 
 
-def _wait_for(condition, what: str, timeout_s: float = 30.0, poll_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+def _wait_for(condition, what, timeout_s: float = 30.0, poll_s: float = 0.2):
+    return wait_for(condition, what, timeout_s, poll_s)
 
 
 @pytest.fixture(scope="module")

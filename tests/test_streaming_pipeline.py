@@ -26,6 +26,7 @@ from models.artifact import save_artifact
 from models.training import train_model
 from pipelines import bq_admin, publisher, pubsub_emulator, streaming
 from tests.test_inference import END_US, PARAMS, training_records
+from tests.waiting import wait_for
 from transforms.privacy import DEMO_ID_KEY
 from transforms.write_bigquery import BigQueryTarget
 
@@ -44,13 +45,7 @@ def _event(event_id: str, user_id: str, epoch_ms: int, **extra) -> bytes:
 
 
 def _wait_for(condition, what, timeout_s: float = 60.0, poll_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
+    return wait_for(condition, what, timeout_s, poll_s)
 
 
 @pytest.fixture(scope="module")
