@@ -19,12 +19,8 @@ from apache_beam.transforms.window import TimestampedValue
 from transforms.event_contract import CHANNELS, Event
 from transforms.feature_combiners import DEVICES, UserPartial, finalize
 from transforms.feature_spec import MODEL_FEATURES
-from transforms.features import (
-    FEATURE_RECORD_FIELDS,
-    ComputeUserFeatures,
-    FeatureOutput,
-    feature_record_to_vector,
-)
+from transforms.feature_records import FEATURE_RECORD_FIELDS
+from transforms.features import ComputeUserFeatures, FeatureOutput, feature_record_to_vector
 
 SEC = 1_000_000
 MIN = 60 * SEC

@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from transforms.event_contract import Event
-from transforms.sessions import SessionCombineFn, SessionSummary, Sessionize, _summarise
+from transforms.sessions import SessionCombineFn, SessionSummary, Sessionize, summarise
 
 SEC = 1_000_000
 MIN = 60 * SEC
@@ -30,7 +30,7 @@ def test_session_combiner_summarises_and_merges():
         left = fn.add_input(left, e)
     right = fn.add_input(fn.create_accumulator(), ev("3", DAY0 + 9 * MIN, "product_view"))
     merged = fn.merge_accumulators([left, fn.create_accumulator(), right])
-    summary = _summarise((("u", None), fn.extract_output(merged)))
+    summary = summarise("u", None, fn.extract_output(merged))
     assert summary == SessionSummary("u", None, DAY0, DAY0 + 9 * MIN, 3, 1, 1, True, False, False)
     assert summary.duration_s == 540.0
     assert summary.abandoned_cart and not summary.bounce
@@ -38,7 +38,7 @@ def test_session_combiner_summarises_and_merges():
 
 def test_single_event_session_is_a_bounce():
     fn = SessionCombineFn()
-    summary = _summarise((("u", "s"), fn.add_input(fn.create_accumulator(), ev("1", DAY0, "purchase"))))
+    summary = summarise("u", "s", fn.add_input(fn.create_accumulator(), ev("1", DAY0, "purchase")))
     assert summary.bounce and summary.reached_purchase and not summary.abandoned_cart
     assert summary.duration_s == 0.0
 

@@ -2,17 +2,22 @@
 
 `ComputeUserFeatures` turns validated, pseudonymised, deduplicated, consent-filtered
 events (element timestamps = event time) into one feature record per user per sliding
-window, plus a dead-letter output for events beyond the allowed lateness. The same
-graph runs on bounded input (one on-time pane per window) and unbounded input (early,
-on-time and late panes).
+window, plus a dead-letter output for events beyond the allowed lateness. Two plans
+(`FeaturePlan`) compute the same records from the same pieces (session combiner, period
+partials, partial merges, `feature_records.feature_record`):
 
-Stages (cost: each event is combined once into a period partial; only the small
-partials are re-read once per overlapping window)::
+* the windowed plan, for unbounded input (early, on-time and late panes); stages (cost:
+  each event is combined once into a period partial; only the small partials are
+  re-read once per overlapping window)::
 
     events ─ RouteTooLate ─┬─ Sessionize (Sessions(gap) per user+session_id, signed) ─┐
                            └───────────────────────────────────────────────────────────┴─
       PeriodPartials (FixedWindows(period), DISCARDING panes: deltas)
       ─ UserWindows (SlidingWindows(size, period), ACCUMULATING panes) ─ FeatureRecords
+
+* the per-user plan, for bounded input, where every window fires once and the windowed
+  plan's trigger machinery is pure overhead: ``GroupByKey`` per user, then sessions,
+  partials and windows in one pass (`transforms.batch_features`).
 
 Definitions of every feature and the trigger reasoning: `transforms/FEATURES.md`.
 
@@ -37,50 +42,21 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
-from apache_beam.utils.windowed_value import PaneInfoTiming
 
+from transforms.batch_features import PerUserWindowFeatures
 from transforms.event_contract import Event
-from transforms.feature_combiners import MergePartialsFn, PeriodPartialFn, UserPartial, finalize
-from transforms.feature_spec import FEATURE_VERSION, MODEL_FEATURES, model_input_vector
+from transforms.feature_combiners import MergePartialsFn, PeriodPartialFn
+from transforms.feature_records import FormatFeatureRecord
+from transforms.feature_spec import model_input_vector
 from transforms.lateness import LatenessTag, RouteTooLate
 from transforms.outcomes import DeadLetter
 from transforms.sessions import Sessionize
-
-US_PER_SECOND = 1_000_000
-
-# Every key of a feature record, in a stable order.
-RECORD_IDENTITY_FIELDS: tuple[str, ...] = (
-    "user_key", "window_start_us", "window_end_us", "pane", "feature_version", "event_count",
-)  # fmt: skip
-EXTRA_FEATURE_FIELDS: tuple[str, ...] = (
-    "top_category", "channel_mix", "device_mix", "first_seen_us", "is_new", "funnel_stage_name",
-    "first_purchase_us", "last_purchase_us",
-)  # fmt: skip
-FEATURE_RECORD_FIELDS: tuple[str, ...] = RECORD_IDENTITY_FIELDS + MODEL_FEATURES + EXTRA_FEATURE_FIELDS
-
 
 class FeatureOutput(str, enum.Enum):
     """Outputs of `ComputeUserFeatures`."""
 
     FEATURES = "features"
     TOO_LATE = "too_late"
-
-
-class Pane(str, enum.Enum):
-    """Timing of the pane a record comes from."""
-
-    EARLY = "early"
-    ON_TIME = "on_time"
-    LATE = "late"
-
-
-_PANE_OF_TIMING = {
-    PaneInfoTiming.EARLY: Pane.EARLY,
-    PaneInfoTiming.ON_TIME: Pane.ON_TIME,
-    PaneInfoTiming.LATE: Pane.LATE,
-    # A bounded run without triggers firing reports UNKNOWN for its single final pane.
-    PaneInfoTiming.UNKNOWN: Pane.ON_TIME,
-}
 
 
 def _us(delta: timedelta) -> int:
@@ -91,31 +67,24 @@ def _duration(delta: timedelta) -> Duration:
     return Duration(micros=_us(delta))
 
 
-class FormatFeatureRecord(beam.DoFn):
-    """``(user_key, UserPartial)`` in a user window -> feature record dict."""
-
-    def process(
-        self,
-        element: tuple[str, UserPartial],
-        win=beam.DoFn.WindowParam,
-        pane=beam.DoFn.PaneInfoParam,
-    ):
-        user_key, partial = element
-        start_us, end_us = win.start.micros, win.end.micros
-        record = {
-            "user_key": user_key,
-            "window_start_us": start_us,
-            "window_end_us": end_us,
-            "pane": _PANE_OF_TIMING[pane.timing].value,
-            "feature_version": FEATURE_VERSION,
-        }
-        record.update(finalize(partial, start_us, end_us))
-        yield {name: record[name] for name in FEATURE_RECORD_FIELDS}
-
-
 def feature_record_to_vector(record: Mapping[str, Any]) -> list[float]:
     """The model input vector of a feature record (order: `feature_spec.MODEL_FEATURES`)."""
     return model_input_vector(record)
+
+
+class FeaturePlan(str, enum.Enum):
+    """How `ComputeUserFeatures` computes its windows; both give the same records.
+
+    * ``windowed``: Beam's Sessions, FixedWindows and SlidingWindows with triggers; the
+      only plan for unbounded input (early, on-time and late panes, too_late).
+    * ``per_user``: one GroupByKey per user and the same pieces in one pass
+      (`transforms.batch_features`); bounded input only, several times faster there.
+    * ``auto``: ``per_user`` for bounded input in a batch pipeline, else ``windowed``.
+    """
+
+    AUTO = "auto"
+    WINDOWED = "windowed"
+    PER_USER = "per_user"
 
 
 class ComputeUserFeatures(beam.PTransform):
@@ -130,10 +99,12 @@ class ComputeUserFeatures(beam.PTransform):
             contains an event, up to which the event still updates its windows (late
             panes); later events are dead-lettered as too_late.
         num_shards: keys of the lateness tracker.
+        plan: how the windows are computed (`FeaturePlan`); the default picks the per-user
+            plan for bounded input in a batch pipeline and the windowed plan otherwise.
 
     Returns (from expand):
         A dict with `FeatureOutput.FEATURES` (feature record dicts, keys
-        `FEATURE_RECORD_FIELDS`) and `FeatureOutput.TOO_LATE` (`DeadLetter`).
+        `transforms.feature_records.FEATURE_RECORD_FIELDS`) and `FeatureOutput.TOO_LATE` (`DeadLetter`).
     """
 
     def __init__(
@@ -144,6 +115,7 @@ class ComputeUserFeatures(beam.PTransform):
         early_firing: timedelta = timedelta(seconds=60),
         allowed_lateness: timedelta = timedelta(days=2),
         num_shards: int = 16,
+        plan: FeaturePlan = FeaturePlan.AUTO,
     ) -> None:
         super().__init__()
         if window_period <= timedelta(0) or window_size <= timedelta(0):
@@ -160,6 +132,7 @@ class ComputeUserFeatures(beam.PTransform):
         self.early_firing = early_firing
         self.allowed_lateness = allowed_lateness
         self.num_shards = num_shards
+        self.plan = FeaturePlan(plan)
 
     @property
     def runner_lateness(self) -> timedelta:
@@ -196,8 +169,18 @@ class ComputeUserFeatures(beam.PTransform):
         streaming = bool(options and options.view_as(StandardOptions).streaming)
         return streaming or not events.is_bounded
 
+    @staticmethod
+    def _no_dead_letters(events: beam.PCollection) -> beam.PCollection[DeadLetter]:
+        return events.pipeline | "NoTooLate" >> beam.Create([]).with_output_types(DeadLetter)
+
     def expand(self, events: beam.PCollection[Event]) -> dict[str, beam.PCollection]:
         speculative = self._is_streaming(events)
+        if self.plan is FeaturePlan.PER_USER and speculative:
+            raise ValueError("the per_user feature plan needs bounded input in a batch pipeline")
+        if self.plan is FeaturePlan.PER_USER or (self.plan is FeaturePlan.AUTO and not speculative):
+            features = events | "PerUser" >> PerUserWindowFeatures(
+                self.session_gap, self.window_size, self.window_period)
+            return {FeatureOutput.FEATURES.value: features, FeatureOutput.TOO_LATE.value: self._no_dead_letters(events)}
         if speculative:
             routed = events | "RouteTooLate" >> RouteTooLate(
                 self.window_period, self.allowed_lateness, self.window_size, self.num_shards
@@ -208,7 +191,7 @@ class ComputeUserFeatures(beam.PTransform):
             # read, so nothing can be late, and the stateful router (a timer loop per
             # shard) would only cost time.
             on_time = events
-            too_late = events.pipeline | "NoTooLate" >> beam.Create([]).with_output_types(DeadLetter)
+            too_late = self._no_dead_letters(events)
         keyed = on_time | "KeyByUser" >> beam.Map(lambda e: (e.user_id, e))
         signed_sessions = keyed | "Sessionize" >> Sessionize(self.session_gap, self.runner_lateness,
                                                              retract=speculative)

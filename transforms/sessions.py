@@ -113,8 +113,8 @@ class SessionCombineFn(beam.CombineFn):
         return acc
 
 
-def _summarise(element: tuple[tuple[str, Optional[str]], list]) -> SessionSummary:
-    (user_key, session_id), acc = element
+def summarise(user_key: str, session_id: Optional[str], acc: list) -> SessionSummary:
+    """The summary of one session from its `SessionCombineFn` accumulator."""
     return SessionSummary(user_key, session_id, acc[0], acc[1], acc[2], acc[3], acc[4],
                           bool(acc[5]), bool(acc[6]), bool(acc[7]))
 
@@ -205,7 +205,7 @@ class Sessionize(beam.PTransform):
                 **self._late_firings(),
             )
             | "CombineSession" >> beam.CombinePerKey(SessionCombineFn())
-            | "Summarise" >> beam.Map(lambda kv: (kv[0], _summarise(kv))).with_output_types(
+            | "Summarise" >> beam.Map(lambda kv: (kv[0], summarise(kv[0][0], kv[0][1], kv[1]))).with_output_types(
                 beam.typehints.Tuple[beam.typehints.Tuple[str, beam.typehints.Optional[str]], SessionSummary])
             | "SessionsToGlobal" >> beam.WindowInto(window.GlobalWindows())
         )
