@@ -93,7 +93,7 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.batch import BatchOptions, read_prepared_events
-    from transforms.as_of import AsOfMicros, KeepWindowsEndingBy
+    from transforms.as_of import AsOfMicros
     from transforms.features import FeatureOutput
     from transforms.privacy import DEMO_ID_KEY
 
@@ -108,11 +108,9 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
 
         with beam.Pipeline(options=options) as p:
             events, _ = read_prepared_events(p, batch, DEMO_ID_KEY)
-            computed = events | "Features" >> batch.feature_transform()
             as_of = events | "AsOf" >> AsOfMicros(None)
-            _ = (computed[FeatureOutput.FEATURES]
-                 | "DropFutureWindows" >> KeepWindowsEndingBy(as_of)
-                 | "Count" >> beam.Map(count))
+            computed = events | "Features" >> batch.feature_transform(ends_by=as_of)
+            _ = computed[FeatureOutput.FEATURES] | "Count" >> beam.Map(count)
         found = p.result.metrics().query(MetricsFilter().with_name("feature_records"))["counters"]
         return int(sum(c.committed or c.attempted or 0 for c in found))
 

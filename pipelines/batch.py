@@ -28,7 +28,7 @@ from models.inference import AssignSegments
 from pipelines import bq_admin
 from pipelines.options import SegmentsOptions, iso_date
 from pipelines.summary import ASSIGNMENTS, RunSummary, counters_of
-from transforms.as_of import AsOfMicros, KeepWindowsEndingBy
+from transforms.as_of import AsOfMicros
 from transforms.bigquery_tables import audit_row
 from transforms.dedupe import DedupeEvents
 from transforms.features import FeatureOutput
@@ -103,9 +103,9 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes,
       run_id: written on dead letters.
     """
     events, parse_dead_letters = read_prepared_events(p, options, id_key)
-    computed = events | "Features" >> options.feature_transform()
     as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
-    features = computed[FeatureOutput.FEATURES] | "DropFutureWindows" >> KeepWindowsEndingBy(as_of_us)
+    computed = events | "Features" >> options.feature_transform(ends_by=as_of_us)
+    features = computed[FeatureOutput.FEATURES]
     assigned = features | "AssignSegments" >> AssignSegments(options.model_dir())
     assignments = assigned.assignments | "CountAssignments" >> beam.Map(_count_assignment)
     dead_letters = [parse_dead_letters, computed[FeatureOutput.TOO_LATE], assigned.dead_letters]

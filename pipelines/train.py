@@ -26,7 +26,7 @@ from models import clustering
 from models.artifact import save_artifact
 from models.training import format_report, train_model
 from pipelines.options import SegmentsOptions, iso_date, positive_int
-from transforms.as_of import AsOfMicros, KeepWindowsEndingBy
+from transforms.as_of import AsOfMicros
 from transforms.features import FeatureOutput
 from transforms.privacy import pseudonymise
 
@@ -73,9 +73,9 @@ def build_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, rows_
     from pipelines.batch import read_prepared_events
 
     events, _ = read_prepared_events(p, options, id_key)
-    features = (events | "Features" >> options.feature_transform())[FeatureOutput.FEATURES]
     until_us = events | "Until" >> AsOfMicros(until)
-    rows = _last_window_per_user(features | "UpToUntil" >> KeepWindowsEndingBy(until_us))
+    features = (events | "Features" >> options.feature_transform(ends_by=until_us))[FeatureOutput.FEATURES]
+    rows = _last_window_per_user(features)
     (rows
      | "ToJson" >> beam.Map(lambda record: orjson.dumps(record).decode("utf-8"))
      | "WriteRows" >> beam.io.WriteToText(rows_prefix, file_name_suffix=".jsonl"))

@@ -76,7 +76,7 @@ class UserWindowFeatures(beam.DoFn):
         self._period_us = _us(window_period)
         self._periods_per_window = _us(window_size) // self._period_us
 
-    def process(self, element: tuple[str, Iterable[Event]]):
+    def process(self, element: tuple[str, Iterable[Event]], ends_by_us: Optional[int] = None):
         user_key, events = element
         period_us = self._period_us
         partials: dict[int, UserPartial] = {}  # period index -> partial
@@ -91,6 +91,9 @@ class UserWindowFeatures(beam.DoFn):
             partials[session.start_us // period_us].add_session(SignedSession(session, +1))
         n = self._periods_per_window
         starts = sorted({index - back for index in partials for back in range(n)})
+        if ends_by_us is not None:
+            # Windows ending after the as-of time describe a future the data has not seen.
+            starts = [start for start in starts if (start + n) * period_us <= ends_by_us]
         for start in starts:
             merged = UserPartial()
             for index in range(start, start + n):
@@ -104,16 +107,22 @@ class UserWindowFeatures(beam.DoFn):
 
 
 class PerUserWindowFeatures(beam.PTransform):
-    """Bounded events -> feature records, via one `GroupByKey` per user (see module docstring)."""
+    """Bounded events -> feature records, via one `GroupByKey` per user (see module docstring).
 
-    def __init__(self, session_gap: timedelta, window_size: timedelta, window_period: timedelta) -> None:
+    `ends_by`, a singleton of UTC microseconds, limits the output to windows ending by it.
+    """
+
+    def __init__(self, session_gap: timedelta, window_size: timedelta, window_period: timedelta,
+                 ends_by: Optional[beam.PCollection] = None) -> None:
         super().__init__()
         self._fn = UserWindowFeatures(session_gap, window_size, window_period)
+        self._ends_by = ends_by
 
     def expand(self, events: beam.PCollection[Event]) -> beam.PCollection[dict]:
+        side = () if self._ends_by is None else (beam.pvalue.AsSingleton(self._ends_by),)
         return (
             events
             | "KeyByUser" >> beam.Map(lambda event: (event.user_id, event))
             | "GroupByUser" >> beam.GroupByKey()
-            | "WindowRecords" >> beam.ParDo(self._fn)
+            | "WindowRecords" >> beam.ParDo(self._fn, *side)
         )

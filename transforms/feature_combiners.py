@@ -167,27 +167,43 @@ class UserPartial:
         self.abandoned_sessions += sign * int(s.abandoned_cart)
 
     def merge(self, other: "UserPartial") -> None:
-        for name in (
-            "events", "page_views", "product_views", "searches", "cart_adds", "checkout_starts",
-            "purchases", "refunds", "email_opens", "email_clicks", "social",
-            "purchase_value", "refund_value", "other_category",
-            "sessions", "session_duration_us", "session_page_views", "bounces",
-            "cart_sessions", "abandoned_sessions",
-        ):  # fmt: skip
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        # Spelled out field by field: this runs once per partial per overlapping window,
+        # and getattr/setattr over a name list cost about three times as much.
+        self.events += other.events
+        self.page_views += other.page_views
+        self.product_views += other.product_views
+        self.searches += other.searches
+        self.cart_adds += other.cart_adds
+        self.checkout_starts += other.checkout_starts
+        self.purchases += other.purchases
+        self.refunds += other.refunds
+        self.email_opens += other.email_opens
+        self.email_clicks += other.email_clicks
+        self.social += other.social
+        self.purchase_value += other.purchase_value
+        self.refund_value += other.refund_value
+        self.other_category += other.other_category
+        self.sessions += other.sessions
+        self.session_duration_us += other.session_duration_us
+        self.session_page_views += other.session_page_views
+        self.bounces += other.bounces
+        self.cart_sessions += other.cart_sessions
+        self.abandoned_sessions += other.abandoned_sessions
         self.first_seen_us = _min(self.first_seen_us, other.first_seen_us)
         self.first_purchase_us = _min(self.first_purchase_us, other.first_purchase_us)
         self.last_purchase_us = _max(self.last_purchase_us, other.last_purchase_us)
-        self.funnel = max(self.funnel, other.funnel)
+        if other.funnel > self.funnel:
+            self.funnel = other.funnel
         self.active_days |= other.active_days
         self.purchase_days |= other.purchase_days
-        for mine, theirs in ((self.day_parts, other.day_parts), (self.channels, other.channels),
-                             (self.devices, other.devices)):
-            for i, n in enumerate(theirs):
-                mine[i] += n
-        for name, n in other.categories.items():
-            self.categories[name] = self.categories.get(name, 0) + n
-        self._cap_categories()
+        self.day_parts = [a + b for a, b in zip(self.day_parts, other.day_parts)]
+        self.channels = [a + b for a, b in zip(self.channels, other.channels)]
+        self.devices = [a + b for a, b in zip(self.devices, other.devices)]
+        if other.categories:
+            categories = self.categories
+            for name, n in other.categories.items():
+                categories[name] = categories.get(name, 0) + n
+            self._cap_categories()
 
     def _cap_categories(self) -> None:
         if len(self.categories) <= MAX_CATEGORIES:

@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import enum
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
+from transforms.as_of import KeepWindowsEndingBy
 from transforms.batch_features import PerUserWindowFeatures
 from transforms.event_contract import Event
 from transforms.feature_combiners import MergePartialsFn, PeriodPartialFn
@@ -101,6 +102,9 @@ class ComputeUserFeatures(beam.PTransform):
         num_shards: keys of the lateness tracker.
         plan: how the windows are computed (`FeaturePlan`); the default picks the per-user
             plan for bounded input in a batch pipeline and the windowed plan otherwise.
+        ends_by: optional singleton PCollection (UTC microseconds, e.g. `as_of.AsOfMicros`):
+            only windows ending at or before it are produced. The per-user plan does not
+            even compute the others; the windowed plan filters them.
 
     Returns (from expand):
         A dict with `FeatureOutput.FEATURES` (feature record dicts, keys
@@ -116,6 +120,7 @@ class ComputeUserFeatures(beam.PTransform):
         allowed_lateness: timedelta = timedelta(days=2),
         num_shards: int = 16,
         plan: FeaturePlan = FeaturePlan.AUTO,
+        ends_by: Optional[beam.PCollection] = None,
     ) -> None:
         super().__init__()
         if window_period <= timedelta(0) or window_size <= timedelta(0):
@@ -133,6 +138,7 @@ class ComputeUserFeatures(beam.PTransform):
         self.allowed_lateness = allowed_lateness
         self.num_shards = num_shards
         self.plan = FeaturePlan(plan)
+        self.ends_by = ends_by
 
     @property
     def runner_lateness(self) -> timedelta:
@@ -179,7 +185,7 @@ class ComputeUserFeatures(beam.PTransform):
             raise ValueError("the per_user feature plan needs bounded input in a batch pipeline")
         if self.plan is FeaturePlan.PER_USER or (self.plan is FeaturePlan.AUTO and not speculative):
             features = events | "PerUser" >> PerUserWindowFeatures(
-                self.session_gap, self.window_size, self.window_period)
+                self.session_gap, self.window_size, self.window_period, self.ends_by)
             return {FeatureOutput.FEATURES.value: features, FeatureOutput.TOO_LATE.value: self._no_dead_letters(events)}
         if speculative:
             routed = events | "RouteTooLate" >> RouteTooLate(
@@ -213,4 +219,6 @@ class ComputeUserFeatures(beam.PTransform):
             | "MergePartials" >> beam.CombinePerKey(MergePartialsFn())
             | "FeatureRecords" >> beam.ParDo(FormatFeatureRecord())
         )
+        if self.ends_by is not None:
+            features = features | "EndedBy" >> KeepWindowsEndingBy(self.ends_by)
         return {FeatureOutput.FEATURES.value: features, FeatureOutput.TOO_LATE.value: too_late}

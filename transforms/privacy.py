@@ -15,6 +15,7 @@ Applied right after validation, before anything is aggregated or written:
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import os
@@ -79,6 +80,9 @@ def read_suppression_list(path: Optional[str]) -> frozenset[str]:
     return frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
+PSEUDONYM_CACHE_SIZE = 65_536  # user ids per worker; ~10 MB
+
+
 class _PrivacyFn(beam.DoFn):
     def __init__(self, key: bytes, suppression_list: Optional[str], consent_default: ConsentDefault):
         self._key = key
@@ -90,6 +94,9 @@ class _PrivacyFn(beam.DoFn):
         self._suppressed = read_suppression_list(self._suppression_list)
         self._no_consent = filtered_counter(FilterReason.NO_CONSENT)
         self._suppressed_count = filtered_counter(FilterReason.SUPPRESSED)
+        # A user sends many events: remember recent pseudonyms instead of re-hashing.
+        self._pseudonym = functools.lru_cache(maxsize=PSEUDONYM_CACHE_SIZE)(
+            functools.partial(pseudonymise, self._key))
 
     def process(self, event: Event) -> Iterable[Event]:
         consented = event.consent_personalization
@@ -101,7 +108,7 @@ class _PrivacyFn(beam.DoFn):
         if event.user_id in self._suppressed:
             self._suppressed_count.inc()
             return
-        yield event._replace(user_id=pseudonymise(self._key, event.user_id))
+        yield event._replace(user_id=self._pseudonym(event.user_id))
 
 
 class ApplyPrivacy(beam.PTransform):
