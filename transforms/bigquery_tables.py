@@ -258,7 +258,11 @@ def format_timestamp(micros: int) -> str:
 
 def timestamp_to_micros(text: str) -> int:
     """The inverse of `format_timestamp`. Raises ValueError on any other format."""
-    parsed = dt.datetime.strptime(text, _TS_FORMAT).replace(tzinfo=dt.timezone.utc)
+    # The shape check keeps the exact `_TS_FORMAT`; fromisoformat is ~30x faster than
+    # strptime, which matters at several timestamps per written row.
+    if len(text) != 30 or text[10] != " " or text[19] != "." or not text.endswith(" UTC"):
+        raise ValueError(f"{text!r} does not match {_TS_FORMAT!r}")
+    parsed = dt.datetime.fromisoformat(text[:26]).replace(tzinfo=dt.timezone.utc)
     delta = parsed - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
