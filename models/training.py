@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 from models import bgnbd, clustering, rfm
-from models.artifact import load_card
+from models.artifact import load_artifact, load_card
 from transforms.feature_spec import FEATURE_VERSION, MODEL_FEATURES, SKEWED_FEATURES, model_input_vector
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -119,6 +119,13 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
         raise ValueError("BG/NBD needs purchasers in the training rows; found fewer than 2")
     params = bgnbd.fit_bgnbd(inputs[:, 0], inputs[:, 1], inputs[:, 2])
 
+    kept_share = None
+    if previous_card is not None:
+        # The retrain report marketers care about: how many of these users would keep
+        # the segment id the previous model gives them.
+        previous_ids = load_artifact(previous).assign(X).segment_id
+        kept_share = float(np.mean(previous_ids == segment_ids))
+
     ari, ari_users = None, 0
     if truth is not None:
         known = [i for i, user in enumerate(users) if user in truth]
@@ -158,7 +165,8 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
             "bgnbd_customers": int(len(inputs)),  # rows with a purchase: the BG/NBD population
         },
         "segments": [s._asdict() for s in segments],
-        "segment_id_mapping": mapping.as_card(previous_card["model_version"]) if mapping else None,
+        "segment_id_mapping": (dict(mapping.as_card(previous_card["model_version"]),
+                                    users_keeping_segment_id=kept_share) if mapping else None),
         "rfm": thresholds.as_card(),
         "bgnbd": params.as_card(),
     }
@@ -178,6 +186,10 @@ def format_report(card: Mapping) -> str:
         lines.append(f"adjusted Rand index vs true archetypes: {q['ari']:.4f} ({q['ari_users']} users)")
     for s in card["segments"]:
         lines.append(f"  segment {s['segment_id']}: {s['name']} ({s['size_share']:.1%}) - {s['description']}")
+    mapping = card.get("segment_id_mapping")
+    if mapping and mapping.get("users_keeping_segment_id") is not None:
+        lines.append(f"segment ids kept from {mapping['previous_model_version']}: "
+                     f"{mapping['users_keeping_segment_id']:.1%} of training users")
     b = card["bgnbd"]
     lines.append(f"BG/NBD ({b['time_unit']}): r={b['r']:.4g} alpha={b['alpha']:.4g} a={b['a']:.4g} b={b['b']:.4g}")
     return "\n".join(lines)

@@ -197,6 +197,9 @@ def test_previous_model_keeps_ids(trained, data, tmp_path):
         assert len(old_ids) == 1 and new_ids == old_ids
     assert {seg for u, seg in zip(retrained.users, retrained.segment_ids.tolist())
             if truth[u] == "archetype-4"} == {4}
+    # Users of the four old groups (55 + 45 + 45 + 35) keep their id; the 40 of the new
+    # group get the new id 4, which the previous model cannot give.
+    assert mapping["users_keeping_segment_id"] == pytest.approx(180 / 220)
 
 
 def test_gaussian_mixture_option_round_trips(data, tmp_path):
