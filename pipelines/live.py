@@ -142,10 +142,15 @@ def live_records(users: int, seed: int, now_ms: Callable[[], int] = lambda: time
 # Warehouse queries
 
 
-def warehouse_counts(client, table_prefix: str, run_id: str) -> dict:
-    """Assignment rows, distinct users with a segment, and this run's dead letters per code."""
+def warehouse_counts(client, table_prefix: str, run_id: str, since_us: int) -> dict:
+    """This run's assignment rows (written since `since_us`) and users, and its dead letters per code.
+
+    The dataset may hold earlier runs (the demo's, a previous live run); `assigned_at` is
+    the processing time of a row's latest write, so rows this run (re)wrote count.
+    """
     (assigned,) = client.query(
-        f"SELECT COUNT(*) AS n_rows, COUNT(DISTINCT user_key) AS n_users FROM `{table_prefix}.segment_assignments`"
+        f"SELECT COUNT(*) AS n_rows, COUNT(DISTINCT user_key) AS n_users FROM `{table_prefix}.segment_assignments` "
+        f"WHERE assigned_at >= TIMESTAMP_MICROS({int(since_us)})"
     ).result()
     dead = {row["error_code"]: int(row["n"]) for row in client.query(
         f"SELECT error_code, COUNT(*) AS n FROM `{table_prefix}.dead_letters` WHERE run_id = '{run_id}' "
@@ -354,7 +359,7 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
             try:
                 while thread.is_alive():
                     thread.join(live.progress_seconds)
-                    counts = warehouse_counts(client, table_prefix, run_id)
+                    counts = warehouse_counts(client, table_prefix, run_id, started_us)
                     read = read_tallies(tallies_path).get(streaming.AUDIT_READ, 0)
                     say(f"[{time.monotonic() - t0:5.0f} s] published {publishing.published_so_far:,}, read {read:,}"
                         f" (audited every {job.audit_interval_seconds} s)"
@@ -390,7 +395,7 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
             "assignments": int(tallies.get(streaming.AUDIT_ASSIGNMENTS, 0)), "published": stats.published,
             "publish_failed": stats.failed, "drained": drained})
         final = summary.to_json()
-        final["in_warehouse"] = in_wh = warehouse_counts(client, table_prefix, run_id)
+        final["in_warehouse"] = in_wh = warehouse_counts(client, table_prefix, run_id, started_us)
         tallied_dead = {code: n for code, n in {**summary.dead_lettered, **summary.rows_dead_lettered}.items() if n}
         final["dead_letters_written"] = in_wh["dead_letters"] == tallied_dead
         final["reconciled"] = (summary.reconciled and summary.read == stats.published and drained
