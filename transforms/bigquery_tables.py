@@ -21,7 +21,7 @@ import enum
 import hashlib
 import json
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from transforms.feature_spec import MODEL_FEATURES
 from transforms.outcomes import DeadLetter, ErrorCode, Stage
@@ -226,23 +226,38 @@ def avro_schema(spec: TableSpec) -> dict:
 def to_avro_record(row: Mapping[str, Any], schema: Sequence[Field]) -> dict:
     """A validated row as an Avro record of `avro_schema` (timestamps to micros)."""
     out: dict[str, Any] = {}
-    for field in schema:
-        value = row.get(field["name"])
-        out[field["name"]] = _to_avro_value(value, field)
+    for name, type_, mode, subfields in _plan(schema)[1]:
+        value = row.get(name)
+        if value is None:
+            out[name] = [] if mode == REPEATED else None
+        elif mode == REPEATED:
+            out[name] = [_to_avro_value(v, type_, subfields) for v in value]
+        else:
+            out[name] = _to_avro_value(value, type_, subfields)
     return out
 
 
-def _to_avro_value(value: Any, field: Field) -> Any:
-    if value is None:
-        return [] if field.get("mode") == REPEATED else None
-    if field.get("mode") == REPEATED:
-        single = dict(field, mode=NULLABLE)
-        return [_to_avro_value(v, single) for v in value]
-    if field["type"] == "RECORD":
-        return to_avro_record(value, field["fields"])
-    if field["type"] == "TIMESTAMP":
+def _to_avro_value(value: Any, type_: str, subfields: Optional[Sequence[Field]]) -> Any:
+    if type_ == "RECORD":
+        return to_avro_record(value, subfields)
+    if type_ == "TIMESTAMP":
         return timestamp_to_micros(value)
     return value
+
+
+# Every written row walks its schema twice (validation, Avro): the fields as tuples,
+# computed once per schema object.
+_PLANS: dict[int, tuple[Sequence[Field], frozenset, tuple]] = {}
+
+
+def _plan(schema: Sequence[Field]) -> tuple[frozenset, tuple]:
+    """(field names, ((name, type, mode, subfields), ...)) of a schema, cached."""
+    entry = _PLANS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        fields = tuple((f["name"], f["type"], f.get("mode", NULLABLE), f.get("fields")) for f in schema)
+        # The entry holds the schema, so its id cannot be reused by another object.
+        entry = _PLANS[id(schema)] = (schema, frozenset(f[0] for f in fields), fields)
+    return entry[1], entry[2]
 
 
 # ----------------------------------------------------------------------------- timestamps
@@ -412,18 +427,21 @@ def validate_row(row: Any, schema: Sequence[Field], _prefix: str = "") -> list[s
     if not isinstance(row, Mapping):
         return [f"{_prefix.rstrip('.') or 'row'}: expected an object, got {type(row).__name__}"]
     problems: list[str] = []
-    known = {f["name"] for f in schema}
+    known, fields = _plan(schema)
     for name in row:
         if name not in known:
             problems.append(f"{_prefix}{name}: unknown field")
-    for field in schema:
-        path = _prefix + field["name"]
-        value = row.get(field["name"])
-        mode = field.get("mode", NULLABLE)
+    for name, type_, mode, subfields in fields:
+        value = row.get(name)
         if value is None:
             if mode == REQUIRED:
-                problems.append(f"{path}: missing REQUIRED field")
+                problems.append(f"{_prefix}{name}: missing REQUIRED field")
             continue
+        # Fast path for the common valid scalars (most of an assignment row's fields).
+        if (type_ == "FLOAT64" and type(value) is float and math.isfinite(value)) or (
+                type_ == "STRING" and type(value) is str):
+            continue
+        path = _prefix + name
         if mode == REPEATED:
             if not isinstance(value, (list, tuple)):
                 problems.append(f"{path}: expected a list (REPEATED), got {type(value).__name__}")
@@ -432,16 +450,15 @@ def validate_row(row: Any, schema: Sequence[Field], _prefix: str = "") -> list[s
                 if item is None:
                     problems.append(f"{path}[{i}]: NULL element in REPEATED field")
                 else:
-                    problems.extend(_check_value(item, field, f"{path}[{i}]"))
+                    problems.extend(_check_value(item, type_, subfields, f"{path}[{i}]"))
         else:
-            problems.extend(_check_value(value, field, path))
+            problems.extend(_check_value(value, type_, subfields, path))
     return problems
 
 
-def _check_value(value: Any, field: Field, path: str) -> list[str]:
-    type_ = field["type"]
+def _check_value(value: Any, type_: str, subfields: Optional[Sequence[Field]], path: str) -> list[str]:
     if type_ == "RECORD":
-        return validate_row(value, field["fields"], path + ".")
+        return validate_row(value, subfields, path + ".")
     if type_ == "STRING":
         ok = isinstance(value, str)
     elif type_ == "INT64":
