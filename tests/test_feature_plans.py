@@ -16,11 +16,12 @@ from datetime import timedelta
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import BeamAssertException, assert_that
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from apache_beam.transforms.window import GlobalWindows
 from hypothesis import HealthCheck, given, settings
 
 from pipelines import generate
+from transforms.as_of import midnight_us
 from transforms.features import ComputeUserFeatures, FeatureOutput, FeaturePlan
 from transforms.sources import ReadEventFiles
 from transforms.validation import ValidationConfig
@@ -80,6 +81,18 @@ def test_plans_agree_on_generated_events(generated_events):
         events = (p | ReadEventFiles([generated_events], ValidationConfig())).events
         assert_that(_both_plans(events, window_size=timedelta(days=30), window_period=timedelta(days=1)),
                     _plans_agree)
+
+
+def test_plans_agree_on_windows_ending_by_an_as_of_time(generated_events):
+    # generate's default --end is today: a midnight 15 days earlier cuts the data in two.
+    as_of_us = midnight_us(generate.today_utc() - timedelta(days=15))
+    with TestPipeline() as p:
+        events = (p | ReadEventFiles([generated_events], ValidationConfig())).events
+        ends_by = p | "AsOf" >> beam.Create([as_of_us])
+        both = _both_plans(events, window_size=timedelta(days=30), window_period=timedelta(days=1), ends_by=ends_by)
+        assert_that(both, _plans_agree)
+        assert_that(both | beam.Filter(lambda tagged: tagged[1]["window_end_us"] > as_of_us), equal_to([]),
+                    label="NoWindowAfterAsOf")
 
 
 def test_plans_agree_with_a_period_shorter_than_a_day(generated_events):
