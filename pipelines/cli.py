@@ -159,6 +159,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.verbose:
         # Beam logs our own flags as "unparseable" when it re-reads options internally.
         logging.getLogger("apache_beam.options.pipeline_options").setLevel(logging.ERROR)
+        # RunInference warns on every model load that it cannot read memory usage: Beam
+        # 2.77 sets its `resource` module to None when torch is missing. Not actionable.
+        logging.getLogger().addFilter(
+            lambda record: not record.getMessage().startswith("Resource module is not available"))
     try:
         return handler(args, rest)
     except KeyboardInterrupt:
