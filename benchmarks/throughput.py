@@ -246,8 +246,7 @@ def generate_inputs(size: int, workdir: pathlib.Path) -> tuple[int, dict[str, st
     paths = {}
     for fmt in ("jsonl", "avro"):
         path = workdir / f"events-{size}.{fmt}"
-        stats = generate.generate(argparse.Namespace(
-            users=users, days=30, end=None, seed=SEED, format=fmt, out=path, corrupt_rate=0.0, truth=None))
+        stats = generate.generate_events(path, users=users, days=30, seed=SEED, fmt=fmt)
         paths[fmt] = str(path)
     with open(paths["jsonl"], "rb") as handle:
         events = sum(1 for line in handle if line.strip())

@@ -48,9 +48,9 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
 
     say(f"[1/4] generating {args.users:,} users x {args.days} days of events -> {events_path}")
     started = time.monotonic()
-    stats = generate_module.generate(argparse.Namespace(
-        users=args.users, days=args.days, end=end, seed=args.seed, format="jsonl", out=events_path,
-        corrupt_rate=args.corrupt_rate, truth=os.path.join(args.workdir, "truth.csv")))
+    stats = generate_module.generate_events(
+        events_path, users=args.users, days=args.days, end=end, seed=args.seed, fmt="jsonl",
+        corrupt_rate=args.corrupt_rate, truth=os.path.join(args.workdir, "truth.csv"))
     say(f"      {stats.records:,} records: {stats.events:,} valid events, {stats.corrupt:,} corrupt,"
         f" {stats.duplicates:,} duplicates, in {time.monotonic() - started:.1f} s")
 

@@ -1083,6 +1083,13 @@ def generate(args: argparse.Namespace) -> GenerationStats:
         end=end if not isinstance(end, dt.datetime) else end.date(), truth=str(truth) if truth is not None else None)
 
 
+def generate_events(out, *, users: int, days: int, seed: int, end: Optional[dt.date] = None,
+                    fmt: Optional[str] = None, corrupt_rate: float = 0.0, truth=None) -> GenerationStats:
+    """`generate` for callers without parsed flags (the demo, the benchmark, tests)."""
+    return generate(argparse.Namespace(users=users, days=days, end=end, seed=seed, format=fmt, out=out,
+                                       corrupt_rate=corrupt_rate, truth=truth))
+
+
 def run(argv: Optional[Sequence[str]] = None) -> GenerationStats:
     """`python -m pipelines.generate ...`: parses flags, generates, prints a summary line."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.generate", description=__doc__.split("\n")[0])

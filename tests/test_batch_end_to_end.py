@@ -1,7 +1,6 @@
 """The batch job end to end into the local warehouse: every user and window assigned,
 dead letters queryable with the summary's counts, and reruns idempotent."""
 
-import argparse
 import collections
 import datetime as dt
 import json
@@ -22,8 +21,7 @@ END = dt.date(2026, 11, 1)
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("e2e") / "events.jsonl"
-    generate.generate(argparse.Namespace(users=40, days=8, end=END, seed=11, format="jsonl", out=str(path),
-                                         corrupt_rate=0.05, truth=None))
+    generate.generate_events(str(path), users=40, days=8, end=END, seed=11, fmt="jsonl", corrupt_rate=0.05)
     return path
 
 

@@ -10,7 +10,6 @@ compute the same thing.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import pytest
@@ -29,8 +28,7 @@ TOLERANCE = 1e-9
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("duckdb_reference") / "events.jsonl"
-    generate.generate(argparse.Namespace(
-        users=40, days=10, end=None, seed=11, format="jsonl", out=path, corrupt_rate=0.0, truth=None))
+    generate.generate_events(path, users=40, days=10, seed=11, fmt="jsonl")
     return str(path)
 
 

@@ -9,7 +9,6 @@ including the windows that end after the data.
 
 from __future__ import annotations
 
-import argparse
 import math
 from datetime import timedelta
 
@@ -71,8 +70,7 @@ def _both_plans(events, **windows):
 @pytest.fixture(scope="module")
 def generated_events(tmp_path_factory):
     path = tmp_path_factory.mktemp("plans") / "events.jsonl"
-    generate.generate(argparse.Namespace(
-        users=60, days=40, end=None, seed=5, format="jsonl", out=path, corrupt_rate=0.0, truth=None))
+    generate.generate_events(path, users=60, days=40, seed=5, fmt="jsonl")
     return str(path)
 
 

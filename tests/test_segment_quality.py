@@ -19,7 +19,6 @@ noise does not fail the test while a broken feature or clustering step (ARI near
 
 from __future__ import annotations
 
-import argparse
 
 import apache_beam as beam
 import numpy as np
@@ -42,8 +41,7 @@ USERS, DAYS, SEED = 1500, 60, 3
 def generated_training(tmp_path_factory):
     work = tmp_path_factory.mktemp("quality")
     events, truth_path = work / "events.jsonl", work / "truth.csv"
-    generate.generate(argparse.Namespace(users=USERS, days=DAYS, end=None, seed=SEED, format="jsonl", out=events,
-                                         corrupt_rate=0.0, truth=truth_path))
+    generate.generate_events(events, users=USERS, days=DAYS, seed=SEED, fmt="jsonl", truth=truth_path)
     options = PipelineOptions(["--input", str(events), "--out", str(work / "model"), "--demo_key"])
     prefix = str(work / "rows" / "rows")
     with beam.Pipeline(options=options) as p:
