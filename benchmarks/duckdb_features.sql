@@ -11,7 +11,7 @@
 --
 -- Scope: valid events as the generator writes them (known event type, parseable
 -- timestamp), consent.personalization = true (a missing consent object denies),
--- deduplicated on event_id keeping the earliest (timestamp, position). Users stay raw
+-- deduplicated on (user_id, event_id) keeping the earliest (timestamp, position). Users stay raw
 -- ids here; the caller pseudonymises them (HMAC has no SQL built-in).
 WITH
 raw AS (
@@ -40,7 +40,7 @@ events AS (
 unique_events AS (
     SELECT *, ts_us // 86400000000 AS day
     FROM events
-    QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ts_us, line_no) = 1
+    QUALIFY row_number() OVER (PARTITION BY user_id, event_id ORDER BY ts_us, line_no) = 1
 ),
 as_of AS (
     SELECT coalesce($as_of_us, (max(ts_us) // 86400000000 + 1) * 86400000000) AS as_of_us

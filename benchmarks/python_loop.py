@@ -51,9 +51,9 @@ def _timestamp_us(value) -> Optional[int]:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _read_unique(path: str) -> dict[str, tuple]:
-    """event_id -> (ts_us, line_no, user_id, event_type, session_id, channel, category, value)."""
-    unique: dict[str, tuple] = {}
+def _read_unique(path: str) -> dict[tuple, tuple]:
+    """(user_id, event_id) -> (ts_us, line_no, user_id, event_type, session_id, channel, category, value)."""
+    unique: dict[tuple, tuple] = {}
     with open(path, "rb") as handle:
         for line_no, line in enumerate(handle):
             if not line.strip():
@@ -71,9 +71,9 @@ def _read_unique(path: str) -> dict[str, tuple]:
             props = obj.get("properties") or {}
             record = (ts, line_no, user_id, kind, obj.get("session_id"), obj.get("channel"),
                       props.get("category"), props.get("value") or 0.0)
-            best = unique.get(event_id)
+            best = unique.get((user_id, event_id))
             if best is None or record[:2] < best[:2]:
-                unique[event_id] = record
+                unique[(user_id, event_id)] = record
     return unique
 
 

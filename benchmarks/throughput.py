@@ -92,7 +92,7 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.batch import BatchOptions, read_prepared_events
+    from pipelines.batch import BatchOptions, read_consented_events
     from transforms.as_of import AsOfMicros
     from transforms.features import FeatureOutput
     from transforms.privacy import DEMO_ID_KEY
@@ -107,9 +107,9 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
             return record
 
         with beam.Pipeline(options=options) as p:
-            events, _ = read_prepared_events(p, batch, DEMO_ID_KEY)
+            events, _ = read_consented_events(p, batch, DEMO_ID_KEY)
             as_of = events | "AsOf" >> AsOfMicros(None)
-            computed = events | "Features" >> batch.feature_transform(ends_by=as_of)
+            computed = events | "Features" >> batch.feature_transform(ends_by=as_of, deduplicate=True)
             _ = computed[FeatureOutput.FEATURES] | "Count" >> beam.Map(count)
         found = p.result.metrics().query(MetricsFilter().with_name("feature_records"))["counters"]
         return int(sum(c.committed or c.attempted or 0 for c in found))

@@ -30,7 +30,6 @@ from pipelines.options import SegmentsOptions, iso_date
 from pipelines.summary import ASSIGNMENTS, RunSummary, counters_of
 from transforms.as_of import AsOfMicros
 from transforms.bigquery_tables import audit_row
-from transforms.dedupe import DedupeEvents
 from transforms.features import FeatureOutput
 from transforms.outcomes import counter
 from transforms.privacy import ApplyPrivacy
@@ -66,20 +65,20 @@ class BatchOptions(SegmentsOptions):
 
 @dataclasses.dataclass
 class BatchOutputs:
-    events: beam.PCollection
+    events: beam.PCollection  # valid, consented, pseudonymised; duplicates still in (features drop them)
     features: beam.PCollection
     assignments: beam.PCollection
     dead_letters: beam.PCollection  # every dead letter of the run, written or not
 
 
-def read_prepared_events(p: beam.Pipeline, options, id_key: bytes) -> tuple[beam.PCollection, beam.PCollection]:
-    """Files -> validated, consented, pseudonymised, unique events (+ their dead letters)."""
+def read_consented_events(p: beam.Pipeline, options, id_key: bytes) -> tuple[beam.PCollection, beam.PCollection]:
+    """Files -> validated, consented, pseudonymised events (+ their dead letters).
+
+    Duplicates are still in: `ComputeUserFeatures(deduplicate=True)` drops them inside
+    its per-user grouping, which saves a shuffle of every event on its id.
+    """
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
-    events = (
-        parsed.events
-        | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
-        | "Dedupe" >> DedupeEvents()
-    )
+    events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
     return events, parsed.dead_letters
 
 
@@ -102,9 +101,9 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes,
       target: where to write the tables; None builds the graph without writing.
       run_id: written on dead letters.
     """
-    events, parse_dead_letters = read_prepared_events(p, options, id_key)
+    events, parse_dead_letters = read_consented_events(p, options, id_key)
     as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
-    computed = events | "Features" >> options.feature_transform(ends_by=as_of_us)
+    computed = events | "Features" >> options.feature_transform(ends_by=as_of_us, deduplicate=True)
     features = computed[FeatureOutput.FEATURES]
     assigned = features | "AssignSegments" >> AssignSegments(options.model_dir())
     assignments = assigned.assignments | "CountAssignments" >> beam.Map(_count_assignment)

@@ -156,8 +156,8 @@ class SegmentsOptions(PipelineOptions):
             raise ValueError("--warehouse bigquery needs --bq_project or --project")
         return BigQueryTarget(project=project, dataset=self.bq_dataset, streaming=streaming)
 
-    def feature_transform(self, ends_by=None):
-        """The feature step configured by these options (`ends_by`: see `ComputeUserFeatures`)."""
+    def feature_transform(self, ends_by=None, deduplicate=False):
+        """The feature step configured by these options (arguments: see `ComputeUserFeatures`)."""
         from transforms.features import ComputeUserFeatures
 
         return ComputeUserFeatures(
@@ -167,6 +167,7 @@ class SegmentsOptions(PipelineOptions):
             early_firing=dt.timedelta(seconds=self.early_firing_seconds),
             allowed_lateness=dt.timedelta(hours=self.allowed_lateness_hours),
             ends_by=ends_by,
+            deduplicate=deduplicate,
         )
 
     def validation_config(self) -> ValidationConfig:

@@ -70,11 +70,12 @@ def _last_window_per_user(records: beam.PCollection) -> beam.PCollection:
 def build_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, rows_prefix: str,
                    until: Optional[dt.date]) -> beam.PCollection:
     """Computes the training rows and writes them as JSON lines under `rows_prefix`."""
-    from pipelines.batch import read_prepared_events
+    from pipelines.batch import read_consented_events
 
-    events, _ = read_prepared_events(p, options, id_key)
+    events, _ = read_consented_events(p, options, id_key)
     until_us = events | "Until" >> AsOfMicros(until)
-    features = (events | "Features" >> options.feature_transform(ends_by=until_us))[FeatureOutput.FEATURES]
+    features = (events | "Features" >> options.feature_transform(ends_by=until_us, deduplicate=True))[
+        FeatureOutput.FEATURES]
     rows = _last_window_per_user(features)
     (rows
      | "ToJson" >> beam.Map(lambda record: orjson.dumps(record).decode("utf-8"))

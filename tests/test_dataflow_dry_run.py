@@ -38,7 +38,7 @@ DATAFLOW_FLAGS = [
     "--temp_location=gs://my-bucket/tmp", f"--sdk_container_image={IMAGE}",
 ]
 WRITE_URN = "beam:transform:write_to_big_query:v0"
-BATCH_STEPS = ["ReadEvents", "Privacy", "Dedupe", "Features", "AssignSegments", "WriteAssignments", "WriteDeadLetters"]
+BATCH_STEPS = ["ReadEvents", "Privacy", "Features", "AssignSegments", "WriteAssignments", "WriteDeadLetters"]
 STREAMING_INGEST_STEPS = ["ReadPubSub", "ParseRecords", "Privacy", "Dedupe"]
 STREAMING_STEPS = STREAMING_INGEST_STEPS + [
     "Features", "AssignSegments", "WriteAssignments", "WriteDeadLetters", "WriteAudit"]

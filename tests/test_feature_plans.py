@@ -112,6 +112,18 @@ def test_plans_agree_on_any_small_event_set(example):
                     _plans_agree)
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_sets())
+def test_plans_agree_when_they_drop_duplicates(example):
+    # The windowed plan dedupes with `DedupeEvents`, the per-user plan inside its grouping.
+    _, shuffled_with_repeats = example
+    with TestPipeline() as p:
+        created = p | beam.Create(_prefixed(shuffled_with_repeats, "A"))
+        assert_that(_both_plans(created, window_size=timedelta(days=2), window_period=timedelta(days=1),
+                                deduplicate=True),
+                    _plans_agree)
+
+
 def test_per_user_plan_refuses_unbounded_input():
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 

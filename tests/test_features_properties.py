@@ -2,7 +2,8 @@
 
 Each example runs one bounded pipeline with two branches over the same events: branch
 "A" in the generated order, branch "B" shuffled with some events repeated and then
-passed through the upstream `DedupeEvents`. The records of the two branches must agree
+passed through the upstream `DedupeEvents`, or, in the second test, left to
+`ComputeUserFeatures(deduplicate=True)`. The records of the two branches must agree
 (floats to 1e-9: sums may round differently in another order).
 """
 
@@ -91,4 +92,16 @@ def test_features_ignore_order_and_upstream_duplicates(example):
         b = p | "B" >> beam.Create(_prefixed(shuffled_with_repeats, "B")) | "Dedupe" >> DedupeEvents()
         out = (a, b) | beam.Flatten() | ComputeUserFeatures(
             window_size=timedelta(days=2), window_period=timedelta(days=1))
+        assert_that(out[FeatureOutput.FEATURES.value], _branches_agree)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_sets())
+def test_features_drop_duplicates_themselves_when_asked(example):
+    original, shuffled_with_repeats = example
+    with TestPipeline() as p:
+        a = p | "A" >> beam.Create(_prefixed(original, "A"))
+        b = p | "B" >> beam.Create(_prefixed(shuffled_with_repeats, "B"))
+        out = (a, b) | beam.Flatten() | ComputeUserFeatures(
+            window_size=timedelta(days=2), window_period=timedelta(days=1), deduplicate=True)
         assert_that(out[FeatureOutput.FEATURES.value], _branches_agree)

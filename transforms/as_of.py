@@ -26,7 +26,13 @@ def midnight_us(day: dt.date) -> int:
 
 
 class AsOfMicros(beam.PTransform):
-    """A one-element PCollection: `as_of` at midnight UTC, or the midnight after the latest event."""
+    """A one-element PCollection: `as_of` at midnight UTC, or the midnight after the latest event.
+
+    The batch job passes its events before dedupe (dedupe happens inside the per-user
+    grouping), so a duplicate counts here: only a copy stamped later than every other
+    event, and than its own original, could move the default, and re-deliveries of an
+    event carry its time.
+    """
 
     def __init__(self, as_of: Optional[dt.date] = None):
         super().__init__()

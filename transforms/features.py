@@ -1,7 +1,7 @@
 """Per-user behavioural features over sliding event-time windows (batch and streaming).
 
-`ComputeUserFeatures` turns validated, pseudonymised, deduplicated, consent-filtered
-events (element timestamps = event time) into one feature record per user per sliding
+`ComputeUserFeatures` turns validated, pseudonymised, consent-filtered events (element
+timestamps = event time; deduplicated upstream, or here with ``deduplicate=True``) into one feature record per user per sliding
 window, plus a dead-letter output for events beyond the allowed lateness. Two plans
 (`FeaturePlan`) compute the same records from the same pieces (session combiner, period
 partials, partial merges, `feature_records.feature_record`):
@@ -45,6 +45,7 @@ from apache_beam.utils.timestamp import Duration
 
 from transforms.as_of import KeepWindowsEndingBy
 from transforms.batch_features import PerUserWindowFeatures
+from transforms.dedupe import DedupeEvents
 from transforms.event_contract import Event
 from transforms.feature_combiners import MergePartialsFn, PeriodPartialFn
 from transforms.feature_records import FormatFeatureRecord
@@ -105,6 +106,9 @@ class ComputeUserFeatures(beam.PTransform):
         ends_by: optional singleton PCollection (UTC microseconds, e.g. `as_of.AsOfMicros`):
             only windows ending at or before it are produced. The per-user plan does not
             even compute the others; the windowed plan filters them.
+        deduplicate: the input may hold duplicates; drop them as `transforms.dedupe` does.
+            The per-user plan does it inside its grouping per user (no extra shuffle),
+            the windowed plan with `DedupeEvents` first.
 
     Returns (from expand):
         A dict with `FeatureOutput.FEATURES` (feature record dicts, keys
@@ -121,6 +125,7 @@ class ComputeUserFeatures(beam.PTransform):
         num_shards: int = 16,
         plan: FeaturePlan = FeaturePlan.AUTO,
         ends_by: Optional[beam.PCollection] = None,
+        deduplicate: bool = False,
     ) -> None:
         super().__init__()
         if window_period <= timedelta(0) or window_size <= timedelta(0):
@@ -139,6 +144,7 @@ class ComputeUserFeatures(beam.PTransform):
         self.num_shards = num_shards
         self.plan = FeaturePlan(plan)
         self.ends_by = ends_by
+        self.deduplicate = deduplicate
 
     @property
     def runner_lateness(self) -> timedelta:
@@ -185,8 +191,10 @@ class ComputeUserFeatures(beam.PTransform):
             raise ValueError("the per_user feature plan needs bounded input in a batch pipeline")
         if self.plan is FeaturePlan.PER_USER or (self.plan is FeaturePlan.AUTO and not speculative):
             features = events | "PerUser" >> PerUserWindowFeatures(
-                self.session_gap, self.window_size, self.window_period, self.ends_by)
+                self.session_gap, self.window_size, self.window_period, self.ends_by, self.deduplicate)
             return {FeatureOutput.FEATURES.value: features, FeatureOutput.TOO_LATE.value: self._no_dead_letters(events)}
+        if self.deduplicate:
+            events = events | "Dedupe" >> DedupeEvents()
         if speculative:
             routed = events | "RouteTooLate" >> RouteTooLate(
                 self.window_period, self.allowed_lateness, self.window_size, self.num_shards

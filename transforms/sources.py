@@ -19,6 +19,8 @@ import fastavro
 import orjson
 from apache_beam.io import fileio
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.event_contract import Event
 from transforms.outcomes import READ, DeadLetter, ErrorCode, Stage, counter, dead_letter_counter
@@ -33,7 +35,7 @@ class ParsedTags:
 
 
 class _RecordJudge:
-    """Counts a record and routes it: an event (with event time) or a dead letter."""
+    """Counts a record and routes it: an `Event`, or a dead letter (a `TaggedOutput`)."""
 
     def __init__(self, config: ValidationConfig):
         self._config = config
@@ -43,10 +45,9 @@ class _RecordJudge:
     def judge_bytes(self, raw: bytes, source: str):
         self._read.inc()
         try:
-            event = parse_event(raw, source, self._config)
+            return parse_event(raw, source, self._config)
         except InvalidEvent as invalid:
             return self._dead_letter(raw, invalid, source)
-        return TimestampedValue(event, event.timestamp_us / 1e6)
 
     def judge_record(self, record: dict, source: str):
         self._read.inc()
@@ -55,10 +56,9 @@ class _RecordJudge:
             if len(raw) > self._config.max_event_bytes:
                 raise InvalidEvent(
                     ErrorCode.OVERSIZED, f"{len(raw)} bytes > limit of {self._config.max_event_bytes}")
-            event = validate_record(record, source, self._config)
+            return validate_record(record, source, self._config)
         except InvalidEvent as invalid:
             return self._dead_letter(raw, invalid, source)
-        return TimestampedValue(event, event.timestamp_us / 1e6)
 
     def _dead_letter(self, raw: bytes, invalid: InvalidEvent, source: str):
         self._dead[invalid.code].inc()
@@ -67,7 +67,7 @@ class _RecordJudge:
 
 
 class _ParseFileFn(beam.DoFn):
-    """Reads one matched file and judges each record in it."""
+    """Reads one matched file and judges each record in it; events get their event time."""
 
     def __init__(self, config: ValidationConfig):
         self._config = config
@@ -75,17 +75,23 @@ class _ParseFileFn(beam.DoFn):
     def setup(self):
         self._judge = _RecordJudge(self._config)
 
-    def process(self, readable: fileio.ReadableFile) -> Iterable:
+    def process(self, readable: fileio.ReadableFile, window=beam.DoFn.WindowParam) -> Iterable:
         path = readable.metadata.path
+        # Events stay in the file's (global) window. Built directly: a TimestampedValue
+        # would make the runner assign a new window object to every event (tens of microseconds each).
+        windows = (window,)
         with readable.open() as handle:
             if path.endswith(".avro"):
-                for index, record in enumerate(fastavro.reader(handle)):
-                    yield self._judge.judge_record(record, f"{path}#{index}")
+                judged = (self._judge.judge_record(record, f"{path}#{index}")
+                          for index, record in enumerate(fastavro.reader(handle)))
             else:
-                for line_no, line in enumerate(handle, start=1):
-                    raw = line.rstrip(b"\r\n")
-                    if raw.strip():
-                        yield self._judge.judge_bytes(raw, f"{path}:{line_no}")
+                judged = (self._judge.judge_bytes(line.rstrip(b"\r\n"), f"{path}:{line_no}")
+                          for line_no, line in enumerate(handle, start=1) if line.strip())
+            for output in judged:
+                if isinstance(output, Event):
+                    yield WindowedValue(output, Timestamp(micros=output.timestamp_us), windows)
+                else:
+                    yield output
 
 
 class ParseMessageFn(beam.DoFn):
@@ -99,7 +105,8 @@ class ParseMessageFn(beam.DoFn):
 
     def process(self, element: tuple[bytes, str]) -> Iterable:
         raw, source = element
-        yield self._judge.judge_bytes(raw, source)
+        output = self._judge.judge_bytes(raw, source)
+        yield TimestampedValue(output, output.timestamp_us / 1e6) if isinstance(output, Event) else output
 
 
 class ReadEventFiles(beam.PTransform):
