@@ -119,15 +119,21 @@ def test_avro_schema_parses_and_mirrors_the_constant(table):
             assert inner == {"type": "long", "logicalType": "timestamp-micros"}
 
 
-def test_avro_round_trip_of_a_row():
+@pytest.mark.parametrize("record_name", [None, SA.name], ids=["union_by_test", "union_by_name"])
+def test_avro_round_trip_of_a_row(record_name):
     row = bt.assignment_row(make_assignment(), assigned_at_us=1_700_000_000_123_456)
+    empty = dict(row, rfm=None, features=None)  # the null branch of the nested records' unions
     buf = io.BytesIO()
-    fastavro.writer(buf, fastavro.parse_schema(bt.avro_schema(SA)), [bt.to_avro_record(row, SA.schema)])
+    fastavro.writer(buf, fastavro.parse_schema(bt.avro_schema(SA)),
+                    [bt.to_avro_record(r, SA.schema, record_name) for r in (row, empty)])
     buf.seek(0)
-    (back,) = list(fastavro.reader(buf))
+    back, back_empty = list(fastavro.reader(buf))
     assert back["assigned_at"] == dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=dt.timezone.utc)
     assert back["features"] == row["features"]
     assert back["rfm"] == row["rfm"]
+    assert back_empty["features"] is None and back_empty["rfm"] is None
+    assert {k: v for k, v in back_empty.items() if k not in ("rfm", "features")} == {
+        k: v for k, v in back.items() if k not in ("rfm", "features")}
 
 
 # ----------------------------------------------------------------------------- conversion

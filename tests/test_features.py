@@ -280,3 +280,15 @@ def test_category_map_is_bounded():
 def test_rejects_inconsistent_windows(kwargs):
     with pytest.raises(ValueError):
         ComputeUserFeatures(**kwargs)
+
+
+def test_feature_record_keys_come_in_the_documented_order():
+    # `feature_record` relies on `finalize` listing its features in this order.
+    from transforms.feature_combiners import UserPartial
+    from transforms.feature_records import Pane, feature_record
+
+    partial = UserPartial()
+    for e in GOLDEN_EVENTS[:5]:
+        partial.add_event(e)
+    assert list(feature_record("u1", partial, DAY0, DAY0 + DAY, Pane.ON_TIME)) == list(FEATURE_RECORD_FIELDS)
+    assert list(feature_record("u1", UserPartial(), DAY0, DAY0 + DAY, Pane.ON_TIME)) == list(FEATURE_RECORD_FIELDS)

@@ -223,8 +223,14 @@ def avro_schema(spec: TableSpec) -> dict:
     }
 
 
-def to_avro_record(row: Mapping[str, Any], schema: Sequence[Field]) -> dict:
-    """A validated row as an Avro record of `avro_schema` (timestamps to micros)."""
+def to_avro_record(row: Mapping[str, Any], schema: Sequence[Field], record_name: Optional[str] = None) -> dict:
+    """A validated row as an Avro record of `avro_schema` (timestamps to micros).
+
+    With `record_name` (the record's name in `avro_schema`, the table name at the top),
+    a nested record in a NULLABLE field is given in fastavro's tuple notation,
+    ``(branch name, record)``: the writer then skips testing the union's branches
+    against the record, which made it about 3x slower per assignment row.
+    """
     out: dict[str, Any] = {}
     for name, type_, mode, subfields in _plan(schema)[1]:
         value = row.get(name)
@@ -232,6 +238,9 @@ def to_avro_record(row: Mapping[str, Any], schema: Sequence[Field]) -> dict:
             out[name] = [] if mode == REPEATED else None
         elif mode == REPEATED:
             out[name] = [_to_avro_value(v, type_, subfields) for v in value]
+        elif type_ == "RECORD" and mode == NULLABLE and record_name is not None:
+            nested = f"{record_name}_{name}"  # as `_avro_field_type` names it
+            out[name] = (nested, to_avro_record(value, subfields, nested))
         else:
             out[name] = _to_avro_value(value, type_, subfields)
     return out

@@ -257,6 +257,9 @@ class MergePartialsFn(_UserPartialCombineFn):
         return acc
 
 
+_SHARE_KEYS = tuple(f"share_{name}" for name, _, _ in DAY_PARTS)
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) if denominator > 0 else 0.0
 
@@ -287,10 +290,13 @@ def finalize(p: UserPartial, window_start_us: int, window_end_us: int) -> dict:
     else:
         top_category, top_count = None, 0
     entropy = 0.0
-    for n in list(p.categories.values()) + [p.other_category]:
+    for n in p.categories.values():
         if n > 0:
             share = n / categorised
             entropy -= share * math.log(share)
+    if p.other_category > 0:
+        share = p.other_category / categorised
+        entropy -= share * math.log(share)
     funnel = max(p.funnel, 0)
     first_seen = p.first_seen_us if p.first_seen_us is not None else window_start_us
     features = {
@@ -319,11 +325,11 @@ def finalize(p: UserPartial, window_start_us: int, window_end_us: int) -> dict:
         "top_category_share": _ratio(top_count, categorised),
         "category_entropy": entropy,
         "tenure_days": (window_end_us - first_seen) / US_PER_DAY,
-        **{f"share_{name}": _ratio(p.day_parts[i], p.events) for i, (name, _, _) in enumerate(DAY_PARTS)},
+        **dict(zip(_SHARE_KEYS, [_ratio(n, p.events) for n in p.day_parts])),
         # Non-model features.
         "top_category": top_category,
-        "channel_mix": {name: _ratio(p.channels[i], p.events) for i, name in enumerate(CHANNELS)},
-        "device_mix": {name: _ratio(p.devices[i], p.events) for i, name in enumerate(DEVICES)},
+        "channel_mix": dict(zip(CHANNELS, [_ratio(n, p.events) for n in p.channels])),
+        "device_mix": dict(zip(DEVICES, [_ratio(n, p.events) for n in p.devices])),
         "first_seen_us": p.first_seen_us,
         "is_new": p.first_seen_us is not None and p.first_seen_us >= window_end_us - 7 * US_PER_DAY,
         "funnel_stage_name": FUNNEL_STAGES[funnel],

@@ -52,8 +52,9 @@ def feature_record(user_key: str, partial: UserPartial, start_us: int, end_us: i
         "pane": pane.value,
         "feature_version": FEATURE_VERSION,
     }
+    # `finalize` lists its features in FEATURE_RECORD_FIELDS order (tests/test_features.py).
     record.update(finalize(partial, start_us, end_us))
-    return {name: record[name] for name in FEATURE_RECORD_FIELDS}
+    return record
 
 
 class FormatFeatureRecord(beam.DoFn):

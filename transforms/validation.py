@@ -178,8 +178,10 @@ def validate_record(obj: Any, source: str, config: ValidationConfig) -> Event:
 
 def _text(obj: Mapping, name: str, *, required: bool = False, max_chars: int = MAX_TEXT_CHARS,
           label: Optional[str] = None) -> Optional[str]:
-    label = label or name
     value = obj.get(name)
+    if type(value) is str and 0 < len(value) <= max_chars:  # the common case, checked first
+        return value
+    label = label or name
     if value is None:
         if required:
             raise InvalidEvent(ErrorCode.MISSING_FIELD, f"{label} is required")

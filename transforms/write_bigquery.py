@@ -195,7 +195,7 @@ def _short_retry():
 def avro_bytes(spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> bytes:
     """Validated rows as an Avro container file of `avro_schema(spec)`."""
     buf = io.BytesIO()
-    fastavro.writer(buf, fastavro.parse_schema(avro_schema(spec)), (to_avro_record(r, spec.schema) for r in rows))
+    fastavro.writer(buf, fastavro.parse_schema(avro_schema(spec)), (to_avro_record(r, spec.schema, spec.name) for r in rows))
     return buf.getvalue()
 
 
