@@ -113,3 +113,22 @@ def test_durations_normalise_to_seconds(field, value, seconds):
 def test_unknown_fields_are_ignored():
     event = parse_event(encode(record(extra_field={"a": 1})), "s", CONFIG)
     assert isinstance(event, Event)
+
+
+def test_every_field_lands_in_its_place():
+    raw = {
+        "event_id": "e-1", "user_id": "u-1", "event_type": "purchase", "timestamp": "2026-11-01T10:00:00.5+01:00",
+        "session_id": "s-1", "channel": "app", "device": "tablet",
+        "properties": {"product_id": "p-1", "category": "shoes", "value": 12, "currency": "eur", "quantity": 2,
+                       "page": "/p", "search_query": "red", "campaign": "c-9", "duration_ms": 1500},
+        "consent": {"analytics": False, "personalization": True},
+    }
+    expected = Event(
+        event_id="e-1", user_id="u-1", event_type="purchase",
+        timestamp_us=1_793_523_600_500_000,  # 09:00:00.5 UTC on 2026-11-01
+        session_id="s-1", channel="app", device="tablet", product_id="p-1", category="shoes", value=12.0,
+        currency="EUR", quantity=2, page="/p", search_query="red", campaign="c-9", duration_s=1.5,
+        consent_analytics=False, consent_personalization=True, source="f:7",
+    )
+    assert parse_event(encode(raw), "f:7", CONFIG) == expected
+    assert dt.datetime(2026, 11, 1, 9, 0, 0, 500000, tzinfo=dt.timezone.utc).timestamp() * 1e6 == expected.timestamp_us

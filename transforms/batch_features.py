@@ -37,6 +37,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.dedupe import DEDUPE_IN, DEDUPE_OUT, unique_events
+from transforms.event_coder import EventCoder  # noqa: F401  (registers the coder of the grouped events)
 from transforms.event_contract import Event
 from transforms.feature_combiners import UserPartial
 from transforms.feature_records import Pane, feature_record
@@ -147,7 +148,7 @@ class PerUserWindowFeatures(beam.PTransform):
         side = {} if self._ends_by is None else {"ends_by_us": beam.pvalue.AsSingleton(self._ends_by)}
         return (
             events
-            | "KeyByUser" >> beam.Map(lambda event: (event.user_id, event))
+            | "KeyByUser" >> beam.Map(lambda event: (event.user_id, event)).with_output_types(tuple[str, Event])
             | "GroupByUser" >> beam.GroupByKey()
             | "WindowRecords" >> beam.ParDo(self._fn, **side)
         )

