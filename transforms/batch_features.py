@@ -22,7 +22,7 @@ With ``deduplicate``, the grouping doubles as the dedupe: duplicates share their
 shuffle on event ids, a third of the feature stage's time.
 
 The output equals the windowed plan's record for record (up to the order of float
-sums); `tests/test_batch_features.py` runs both plans on the same events and compares.
+sums); `tests/test_feature_plans.py` runs both plans on the same events and compares.
 A user's events are held in memory while that user is processed: a few hundred at most
 for the behaviour this product sees (the generator averages under two per day).
 """
