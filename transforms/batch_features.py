@@ -96,13 +96,11 @@ class UserWindowFeatures(beam.DoFn):
         user_key, events = element
         period_us = self._period_us
         partials: dict[int, UserPartial] = {}  # period index -> partial
+        events = list(events)
         if self._deduplicate:
-            events = list(events)
             self._dedupe_in.inc(len(events))
             events = unique_events(events)
             self._dedupe_out.inc(len(events))
-        else:
-            events = list(events)
         for event in events:
             index = event.timestamp_us // period_us
             partial = partials.get(index)
