@@ -227,28 +227,30 @@ def to_avro_record(row: Mapping[str, Any], schema: Sequence[Field], record_name:
     """A validated row as an Avro record of `avro_schema` (timestamps to micros).
 
     With `record_name` (the record's name in `avro_schema`, the table name at the top),
-    a nested record in a NULLABLE field is given in fastavro's tuple notation,
-    ``(branch name, record)``: the writer then skips testing the union's branches
-    against the record, which made it about 3x slower per assignment row.
+    a nested record in a NULLABLE field, at any depth, is given in fastavro's tuple
+    notation, ``(branch name, record)``: the writer then skips testing the union's
+    branches against the record, which made it about 3x slower per assignment row.
     """
     out: dict[str, Any] = {}
     for name, type_, mode, subfields in _plan(schema)[1]:
         value = row.get(name)
+        # Named as `_avro_field_type` names it.
+        nested = f"{record_name}_{name}" if type_ == "RECORD" and record_name is not None else None
         if value is None:
             out[name] = [] if mode == REPEATED else None
         elif mode == REPEATED:
-            out[name] = [_to_avro_value(v, type_, subfields) for v in value]
-        elif type_ == "RECORD" and mode == NULLABLE and record_name is not None:
-            nested = f"{record_name}_{name}"  # as `_avro_field_type` names it
-            out[name] = (nested, to_avro_record(value, subfields, nested))
+            out[name] = [_to_avro_value(v, type_, subfields, nested) for v in value]
+        elif nested is not None and mode == NULLABLE:
+            out[name] = (nested, _to_avro_value(value, type_, subfields, nested))
         else:
-            out[name] = _to_avro_value(value, type_, subfields)
+            out[name] = _to_avro_value(value, type_, subfields, nested)
     return out
 
 
-def _to_avro_value(value: Any, type_: str, subfields: Optional[Sequence[Field]]) -> Any:
+def _to_avro_value(value: Any, type_: str, subfields: Optional[Sequence[Field]],
+                   record_name: Optional[str] = None) -> Any:
     if type_ == "RECORD":
-        return to_avro_record(value, subfields)
+        return to_avro_record(value, subfields, record_name)
     if type_ == "TIMESTAMP":
         return timestamp_to_micros(value)
     return value
