@@ -101,26 +101,18 @@ def test_plans_agree_with_a_period_shorter_than_a_day(generated_events):
                     _plans_agree)
 
 
+@pytest.mark.parametrize("deduplicate", [False, True], ids=["unique_input", "plans_drop_duplicates"])
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event_sets())
-def test_plans_agree_on_any_small_event_set(example):
-    # Minute-resolution events over three days, with session ids and bridging events.
-    events, _ = example
+@given(example=event_sets())
+def test_plans_agree_on_any_small_event_set(deduplicate, example):
+    # Minute-resolution events over three days, with session ids and bridging events. With
+    # duplicates the windowed plan dedupes with `DedupeEvents`, the per-user plan inside
+    # its grouping.
+    unique, shuffled_with_repeats = example
     with TestPipeline() as p:
-        created = p | beam.Create(_prefixed(events, "A"))
-        assert_that(_both_plans(created, window_size=timedelta(days=2), window_period=timedelta(days=1)),
-                    _plans_agree)
-
-
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event_sets())
-def test_plans_agree_when_they_drop_duplicates(example):
-    # The windowed plan dedupes with `DedupeEvents`, the per-user plan inside its grouping.
-    _, shuffled_with_repeats = example
-    with TestPipeline() as p:
-        created = p | beam.Create(_prefixed(shuffled_with_repeats, "A"))
+        created = p | beam.Create(_prefixed(shuffled_with_repeats if deduplicate else unique, "A"))
         assert_that(_both_plans(created, window_size=timedelta(days=2), window_period=timedelta(days=1),
-                                deduplicate=True),
+                                deduplicate=deduplicate),
                     _plans_agree)
 
 

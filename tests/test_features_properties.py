@@ -13,6 +13,7 @@ import math
 from datetime import timedelta
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that
 from apache_beam.transforms.window import TimestampedValue
@@ -83,25 +84,16 @@ def _prefixed(events, branch):
     return [TimestampedValue(e._replace(user_id=f"{branch}|{e.user_id}"), e.timestamp_us / SEC) for e in events]
 
 
+@pytest.mark.parametrize("dedupe_in", ["upstream", "features"])
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event_sets())
-def test_features_ignore_order_and_upstream_duplicates(example):
-    original, shuffled_with_repeats = example
-    with TestPipeline() as p:
-        a = p | "A" >> beam.Create(_prefixed(original, "A"))
-        b = p | "B" >> beam.Create(_prefixed(shuffled_with_repeats, "B")) | "Dedupe" >> DedupeEvents()
-        out = (a, b) | beam.Flatten() | ComputeUserFeatures(
-            window_size=timedelta(days=2), window_period=timedelta(days=1))
-        assert_that(out[FeatureOutput.FEATURES.value], _branches_agree)
-
-
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(event_sets())
-def test_features_drop_duplicates_themselves_when_asked(example):
+@given(example=event_sets())
+def test_features_ignore_order_and_duplicates(dedupe_in, example):
     original, shuffled_with_repeats = example
     with TestPipeline() as p:
         a = p | "A" >> beam.Create(_prefixed(original, "A"))
         b = p | "B" >> beam.Create(_prefixed(shuffled_with_repeats, "B"))
+        if dedupe_in == "upstream":
+            b = b | "Dedupe" >> DedupeEvents()
         out = (a, b) | beam.Flatten() | ComputeUserFeatures(
-            window_size=timedelta(days=2), window_period=timedelta(days=1), deduplicate=True)
+            window_size=timedelta(days=2), window_period=timedelta(days=1), deduplicate=dedupe_in == "features")
         assert_that(out[FeatureOutput.FEATURES.value], _branches_agree)
