@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import math
+import random
 
 import apache_beam as beam
-import fastavro
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -17,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms import bigquery_tables as bt
 from transforms.feature_spec import MODEL_FEATURES
 from transforms.outcomes import DeadLetter, ErrorCode, Stage
-from transforms.write_bigquery import ValidateRowsFn, WriteTag, merge_sql
+from transforms.write_bigquery import ValidateRowsFn, WriteTag, merge_sql, ndjson_bytes
 
 SA = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
 
@@ -102,38 +101,14 @@ def test_beam_and_client_schemas_mirror_the_constant():
     assert [(f.name, f.mode) for f in fields] == [(f["name"], f["mode"]) for f in SA.schema]
 
 
-@pytest.mark.parametrize("table", list(bt.Table))
-def test_avro_schema_parses_and_mirrors_the_constant(table):
-    spec = bt.TABLES[table]
-    avsc = bt.avro_schema(spec)
-    fastavro.parse_schema(avsc)
-    assert [f["name"] for f in avsc["fields"]] == [f["name"] for f in spec.schema]
-    for avro_field, field in zip(avsc["fields"], spec.schema):
-        t = avro_field["type"]
-        if field["mode"] == "NULLABLE":
-            assert t[0] == "null"
-        if field["mode"] == "REPEATED":
-            assert t["type"] == "array"
-        if field["type"] == "TIMESTAMP":
-            inner = t[1] if isinstance(t, list) else t
-            assert inner == {"type": "long", "logicalType": "timestamp-micros"}
-
-
-@pytest.mark.parametrize("record_name", [None, SA.name], ids=["union_by_test", "union_by_name"])
-def test_avro_round_trip_of_a_row(record_name):
+def test_ndjson_payload_is_one_exact_json_line_per_row():
     row = bt.assignment_row(make_assignment(), assigned_at_us=1_700_000_000_123_456)
-    empty = dict(row, rfm=None, features=None)  # the null branch of the nested records' unions
-    buf = io.BytesIO()
-    fastavro.writer(buf, fastavro.parse_schema(bt.avro_schema(SA)),
-                    [bt.to_avro_record(r, SA.schema, record_name) for r in (row, empty)])
-    buf.seek(0)
-    back, back_empty = list(fastavro.reader(buf))
-    assert back["assigned_at"] == dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=dt.timezone.utc)
-    assert back["features"] == row["features"]
-    assert back["rfm"] == row["rfm"]
-    assert back_empty["features"] is None and back_empty["rfm"] is None
-    assert {k: v for k, v in back_empty.items() if k not in ("rfm", "features")} == {
-        k: v for k, v in back.items() if k not in ("rfm", "features")}
+    awkward = dict(row, distance=0.1 + 0.2, margin=1e-300, rfm=None, features=None, segment_name="é\n\"x\"")
+    lines = ndjson_bytes([row, awkward]).split(b"\n")
+    assert len(lines) == 2
+    assert [json.loads(line) for line in lines] == [row, awkward]
+    assert json.loads(lines[1])["distance"] == 0.30000000000000004  # shortest round-trip form, not rounded
+    assert json.loads(lines[0])["assigned_at"] == "2023-11-14 22:13:20.123456 UTC"
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -150,6 +125,27 @@ def test_avro_round_trip_of_a_row(record_name):
 def test_timestamp_text(micros, text):
     assert bt.format_timestamp(micros) == text
     assert bt.timestamp_to_micros(text) == micros
+
+
+def test_timestamp_text_matches_calendar_arithmetic_across_seconds_and_days():
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    rng = random.Random(7)
+    samples = [rng.randrange(-2**40, 2**52) for _ in range(2000)]
+    samples += [86_400_000_000 * d + o for d in (0, 19_000, 20_000) for o in (-1, 0, 1, 999_999, 1_000_000)]
+    for micros in samples:
+        text = (epoch + dt.timedelta(microseconds=micros)).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+        assert bt.format_timestamp(micros) == text
+        assert bt.timestamp_to_micros(text) == micros
+
+
+@pytest.mark.parametrize("text", [
+    "2023-11-14 22:13+01.000000 UTC", "2023-11-14 22:13:20.12345x UTC", "2023-11-14 22:13:20,123456 UTC",
+    "2023-11-14T22:13:20.123456 UTC", "2023-11-14 22:13:20.123456 GMT", "2023-11-14 22:13:20.123456",
+    "2023-02-30 00:00:00.000000 UTC",
+])
+def test_timestamp_text_rejects_other_forms(text):
+    with pytest.raises(ValueError):
+        bt.timestamp_to_micros(text)
 
 
 def test_assignment_row():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 
 import apache_beam as beam
 import pytest
@@ -12,6 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines import bq_admin
 from pipelines import warehouse as wh
 from transforms import bigquery_tables as bt
+from transforms import write_bigquery
 from transforms.feature_spec import MODEL_FEATURES
 from transforms.outcomes import DeadLetter
 from transforms.write_bigquery import BigQueryTarget, WriteAssignments, WriteDeadLetters, load_rows, write_audit
@@ -173,6 +176,76 @@ def test_rerun_leaves_identical_contents(warehouse, dataset):
     second = read_assignments(warehouse, dataset)
     assert len(first) == 4
     assert second == first  # assigned_at included: the rerun's rows matched and changed nothing
+
+
+def test_bounded_write_stages_every_batch_and_merges_once(warehouse, dataset, monkeypatch):
+    merges = []
+    real_merge = write_bigquery.merge_staging
+    monkeypatch.setattr(write_bigquery, "merge_staging", lambda *a: merges.append(a[3]) or real_merge(*a))
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2)
+    # Five rows in three load batches; u1's window comes twice, the on_time pane must win.
+    run_write(target, [assignment("u1", 0, 1, "early", 2), assignment("u2", 0, 1), assignment("u3", 0, 2),
+                       assignment("u1", 0, 3, "on_time", 4), assignment("u4", 1, 1)])
+    assert len(merges) == 1 and len(merges[0]) == 3  # one MERGE of the three staged loads
+    rows = read_assignments(warehouse, dataset)
+    assert [(r["user_key"], r["segment_id"], r["pane"]) for r in rows] == [
+        ("u1", 3, "on_time"), ("u2", 1, "on_time"), ("u3", 2, "on_time"), ("u4", 1, "on_time")]
+    tables = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{dataset}")}
+    assert not [t for t in tables if "__staging" in t]
+
+
+def test_streaming_write_merges_each_batch(warehouse, dataset, monkeypatch):
+    merges = []
+    real_merge = write_bigquery.merge_staging
+    monkeypatch.setattr(write_bigquery, "merge_staging", lambda *a: merges.append(a[3]) or real_merge(*a))
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2, streaming=True)
+    run_write(target, [assignment(f"u{i}", 0, 1) for i in range(5)])
+    assert sorted(map(len, merges)) == [1, 1, 1]  # each of the three loads MERGEd on its own
+    assert len(read_assignments(warehouse, dataset)) == 5
+
+
+def test_a_failed_final_merge_fails_the_job_and_keeps_the_staged_rows(warehouse, dataset, monkeypatch):
+    def refuse(client, spec, table_id, staging_id):
+        raise RuntimeError("emulator down")
+
+    monkeypatch.setattr(write_bigquery, "merge_staging", refuse)
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
+    with pytest.raises(Exception, match="staged rows are kept in") as failure:
+        run_write(target, [assignment("u1", 0, 1), assignment("u2", 0, 1)])
+    staging = re.search(r"kept in (\S+):", str(failure.value)).group(1)
+    kept = list(warehouse.client.query(f"SELECT user_key FROM `{staging}` ORDER BY user_key").result())
+    assert [r["user_key"] for r in kept] == ["u1", "u2"]
+    assert read_assignments(warehouse, dataset) == []
+    warehouse.client.delete_table(staging)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["batch", "streaming"])
+def test_a_failed_load_dead_letters_exactly_its_batch(warehouse, dataset, monkeypatch, streaming):
+    from google.api_core import exceptions
+
+    real_stage = write_bigquery.stage_rows
+    batches = []
+
+    def refuse_u3(client, spec, table_id, rows):
+        batches.append([r["user_key"] for r in rows])
+        if "u3" in batches[-1]:
+            raise exceptions.BadRequest("no u3 today")
+        return real_stage(client, spec, table_id, rows)
+
+    monkeypatch.setattr(write_bigquery, "stage_rows", refuse_u3)
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2, streaming=streaming)
+    with TestPipeline() as p:
+        rejected = p | beam.Create([assignment(f"u{i}", 0, 1) for i in range(1, 6)]) | WriteAssignments(target)
+        _ = rejected | WriteDeadLetters(target, run_id="run-9")
+    (refused_batch,) = [b for b in batches if "u3" in b]
+    assert sorted(u for b in batches for u in b) == ["u1", "u2", "u3", "u4", "u5"]
+    assert max(map(len, batches)) <= 2
+    stored = [r["user_key"] for r in read_assignments(warehouse, dataset)]
+    assert stored == sorted({"u1", "u2", "u3", "u4", "u5"} - set(refused_batch))
+    letters = warehouse.client.query(
+        f"SELECT raw_payload, error_code, error_detail FROM `{warehouse.project}.{dataset}.dead_letters`").result()
+    assert sorted((json.loads(r["raw_payload"])["user_key"], r["error_code"], r["error_detail"]) for r in letters) == [
+        (user, "row_rejected", "load failed: 400 no u3 today") for user in sorted(refused_batch)]
 
 
 def test_later_panes_supersede_earlier_ones(warehouse, dataset):

@@ -21,10 +21,13 @@ Two paths share the schemas, row conversion, validation and MERGE statement of
 
 * **Local** (``BigQueryTarget.endpoint`` set, e.g. ``http://127.0.0.1:9050``): Beam's
   BigQuery IO hard-codes googleapis.com, so a thin sink on google-cloud-bigquery
-  writes each batch of rows to an Avro file (fastavro, schema derived from the
-  constants, TIMESTAMP as timestamp-micros), loads it with a resumable upload into a
-  staging table, MERGEs on ``row_key`` and drops the staging table. Append-only
-  tables (dead letters, audit) are loaded directly with ``WRITE_APPEND``.
+  loads batches of rows as newline-delimited JSON (the rows' own JSON form, the file
+  format of Beam's FILE_LOADS) with resumable uploads.
+  - Batch: like production, rows are staged (one staging table per load, since the
+    emulator copies a table on every change) and all staging tables are MERGEd on
+    ``row_key`` in one statement after the last load, then dropped.
+  - Streaming: each batch is staged in a table of its own and MERGEd as it lands.
+  - Append-only tables (dead letters, audit) are loaded directly with ``WRITE_APPEND``.
 
 Idempotent reruns: ``row_key = sha256(user_key, window_start, window_end,
 model_version)``. The MERGE inserts unseen keys and replaces an existing row only when
@@ -45,6 +48,7 @@ Usage::
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import enum
 import io
@@ -55,7 +59,7 @@ import uuid
 from typing import Any, Iterator, Mapping, Sequence
 
 import apache_beam as beam
-import fastavro
+import orjson
 from apache_beam.transforms import window
 from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
@@ -68,12 +72,10 @@ from transforms.bigquery_tables import (
     additional_bq_parameters,
     assignment_row,
     audit_row,
-    avro_schema,
     beam_schema,
     dead_letter_row,
     rejected_row_dead_letter,
     schema_fields,
-    to_avro_record,
     validate_row,
 )
 from transforms.outcomes import DeadLetter, ErrorCode
@@ -82,10 +84,11 @@ _LOG = logging.getLogger(__name__)
 
 
 class WriteTag(str, enum.Enum):
-    """Outputs of the row-validation step."""
+    """Outputs of the row-validation and local load steps."""
 
     ROWS = "rows"
     REJECTED = "rejected"
+    STAGED = "staged"  # local bounded sink: (staging table, rows), for the final MERGE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +101,7 @@ class BigQueryTarget:
         endpoint: REST endpoint of a local BigQuery-API server; None = real BigQuery.
         streaming: True for unbounded input (production: STREAMING_INSERTS).
         create_disposition: production only; CREATE_IF_NEEDED (default) or CREATE_NEVER.
-        batch_size: local sink: rows per Avro file / load job (at most).
+        batch_size: local sink: rows per load job (at most).
         staging_suffix: production batch: staging table suffix, unique per run.
     """
 
@@ -107,8 +110,8 @@ class BigQueryTarget:
     endpoint: str | None = None
     streaming: bool = False
     create_disposition: str = BigQueryDisposition.CREATE_IF_NEEDED
-    # Each local load is MERGEd into the table, and a MERGE reads the whole table: fewer,
-    # larger loads keep a big run close to linear (20k rows are ~60 MB in memory).
+    # A load job has a fixed cost, and in streaming each load is MERGEd, which reads the
+    # whole table: fewer, larger loads (20k rows are ~60 MB in memory) keep runs linear.
     batch_size: int = 20_000
     staging_suffix: str = "staging"
 
@@ -152,21 +155,24 @@ def pane_rank_sql(column: str) -> str:
     )
 
 
-def merge_sql(spec: TableSpec, target_table: str, staging_table: str) -> str:
-    """MERGE staged rows into the target on the spec's merge key.
+def merge_sql(spec: TableSpec, target_table: str, staging_tables: str | Sequence[str]) -> str:
+    """MERGE staged rows (one staging table or several) into the target on the spec's merge key.
 
     Unseen keys are inserted. A key already present is replaced only by a more final
     row (higher pane rank, or equal rank and more events), so re-merging the same rows
-    is a no-op. Within the staging table the most final row per key wins.
+    is a no-op. Within the staged rows the most final row per key wins.
     """
     if spec.merge_key != "row_key":
         raise ValueError(f"{spec.name} has no MERGE rule")
+    if isinstance(staging_tables, str):
+        staging_tables = [staging_tables]
+    staged = "\n  UNION ALL\n".join(f"  SELECT * FROM `{table}`" for table in staging_tables)
     cols = [f["name"] for f in spec.schema]
     rank_s, rank_t = pane_rank_sql("s.pane"), pane_rank_sql("t.pane")
     return (
         f"MERGE `{target_table}` AS t\n"
         f"USING (\n"
-        f"  SELECT * FROM `{staging_table}`\n"
+        f"  SELECT * FROM (\n{staged}\n  )\n"
         f"  WHERE TRUE\n"
         f"  QUALIFY ROW_NUMBER() OVER (\n"
         f"    PARTITION BY row_key\n"
@@ -192,18 +198,58 @@ def _short_retry():
     return bigquery.DEFAULT_RETRY.with_deadline(60)
 
 
-def avro_bytes(spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """Validated rows as an Avro container file of `avro_schema(spec)`."""
-    buf = io.BytesIO()
-    fastavro.writer(buf, fastavro.parse_schema(avro_schema(spec)), (to_avro_record(r, spec.schema, spec.name) for r in rows))
-    return buf.getvalue()
+def ndjson_bytes(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """Validated rows as newline-delimited JSON, the file format of Beam's FILE_LOADS.
+
+    The rows are already in BigQuery's JSON form (TIMESTAMP as canonical text), so this
+    is the same payload production loads; floats are written in shortest round-trip form.
+    """
+    return b"\n".join(map(orjson.dumps, rows))
+
+
+def _load(client, spec: TableSpec, table_id: str, rows: Sequence[Mapping[str, Any]], disposition: str) -> None:
+    from google.cloud import bigquery
+
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        schema=schema_fields(spec),
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        write_disposition=disposition,
+    )
+    payload = io.BytesIO(ndjson_bytes(rows))
+    client.load_table_from_file(payload, table_id, job_config=config).result(retry=_short_retry())
+
+
+def merge_staging(client, spec: TableSpec, table_id: str, staging_ids: Sequence[str]) -> None:
+    """MERGEs staging tables into `table_id` in one statement (see `merge_sql`), then drops them."""
+    client.query(merge_sql(spec, table_id, staging_ids), retry=_short_retry()).result()
+    for staging_id in staging_ids:
+        client.delete_table(staging_id, not_found_ok=True)
+
+
+def stage_rows(client, spec: TableSpec, table_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """Loads validated rows into a new staging table next to `table_id`; returns its id.
+
+    One table per load, not one growing table: the local emulator copies a table after
+    every change (time travel), so appending to one staging table costs quadratic time.
+    """
+    from google.cloud import bigquery
+
+    staging_id = f"{table_id}__staging_{uuid.uuid4().hex[:12]}"
+    try:
+        _load(client, spec, staging_id, rows, bigquery.WriteDisposition.WRITE_TRUNCATE)
+    except Exception:
+        client.delete_table(staging_id, not_found_ok=True)
+        raise
+    return staging_id
 
 
 def load_rows(client, spec: TableSpec, table_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Loads validated rows into `table_id` (MERGE on the spec's key, else append).
+    """Loads validated rows into `table_id` now (MERGE on the spec's key, else append).
 
-    Uses an Avro file and a resumable upload (``load_table_from_file`` without ``size``:
-    the local emulator refuses multipart uploads). Works against real BigQuery too.
+    A newline-delimited JSON file and a resumable upload (``load_table_from_file``
+    without ``size``: the local emulator refuses multipart uploads). Works against real
+    BigQuery too.
 
     Returns:
         The number of rows loaded.
@@ -212,24 +258,15 @@ def load_rows(client, spec: TableSpec, table_id: str, rows: Sequence[Mapping[str
 
     if not rows:
         return 0
-    payload = io.BytesIO(avro_bytes(spec, rows))
-    config = bigquery.LoadJobConfig(
-        source_format=bigquery.SourceFormat.AVRO,
-        use_avro_logical_types=True,
-        schema=schema_fields(spec),
-        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
-    )
     if spec.merge_key is None:
-        config.write_disposition = bigquery.WriteDisposition.WRITE_APPEND
-        client.load_table_from_file(payload, table_id, job_config=config).result(retry=_short_retry())
+        _load(client, spec, table_id, rows, bigquery.WriteDisposition.WRITE_APPEND)
         return len(rows)
-    staging = f"{table_id}__staging_{uuid.uuid4().hex[:12]}"
-    config.write_disposition = bigquery.WriteDisposition.WRITE_TRUNCATE
+    staging_id = stage_rows(client, spec, table_id, rows)
     try:
-        client.load_table_from_file(payload, staging, job_config=config).result(retry=_short_retry())
-        client.query(merge_sql(spec, table_id, staging), retry=_short_retry()).result()
-    finally:
-        client.delete_table(staging, not_found_ok=True)
+        merge_staging(client, spec, table_id, [staging_id])
+    except Exception:
+        client.delete_table(staging_id, not_found_ok=True)
+        raise
     return len(rows)
 
 
@@ -266,33 +303,106 @@ class ValidateRowsFn(beam.DoFn):
 
 
 class LoadBatchFn(beam.DoFn):
-    """Local sink: loads one batch of validated rows; a failed load dead-letters its rows."""
+    """Local sink: loads one batch of validated rows; a failed load dead-letters its rows.
 
-    def __init__(self, spec: TableSpec, target: BigQueryTarget):
+    With `merge_later`, a batch for a table with a merge key is only staged, and its
+    (staging table, row count) goes to the STAGED output for `MergeStagedRowsFn`, which
+    MERGEs every staged batch at once after the last one.
+
+    A load runs on a background thread while the next batch is being built: the
+    warehouse works on one core while the pipeline works on the other. At most one load
+    is in flight (two batches held); the last one is waited for at the end of the bundle.
+    """
+
+    def __init__(self, spec: TableSpec, target: BigQueryTarget, merge_later: bool = False):
         self._spec = spec
         self._target = target
+        self._merge_later = merge_later and spec.merge_key is not None
         self._loaded = outcomes.counter(f"bigquery.{spec.name}.loaded")
         self._rejected = outcomes.dead_letter_counter(ErrorCode.ROW_REJECTED)
 
     def setup(self) -> None:
         self._client = self._target.client()
+        self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bq-load")
 
-    def process(self, batch: list[Mapping[str, Any]]) -> Iterator[DeadLetter]:
+    def start_bundle(self) -> None:
+        self._in_flight: tuple[concurrent.futures.Future, list] | None = None
+
+    def process(self, batch: list[Mapping[str, Any]]) -> Iterator[Any]:
+        previous, self._in_flight = self._in_flight, (self._loader.submit(self._load, batch), batch)
+        if previous is not None:
+            yield from self._settle(*previous)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            for out in self._settle(*in_flight):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, window.GlobalWindows.windowed_value(out.value))
+                else:
+                    yield window.GlobalWindows.windowed_value(out)
+
+    def _load(self, batch: list[Mapping[str, Any]]) -> tuple[str | None, int]:
+        """(staging table or None, rows); on the loader thread, so it counts nothing
+        (Beam's metrics belong to the bundle's thread)."""
+        table_id = self._target.table_id(self._spec.table)
+        if self._merge_later:
+            return stage_rows(self._client, self._spec, table_id, batch), len(batch)
+        return None, load_rows(self._client, self._spec, table_id, batch)
+
+    def _settle(self, load: concurrent.futures.Future, batch: list[Mapping[str, Any]]) -> Iterator[Any]:
         from google.api_core import exceptions
 
         try:
-            n = load_rows(self._client, self._spec, self._target.table_id(self._spec.table), batch)
-            self._loaded.inc(n)
+            staging_id, rows = load.result()
         except (exceptions.GoogleAPICallError, exceptions.RetryError, ValueError) as exc:
             _LOG.error("Load into %s failed for %d rows: %s", self._spec.name, len(batch), exc)
             for row in batch:
                 self._rejected.inc()
                 yield rejected_row_dead_letter(row, [f"load failed: {exc}"[:1000]], self._spec.table)
+            return
+        if staging_id is None:
+            self._loaded.inc(rows)
+        else:
+            yield beam.pvalue.TaggedOutput(WriteTag.STAGED.value, (staging_id, rows))
 
     def teardown(self) -> None:
+        loader = getattr(self, "_loader", None)
+        if loader is not None:
+            loader.shutdown(wait=True)
         client = getattr(self, "_client", None)
         if client is not None:
             client.close()
+
+
+class MergeStagedRowsFn(beam.DoFn):
+    """Local bounded sink: one MERGE of every staged batch, once the last one is loaded.
+
+    A MERGE reads the whole target table, so one per run instead of one per batch keeps
+    a large run linear. If the MERGE fails, the job fails and the staging tables are kept
+    (their names are in the error), so nothing loaded is lost.
+    """
+
+    def __init__(self, spec: TableSpec, target: BigQueryTarget):
+        self._spec = spec
+        self._target = target
+        self._loaded = outcomes.counter(f"bigquery.{spec.name}.loaded")
+
+    def process(self, staged: list[tuple[str, int]]) -> Iterator[int]:
+        if not staged:
+            return
+        staging_ids = sorted(table for table, _ in staged)
+        client = self._target.client()
+        try:
+            merge_staging(client, self._spec, self._target.table_id(self._spec.table), staging_ids)
+        except Exception as exc:
+            raise RuntimeError(f"MERGE into {self._spec.name} failed; the staged rows are kept in "
+                               f"{', '.join(staging_ids)}: {exc}") from exc
+        finally:
+            client.close()
+        rows = sum(n for _, n in staged)
+        self._loaded.inc(rows)
+        yield rows
 
 
 class _FailedRowToDeadLetter(beam.DoFn):
@@ -345,20 +455,30 @@ class WriteTable(beam.PTransform):
     def expand(self, rows: beam.PCollection[dict]) -> beam.PCollection[DeadLetter]:
         # Rows carry their window bounds as columns; batching across windows turns a
         # user's 30 overlapping windows into one load instead of 30.
+        if not rows.windowing.is_default():  # bounded runs are in the global window already
+            rows = rows | "AcrossWindows" >> beam.WindowInto(window.GlobalWindows())
         checked = (rows
-                   | "AcrossWindows" >> beam.WindowInto(window.GlobalWindows())
                    | "Validate" >> beam.ParDo(ValidateRowsFn(self._spec)).with_outputs(
             WriteTag.REJECTED.value, main=WriteTag.ROWS.value))
         valid = checked[WriteTag.ROWS.value]
         if self._target.is_local:
-            refused = (
+            # Bounded input: every batch is staged, all are MERGEd once at the end (as on
+            # the production path). Streaming: each batch is MERGEd as it lands.
+            merge_later = not self._target.streaming
+            loaded = (
                 valid
                 # Fixed-size batches (the tail flushes at the end of each bundle): every
-                # batch costs a load job and a MERGE, so small adaptive batches are slow.
+                # batch costs a load job, so small adaptive batches are slow.
                 | "Batch" >> beam.BatchElements(min_batch_size=self._target.batch_size,
                                                 max_batch_size=self._target.batch_size)
-                | "Load" >> beam.ParDo(LoadBatchFn(self._spec, self._target))
+                | "Load" >> beam.ParDo(LoadBatchFn(self._spec, self._target, merge_later)).with_outputs(
+                    WriteTag.STAGED.value, main=WriteTag.REJECTED.value)
             )
+            refused = loaded[WriteTag.REJECTED.value]
+            if merge_later and self._spec.merge_key is not None:
+                _ = (loaded[WriteTag.STAGED.value]
+                     | "AllStaged" >> beam.combiners.ToList()
+                     | "Merge" >> beam.ParDo(MergeStagedRowsFn(self._spec, self._target)))
         else:
             refused = valid | "Write" >> _ProductionWrite(self._spec, self._target)
         return (checked[WriteTag.REJECTED.value], refused) | "Rejected" >> beam.Flatten()
@@ -468,6 +588,7 @@ def _log_refused_dead_letter(dl: DeadLetter) -> DeadLetter:
 __all__ = [
     "BigQueryTarget",
     "LoadBatchFn",
+    "MergeStagedRowsFn",
     "MergeStagingFn",
     "ValidateRowsFn",
     "WriteAssignments",
@@ -475,9 +596,11 @@ __all__ = [
     "WriteTable",
     "WriteTag",
     "audit_row",
-    "avro_bytes",
     "load_rows",
     "merge_sql",
+    "merge_staging",
+    "ndjson_bytes",
+    "stage_rows",
     "pane_rank_sql",
     "write_audit",
 ]
