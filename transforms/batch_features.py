@@ -118,10 +118,12 @@ class UserWindowFeatures(beam.DoFn):
         # would make the runner assign a new window object to each record (tens of microseconds apiece).
         windows = (window,)
         for start in starts:
-            merged = UserPartial()
-            for index in range(start, start + n):
-                partial = partials.get(index)
-                if partial is not None:
+            inside = [partials[index] for index in range(start, start + n) if index in partials]
+            if len(inside) == 1:
+                merged = inside[0]  # finalize only reads it; merging it into an empty partial would copy it
+            else:
+                merged = UserPartial()
+                for partial in inside:
                     merged.merge(partial)
             start_us, end_us = start * period_us, (start + n) * period_us
             record = feature_record(user_key, merged, start_us, end_us, Pane.ON_TIME)
