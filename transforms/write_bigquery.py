@@ -600,7 +600,7 @@ __all__ = [
     "merge_sql",
     "merge_staging",
     "ndjson_bytes",
-    "stage_rows",
     "pane_rank_sql",
+    "stage_rows",
     "write_audit",
 ]
