@@ -44,7 +44,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms.dedupe import DEDUPE_IN, DEDUPE_OUT, unique_events
 from transforms.event_coder import pack_event, unpack_event
 from transforms.event_contract import Event
-from transforms.feature_combiners import UserPartial
+from transforms.feature_combiners import UserPartial, merge_all
 from transforms.feature_records import Pane, feature_record
 from transforms.outcomes import counter
 from transforms.sessions import SessionCombineFn, SessionSummary, SignedSession, summarise
@@ -124,12 +124,8 @@ class UserWindowFeatures(beam.DoFn):
         windows = (window,)
         for start in starts:
             inside = [partials[index] for index in range(start, start + n) if index in partials]
-            if len(inside) == 1:
-                merged = inside[0]  # finalize only reads it; merging it into an empty partial would copy it
-            else:
-                merged = UserPartial()
-                for partial in inside:
-                    merged.merge(partial)
+            # finalize only reads a lone partial; merging it into an empty one would copy it.
+            merged = inside[0] if len(inside) == 1 else merge_all(inside)
             start_us, end_us = start * period_us, (start + n) * period_us
             record = feature_record(user_key, merged, start_us, end_us, Pane.ON_TIME)
             # As the windowed plan's output: stamped at the window's last microsecond.

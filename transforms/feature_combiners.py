@@ -264,6 +264,11 @@ def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) if denominator > 0 else 0.0
 
 
+def _shares(counts: list[int], total: int) -> list[float]:
+    """Each count's share of `total` (0.0 when there is none), as `_ratio` but one call per list."""
+    return [n / total for n in counts] if total > 0 else [0.0] * len(counts)
+
+
 def finalize(p: UserPartial, window_start_us: int, window_end_us: int) -> dict:
     """The features of one user window (everything except identity and pane).
 
@@ -299,11 +304,6 @@ def finalize(p: UserPartial, window_start_us: int, window_end_us: int) -> dict:
         entropy -= share * math.log(share)
     funnel = max(p.funnel, 0)
     first_seen = p.first_seen_us if p.first_seen_us is not None else window_start_us
-    events = p.events
-    # Shares of the event count, inline (a `_ratio` call each was a tenth of finalize).
-    day_shares = [n / events for n in p.day_parts] if events > 0 else [0.0] * len(p.day_parts)
-    channel_shares = [n / events for n in p.channels] if events > 0 else [0.0] * len(p.channels)
-    device_shares = [n / events for n in p.devices] if events > 0 else [0.0] * len(p.devices)
     features = {
         "event_count": p.events,
         "recency_days": recency_days,
@@ -330,11 +330,11 @@ def finalize(p: UserPartial, window_start_us: int, window_end_us: int) -> dict:
         "top_category_share": _ratio(top_count, categorised),
         "category_entropy": entropy,
         "tenure_days": (window_end_us - first_seen) / US_PER_DAY,
-        **dict(zip(_SHARE_KEYS, day_shares)),
+        **dict(zip(_SHARE_KEYS, _shares(p.day_parts, p.events))),
         # Non-model features.
         "top_category": top_category,
-        "channel_mix": dict(zip(CHANNELS, channel_shares)),
-        "device_mix": dict(zip(DEVICES, device_shares)),
+        "channel_mix": dict(zip(CHANNELS, _shares(p.channels, p.events))),
+        "device_mix": dict(zip(DEVICES, _shares(p.devices, p.events))),
         "first_seen_us": p.first_seen_us,
         "is_new": p.first_seen_us is not None and p.first_seen_us >= window_end_us - 7 * US_PER_DAY,
         "funnel_stage_name": FUNNEL_STAGES[funnel],
