@@ -3,8 +3,7 @@
 `AssignSegments` turns feature records into segment assignments::
 
     record --(preprocess)--> (record, scoring vector)
-           --RunInference(KeyedModelHandler(SegmentModelHandler))--> (record, PredictionResult)
-           --(postprocess)--> assignment dict
+           --RunInference(KeyedModelHandler(SegmentModelHandler))--> assignment dict
 
 The key is the feature record itself: it carries the identity (user_key,
 window, pane) and everything the output row repeats, so the prediction is
@@ -15,6 +14,10 @@ The scoring vector is the model input (`MODEL_FEATURES` order) followed by the
 three BG/NBD inputs (x, t_x, T in days, `models.bgnbd.inputs_from_record`), so
 segment, RFM and BG/NBD scores are computed vectorised per batch in one place,
 with the model's own thresholds and parameters.
+
+The keyed handler builds the assignment dicts itself, per batch, and counts them
+(`outcomes.ASSIGNMENTS`): a postprocessing step would cost a Beam step and an
+exception-handling wrapper per record for a conversion that cannot fail on its own.
 
 Failures anywhere (a record missing a feature, a NaN, an inconsistent purchase
 time, a failing batch) become `DeadLetter`s with `ErrorCode.INFERENCE_FAILED`
@@ -40,7 +43,7 @@ from apache_beam.ml.inference.sklearn_inference import SklearnModelHandlerNumpy
 from models import bgnbd, rfm
 from models.artifact import LoadedModel, load_artifact
 from transforms.feature_spec import FEATURE_VERSION, MODEL_FEATURES, model_input_vector
-from transforms.outcomes import DeadLetter, ErrorCode, Stage, dead_letter_counter
+from transforms.outcomes import ASSIGNMENTS, DeadLetter, ErrorCode, Stage, counter, dead_letter_counter
 
 EXPECTED_PURCHASES_HORIZON_DAYS = 30.0
 DEFAULT_MIN_BATCH_SIZE = 256
@@ -164,7 +167,18 @@ class SegmentModelHandler(SklearnModelHandlerNumpy):
 
 
 class _RecordKeyedHandler(KeyedModelHandler):
-    """Beam's keyed handler, keyed by the feature record (see the module docstring)."""
+    """Beam's keyed handler, keyed by the feature record, returning assignment dicts
+    (see the module docstring)."""
+
+    def __init__(self, unkeyed: SegmentModelHandler):
+        super().__init__(unkeyed)
+        self._assignments = counter(ASSIGNMENTS)
+
+    def run_inference(self, batch: Sequence[tuple[Mapping[str, Any], Sequence[float]]], model: LoadedModel,
+                      inference_args: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+        assignments = list(map(to_assignment, super().run_inference(batch, model, inference_args)))
+        self._assignments.inc(len(assignments))
+        return assignments
 
     def get_num_bytes(self, batch: Sequence[tuple[Mapping[str, Any], Sequence[float]]]) -> int:
         # Beam's default pickles every key of the batch only to report the byte-count
@@ -226,8 +240,6 @@ class _ToDeadLetters(beam.DoFn):
         element, error = failed
         records = [element] if self._step != "inference" else [item[0] for item in element]
         for record in records:
-            if self._step == "postprocess":
-                record = record[0]
             self._counter.inc()
             yield DeadLetter.of(_payload(record), ErrorCode.INFERENCE_FAILED, f"{self._step}: {_error_text(error)}",
                                 self._source, Stage.INFERENCE)
@@ -254,14 +266,12 @@ class AssignSegments(beam.PTransform):
 
     def model_handler(self):
         """The keyed handler with pre/postprocessing, as RunInference uses it."""
-        return _RecordKeyedHandler(self._handler).with_preprocess_fn(_to_keyed).with_postprocess_fn(to_assignment)
+        return _RecordKeyedHandler(self._handler).with_preprocess_fn(_to_keyed)
 
     def expand(self, records: beam.PCollection) -> AssignResult:
         assignments, dlq = records | "RunInference" >> RunInference(self.model_handler()).with_exception_handling()
         failed = [dlq.failed_inferences | "InferenceFailures" >> beam.ParDo(_ToDeadLetters("inference", self._source))]
         failed += [pc | f"PreprocessFailures{i}" >> beam.ParDo(_ToDeadLetters("preprocess", self._source))
                    for i, pc in enumerate(dlq.failed_preprocessing)]
-        failed += [pc | f"PostprocessFailures{i}" >> beam.ParDo(_ToDeadLetters("postprocess", self._source))
-                   for i, pc in enumerate(dlq.failed_postprocessing)]
         dead_letters = tuple(failed) | "FlattenDeadLetters" >> beam.Flatten()
         return AssignResult(assignments, dead_letters)

@@ -27,11 +27,11 @@ from models.artifact import load_card
 from models.inference import AssignSegments
 from pipelines import bq_admin
 from pipelines.options import SegmentsOptions, iso_date
-from pipelines.summary import ASSIGNMENTS, RunSummary, counters_of
+from pipelines.summary import RunSummary, counters_of
 from transforms.as_of import AsOfMicros
 from transforms.bigquery_tables import audit_row
 from transforms.features import FeatureOutput
-from transforms.outcomes import counter
+from transforms.outcomes import ASSIGNMENTS
 from transforms.privacy import ApplyPrivacy
 from transforms.sources import ReadEventFiles
 from transforms.write_bigquery import BigQueryTarget, WriteAssignments, WriteDeadLetters, write_audit
@@ -82,14 +82,6 @@ def read_consented_events(p: beam.Pipeline, options, id_key: bytes) -> tuple[bea
     return events, parsed.dead_letters
 
 
-def _count_assignment(assignment: dict) -> dict:
-    _ASSIGNMENTS.inc()
-    return assignment
-
-
-_ASSIGNMENTS = counter(ASSIGNMENTS)
-
-
 def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes,
                    target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None) -> BatchOutputs:
     """Builds the batch graph (exposed for testing).
@@ -106,7 +98,7 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes,
     computed = events | "Features" >> options.feature_transform(ends_by=as_of_us, deduplicate=True)
     features = computed[FeatureOutput.FEATURES]
     assigned = features | "AssignSegments" >> AssignSegments(options.model_dir())
-    assignments = assigned.assignments | "CountAssignments" >> beam.Map(_count_assignment)
+    assignments = assigned.assignments  # counted by AssignSegments (ASSIGNMENTS)
     dead_letters = [parse_dead_letters, computed[FeatureOutput.TOO_LATE], assigned.dead_letters]
     if target is not None:
         dead_letters.append(assignments | "WriteAssignments" >> WriteAssignments(target))

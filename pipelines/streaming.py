@@ -64,14 +64,13 @@ from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.options import SegmentsOptions, positive_int
-from pipelines.summary import ASSIGNMENTS
 from transforms.bigquery_tables import Table, audit_row, format_timestamp
 
 if TYPE_CHECKING:
     from transforms.write_bigquery import BigQueryTarget
 from transforms.dedupe import DedupeEvents
 from transforms.features import FeatureOutput
-from transforms.outcomes import DeadLetter, ErrorCode, counter
+from transforms.outcomes import DeadLetter, ErrorCode
 from transforms.privacy import ApplyPrivacy
 from transforms.sources import ParsedTags, ParseMessageFn
 from transforms.validation import ValidationConfig
@@ -308,14 +307,6 @@ class StreamingOutputs:
     interval_counts: Optional[beam.PCollection] = None
 
 
-def _count_assignment(assignment: dict) -> dict:
-    _ASSIGNMENTS.inc()
-    return assignment
-
-
-_ASSIGNMENTS = counter(ASSIGNMENTS)
-
-
 @dataclasses.dataclass
 class Ingest:
     """The ingest stages of the streaming job.
@@ -378,7 +369,7 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes,
     computed = events | "Features" >> options.feature_transform()
     features = computed[FeatureOutput.FEATURES]
     assigned = features | "AssignSegments" >> AssignSegments(options.model_dir())
-    assignments = assigned.assignments | "CountAssignments" >> beam.Map(_count_assignment)
+    assignments = assigned.assignments  # counted by AssignSegments (ASSIGNMENTS)
     dead_letters = [parse_dead_letters, computed[FeatureOutput.TOO_LATE], assigned.dead_letters]
     if target is not None:
         dead_letters.append(assignments | "WriteAssignments" >> WriteAssignments(target))

@@ -25,9 +25,6 @@ from transforms.outcomes import (DEAD_LETTER_PREFIX, EVENT_LEVEL_CODES, FILTERED
                                 ROW_LEVEL_CODES, ErrorCode, FilterReason)
 
 
-ASSIGNMENTS = "assignments"  # counter: segment rows produced (per user and window)
-
-
 class ReconciliationError(RuntimeError):
     """The counts do not add up: some record met no fate, or two."""
 

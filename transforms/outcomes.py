@@ -93,6 +93,7 @@ def decode_payload(text: str, encoding: str) -> bytes:
 
 # Counter names: "read", "valid", "duplicates", "dead_letter.<code>", "filtered.<reason>".
 READ = "read"
+ASSIGNMENTS = "assignments"  # segment rows produced (per user and window), by `AssignSegments`
 VALID = "valid"
 DUPLICATES = "duplicates"
 DEAD_LETTER_PREFIX = "dead_letter."
