@@ -104,7 +104,9 @@ def test_beam_and_client_schemas_mirror_the_constant():
 def test_ndjson_payload_is_one_exact_json_line_per_row():
     row = bt.assignment_row(make_assignment(), assigned_at_us=1_700_000_000_123_456)
     awkward = dict(row, distance=0.1 + 0.2, margin=1e-300, rfm=None, features=None, segment_name="é\n\"x\"")
-    lines = ndjson_bytes([row, awkward]).split(b"\n")
+    payload = ndjson_bytes([row, awkward])
+    assert payload.endswith(b"\n")
+    lines = payload[:-1].split(b"\n")
     assert len(lines) == 2
     assert [json.loads(line) for line in lines] == [row, awkward]
     assert json.loads(lines[1])["distance"] == 0.30000000000000004  # shortest round-trip form, not rounded
