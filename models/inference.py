@@ -16,8 +16,10 @@ segment, RFM and BG/NBD scores are computed vectorised per batch in one place,
 with the model's own thresholds and parameters.
 
 The keyed handler builds the assignment dicts itself, per batch, and counts them
-(`outcomes.ASSIGNMENTS`): a postprocessing step would cost a Beam step and an
-exception-handling wrapper per record for a conversion that cannot fail on its own.
+(`outcomes.ASSIGNMENTS`). A postprocessing step would add a Beam step and an
+exception-handling wrapper per record, for a conversion that reads only what the
+preprocessing has checked; should it fail, its batch is dead-lettered like any failed
+inference.
 
 Failures anywhere (a record missing a feature, a NaN, an inconsistent purchase
 time, a failing batch) become `DeadLetter`s with `ErrorCode.INFERENCE_FAILED`
@@ -265,7 +267,7 @@ class AssignSegments(beam.PTransform):
         self._source = source
 
     def model_handler(self):
-        """The keyed handler with pre/postprocessing, as RunInference uses it."""
+        """The keyed handler with its preprocessing, as RunInference uses it."""
         return _RecordKeyedHandler(self._handler).with_preprocess_fn(_to_keyed)
 
     def expand(self, records: beam.PCollection) -> AssignResult:

@@ -298,8 +298,8 @@ def write_audit(client, project: str, dataset: str, row: Mapping[str, Any]) -> N
 class ValidateRowsFn(beam.DoFn):
     """Rows that match the schema go to ROWS; the rest become dead letters in REJECTED.
 
-    With `to_row`, elements are first converted to rows by it (in the same step: a step
-    of its own cost more per row than the call).
+    With `to_row`, elements are first converted to rows by it, in this step: one step
+    less for the runner's per-element work.
     """
 
     def __init__(self, spec: TableSpec, to_row: Callable[[Any], dict] | None = None):
