@@ -77,7 +77,6 @@ import datetime as dt
 import gc
 import hashlib
 import itertools
-import json
 import math
 import pathlib
 import re

@@ -209,8 +209,6 @@ class _AppendJsonLines(beam.DoFn):
 
 def read_tallies(path: str) -> dict:
     """The sum of the interval tallies written so far (stage names and error codes -> counts)."""
-    from pipelines import streaming
-
     totals: dict[str, int] = {}
     try:
         with open(path, "rb") as handle:

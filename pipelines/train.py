@@ -11,7 +11,6 @@ A batch pipeline runs the serving transforms (read, validate, privacy, dedupe,
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import os
