@@ -30,8 +30,9 @@ The events cross the grouping packed as bytes, without the user id that is their
 (`event_coder.key_by_user`): the in-process runner decodes what it groups and encodes it
 again for the next stage, so an `Event` value was pickled twice and unpickled twice;
 bytes are pickled once and unpickled once (about a tenth off the feature stage, measured
-side by side at 200k events). Leaving out the key shrinks what the runner holds by about
-a third.
+side by side at 200k events). Leaving out the key takes a packed event from about 226
+to 159 bytes on generated data, and the feature stage's peak memory at 1M events from
+about 1.1 to 0.9 GiB.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ values, so `Event` must not be used as a grouping key.
 `pack_event` / `unpack_event` are the same encoding as functions. `key_by_user` /
 `unpack_for_user` pack an event without its `user_id` for a grouping keyed by it
 (`transforms.batch_features`): the key already carries the 64-character pseudonym, which
-was about a third of each packed event, and every grouped event is held in memory.
+was over a quarter of each packed event (226 bytes on average on generated data, 159
+without it), and every grouped event is held in memory.
 """
 
 from __future__ import annotations

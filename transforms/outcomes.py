@@ -91,7 +91,7 @@ def decode_payload(text: str, encoding: str) -> bytes:
     return base64.b64decode(text) if encoding == "base64" else text.encode("utf-8")
 
 
-# Counter names: "read", "valid", "duplicates", "dead_letter.<code>", "filtered.<reason>".
+# Counter names: "read", "assignments", "valid", "duplicates", "dead_letter.<code>", "filtered.<reason>".
 READ = "read"
 ASSIGNMENTS = "assignments"  # segment rows produced (per user and window), by `AssignSegments`
 VALID = "valid"
