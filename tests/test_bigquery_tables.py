@@ -304,12 +304,12 @@ def test_validate_rows_fn_routes_invalid_rows_to_dead_letters():
 
 
 def test_merge_sql_names_every_column_explicitly():
-    sql = merge_sql(SA, "p.d.t", "p.d.s")
+    sql = merge_sql(SA, "p.d.t", ["p.d.s"])
     assert "INSERT ROW" not in sql
     for f in SA.schema:
         assert f"s.{f['name']}" in sql
     with pytest.raises(ValueError):
-        merge_sql(bt.TABLES[bt.Table.DEAD_LETTERS], "p.d.t", "p.d.s")
+        merge_sql(bt.TABLES[bt.Table.DEAD_LETTERS], "p.d.t", ["p.d.s"])
 
 
 # ----------------------------------------------------------------------------- production wiring

@@ -156,7 +156,7 @@ def pane_rank_sql(column: str) -> str:
     )
 
 
-def merge_sql(spec: TableSpec, target_table: str, staging_tables: str | Sequence[str]) -> str:
+def merge_sql(spec: TableSpec, target_table: str, staging_tables: Sequence[str]) -> str:
     """MERGE staged rows (one staging table or several) into the target on the spec's merge key.
 
     Unseen keys are inserted. A key already present is replaced only by a more final
@@ -165,8 +165,6 @@ def merge_sql(spec: TableSpec, target_table: str, staging_tables: str | Sequence
     """
     if spec.merge_key != "row_key":
         raise ValueError(f"{spec.name} has no MERGE rule")
-    if isinstance(staging_tables, str):
-        staging_tables = [staging_tables]
     staged = "\n  UNION ALL\n".join(f"  SELECT * FROM `{table}`" for table in staging_tables)
     cols = [f["name"] for f in spec.schema]
     rank_s, rank_t = pane_rank_sql("s.pane"), pane_rank_sql("t.pane")
@@ -229,9 +227,13 @@ def _load(client, spec: TableSpec, table_id: str, rows: Sequence[Mapping[str, An
     client.load_table_from_file(payload, table_id, job_config=config).result(retry=_short_retry())
 
 
-def merge_staging(client, spec: TableSpec, table_id: str, staging_ids: Sequence[str]) -> None:
-    """MERGEs staging tables into `table_id` in one statement (see `merge_sql`), then drops them."""
-    client.query(merge_sql(spec, table_id, staging_ids), retry=_short_retry()).result()
+def merge_staging(client, spec: TableSpec, table_id: str, staging_ids: Sequence[str], retry=None) -> None:
+    """MERGEs staging tables into `table_id` in one statement (see `merge_sql`), then drops them.
+
+    `retry`: the query's retry policy; by default a 60-second deadline (`_short_retry`),
+    for the local emulator.
+    """
+    client.query(merge_sql(spec, table_id, staging_ids), retry=retry or _short_retry()).result()
     for staging_id in staging_ids:
         client.delete_table(staging_id, not_found_ok=True)
 
@@ -448,8 +450,10 @@ class MergeStagingFn(beam.DoFn):
                 location = getattr(ref, "location", None)
                 client.get_job(job_id, project=getattr(ref, "projectId", None), location=location).result()
             if job_refs:
-                client.query(merge_sql(self._spec, self._target.table_id(self._spec.table), self._staging)).result()
-                client.delete_table(self._staging, not_found_ok=True)
+                from google.cloud import bigquery
+
+                merge_staging(client, self._spec, self._target.table_id(self._spec.table), [self._staging],
+                              retry=bigquery.DEFAULT_RETRY)
             yield len(job_refs)
         finally:
             client.close()
@@ -481,7 +485,7 @@ class WriteTable(beam.PTransform):
         if self._target.is_local:
             # Bounded input: every batch is staged, all are MERGEd once at the end (as on
             # the production path). Streaming: each batch is MERGEd as it lands.
-            merge_later = not self._target.streaming
+            merge_later = not self._target.streaming and self._spec.merge_key is not None
             loaded = (
                 valid
                 # Fixed-size batches (the tail flushes at the end of each bundle): every
@@ -492,7 +496,7 @@ class WriteTable(beam.PTransform):
                     WriteTag.STAGED.value, main=WriteTag.REJECTED.value)
             )
             refused = loaded[WriteTag.REJECTED.value]
-            if merge_later and self._spec.merge_key is not None:
+            if merge_later:
                 _ = (loaded[WriteTag.STAGED.value]
                      | "AllStaged" >> beam.combiners.ToList()
                      | "Merge" >> beam.ParDo(MergeStagedRowsFn(self._spec, self._target)))
