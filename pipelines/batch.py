@@ -12,6 +12,7 @@ On Dataflow (see README, "Production"):
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import logging
@@ -110,6 +111,12 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes,
     return BatchOutputs(events=events, features=features, assignments=assignments, dead_letters=every_dead_letter)
 
 
+def _error_of(task: Optional[concurrent.futures.Future]) -> Optional[str]:
+    """What a finished background task raised, as text (None: no task, or it succeeded)."""
+    error = None if task is None else task.exception()
+    return None if error is None else f"{type(error).__name__}: {error}"
+
+
 def new_run_id(mode: str = "batch") -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{mode}-{now}-{uuid.uuid4().hex[:6]}"
@@ -129,15 +136,24 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     run_id = batch.run_id or new_run_id()
     target = batch.bigquery_target()
     started_us = time.time_ns() // 1000
-    if target.is_local:
-        bq_admin.setup(target.client(), target.dataset, project=target.project)
-    with beam.Pipeline(options=options) as p:
-        build_pipeline(p, batch, id_key, target, run_id)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="views") as background:
+        views = None
+        if target.is_local:
+            bq_admin.create_tables(target.client(), target.dataset, project=target.project)
+            # The job never reads the analyst views: they are made while it runs (seconds on
+            # the local warehouse, which works on the other core).
+            views = background.submit(bq_admin.create_views, target.client(), target.dataset, target.project)
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, batch, id_key, target, run_id)
+        views_error = _error_of(views)
     counters = counters_of(p.result)
     summary = RunSummary.from_counters(counters, extra={
         "run_id": run_id, "input": list(batch.input), "assignments": int(counters.get(ASSIGNMENTS, 0)),
         "model": batch.model_dir(), "tables": f"{target.project}.{target.dataset}",
     })
+    if views_error:  # the run itself succeeded: say so, keep the summary
+        LOG.error("could not create the analyst views: %s", views_error)
+        summary.extra["views_error"] = views_error
     audit = dict(summary.to_json(), dead_lettered={**summary.dead_lettered, **summary.rows_dead_lettered})
     try:
         write_audit(target.client(), target.project, target.dataset, audit_row(

@@ -10,7 +10,7 @@ import pytest
 
 from models import DEFAULT_MODEL_DIR
 from models.artifact import load_artifact, load_card
-from pipelines import batch, generate
+from pipelines import batch, bq_admin, generate
 from transforms.feature_spec import FEATURE_VERSION, MODEL_FEATURES
 from transforms.privacy import DEMO_ID_KEY, pseudonymise
 
@@ -89,6 +89,11 @@ def test_batch_end_to_end(events_file, warehouse, unique_dataset):
     assert {row["model_version"] for row in rows} == {card["model_version"]}
     assert {row["feature_version"] for row in rows} == {FEATURE_VERSION}
     assert all(row["window_end"] - row["window_start"] == 30 * DAY for row in rows)
+
+    # The job made the analyst views while it ran.
+    assert "views_error" not in first.extra
+    names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
+    assert set(bq_admin.VIEWS) <= names
 
     # Dead letters: the table holds what the summary counted, per code.
     letters = warehouse.client.query(

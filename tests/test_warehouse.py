@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 
@@ -124,6 +125,36 @@ def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
     assert [(f.name, f.mode) for f in table.schema] == [(f["name"], f["mode"]) for f in bt.SEGMENT_ASSIGNMENTS_SCHEMA]
     names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
     assert names == {"segment_assignments", "dead_letters", "run_audit", *bq_admin.VIEWS}
+
+
+def test_setup_replaces_only_the_views_whose_statement_changed(warehouse, module_dataset):
+    client, project = warehouse.client, warehouse.project
+    view_id = f"{project}.{module_dataset}.segment_sizes_daily"
+
+    def set_label(value):
+        view = client.get_table(view_id)
+        view.labels = {bq_admin.VIEW_DIGEST_LABEL: value}
+        client.update_table(view, ["labels"])
+
+    # A label from another statement: setup replaces the view and labels it with this one.
+    set_label("an-older-statement")
+    bq_admin.setup(client, module_dataset)
+    statement = bq_admin.view_sql("segment_sizes_daily", project, module_dataset)
+    assert client.get_table(view_id).labels[bq_admin.VIEW_DIGEST_LABEL] == hashlib.sha256(
+        statement.encode()).hexdigest()[:63]
+
+    # The current label: setup leaves the view alone, even one replaced by hand.
+    current = client.get_table(view_id).labels[bq_admin.VIEW_DIGEST_LABEL]
+    client.query(f"CREATE OR REPLACE VIEW `{view_id}` AS SELECT 1 AS one").result()
+    set_label(current)
+    bq_admin.setup(client, module_dataset)
+    assert [dict(row.items()) for row in client.query(f"SELECT * FROM `{view_id}`").result()] == [{"one": 1}]
+
+    # A missing view is made again. (DDL: the emulator's tables.delete fails on a view.)
+    client.query(f"DROP VIEW `{view_id}`").result()
+    bq_admin.setup(client, module_dataset)
+    columns = [f.name for f in client.query(f"SELECT * FROM `{view_id}` LIMIT 0").result().schema]
+    assert columns[:2] == ["day", "model_version"]
 
 
 # ----------------------------------------------------------------------------- local sink
