@@ -44,6 +44,9 @@ project guards against them:
   every computed column in the views is aliased.
 * Beam's DIRECT_READ deletes every dataset in the emulator: never read it with Beam's
   BigQuery source; read with google-cloud-bigquery queries.
+* ``tables.delete`` on a view answers HTTP 500 (DuckDB is asked to drop a table); ``DROP
+  VIEW`` works. Views keep their labels and return no ``view_query``, so `bq_admin`
+  recognises its own views by a digest label, not by their text.
 """
 
 from __future__ import annotations
