@@ -183,7 +183,8 @@ def create_views(client, dataset: str, project: str | None = None) -> list[str]:
     A view carries the digest of the statement that made it in the label
     `VIEW_DIGEST_LABEL`. A view whose label matches is left alone: each ``CREATE OR
     REPLACE VIEW`` is a query job, about 4 s for the five on the local warehouse, paid
-    on every run before. A view edited by hand keeps its label and is not replaced.
+    on every run before. A view changed by hand but still carrying a current label is
+    left alone: remove the label (or the view) to have it made again.
     """
     from google.api_core.exceptions import NotFound
 
