@@ -59,7 +59,8 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
     client = warehouse.client_for(info["endpoint"], info["project"])
     # The demo starts from an empty dataset, so what it shows is this run's output only.
     client.delete_dataset(f"{info['project']}.{args.bq_dataset}", delete_contents=True, not_found_ok=True)
-    bq_admin.setup(client, args.bq_dataset, project=info["project"])
+    # The job makes the analyst views while it runs (`batch.run`).
+    bq_admin.create_tables(client, args.bq_dataset, project=info["project"])
     say(f"      {info['endpoint']}, dataset {info['project']}.{args.bq_dataset}")
 
     say("[3/4] running the batch job on DirectRunner: ingest -> features -> model -> warehouse")
