@@ -4,7 +4,7 @@
 per user and 30-day/1-day sliding window, keyed like the pipeline's feature records
 (`user_key` = HMAC pseudonym of the raw user id, `window_start_us`, `window_end_us`,
 the features of `REFERENCE_FEATURES`). The test suite checks that they equal the
-pipeline's records (`tests/test_duckdb_reference.py`).
+pipeline's records (`tests/benchmarks/test_duckdb_reference.py`).
 
 Run alone::
 

@@ -1,6 +1,6 @@
--- Reference implementation of the per-user window features (transforms/FEATURES.md) in
+-- Reference implementation of the per-user window features (transforms/features/FEATURES.md) in
 -- plain DuckDB SQL, for the throughput benchmark (variant c) and the equality test
--- (tests/test_duckdb_reference.py). Run through `benchmarks.duckdb_features.compute`.
+-- (tests/benchmarks/test_duckdb_reference.py). Run through `benchmarks.duckdb_features.compute`.
 --
 -- Parameters (DuckDB prepared-statement names):
 --   $path        JSON-lines event file(s) (a path or a glob)

@@ -61,9 +61,12 @@ def main(argv=None) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from models import DEFAULT_MODEL_DIR
-    from pipelines import bq_admin, publisher, pubsub_emulator, streaming, warehouse
-    from transforms.privacy import DEMO_ID_KEY
-    from transforms.write_bigquery import BigQueryTarget
+    from models.handler import assignment_handler
+    from transforms.bigquery import admin as bq_admin
+    from devtools import live, publisher, pubsub_emulator, warehouse
+    from pipelines import streaming
+    from transforms.ingest.privacy import DEMO_ID_KEY
+    from transforms.bigquery.client import BigQueryTarget
 
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp, warehouse.ephemeral() as wh, \
             pubsub_emulator.running(log_dir=tmp) as emulator:
@@ -81,7 +84,8 @@ def main(argv=None) -> dict:
         streaming.local_runner(options)
         target = BigQueryTarget.local(wh.endpoint, wh.project, dataset, streaming=True)
         p = beam.Pipeline(options=options)
-        streaming.build_pipeline(p, options.view_as(streaming.StreamingOptions), DEMO_ID_KEY, target, name)
+        streaming.build_pipeline(p, options.view_as(streaming.StreamingOptions), DEMO_ID_KEY, assignment_handler(model),
+                                 target, name)
         result = p.run()
 
         total = int(args.rate * args.seconds)
@@ -117,7 +121,7 @@ def main(argv=None) -> dict:
                 time.sleep(args.poll_seconds)
         finally:
             thread.join()
-            streaming.cancel_direct(result, lambda: publisher.publish_wake_up(topic))
+            live.cancel_direct(result, lambda: publisher.publish_wake_up(topic))
 
     latencies = np.array([seen_at[n] - sent_at[n] for n in seen_at])
     report = {

@@ -1,9 +1,9 @@
 """User pseudonyms for the benchmark's DuckDB and Python-loop variants, without Beam.
 
-`transforms.privacy` imports apache_beam (about 3 s and 60 MiB), which would be charged
+`transforms.ingest.privacy` imports apache_beam (about 3 s and 60 MiB), which would be charged
 to variants that do not use Beam; the HMAC itself is one line, mirrored here.
-`tests/test_duckdb_reference.py` proves both the function and the key equal the
-pipeline's (`transforms.privacy.pseudonymise`, `DEMO_ID_KEY`).
+`tests/benchmarks/test_duckdb_reference.py` proves both the function and the key equal the
+pipeline's (`transforms.ingest.privacy.pseudonymise`, `DEMO_ID_KEY`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-# transforms.privacy.DEMO_ID_KEY (published on purpose; the pipeline variants use it too).
+# transforms.ingest.privacy.DEMO_ID_KEY (published on purpose; the pipeline variants use it too).
 BENCH_KEY = b"segments-demo-key--not-a-secret"
 
 

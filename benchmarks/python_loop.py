@@ -21,7 +21,7 @@ from typing import Optional
 
 import orjson
 
-from transforms.event_contract import EVENT_TYPES
+from transforms.contracts.events import EVENT_TYPES
 from benchmarks.pseudonyms import BENCH_KEY, pseudonymise_rows
 
 US_PER_DAY = 86_400_000_000

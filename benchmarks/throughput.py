@@ -72,8 +72,8 @@ RESULT_PREFIX = "BENCH_RESULT "
 
 
 def _child_full_job(path: str, endpoint: str, project: str, dataset: str) -> Callable[[], int]:
-    from pipelines import cli
-    from pipelines.warehouse import client_for
+    from devtools import cli
+    from transforms.bigquery.client import client_for
 
     def work() -> int:
         code = cli.main(["run", "--input", path, "--demo_key", "--bq_endpoint", endpoint,
@@ -93,9 +93,8 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.batch import BatchOptions, read_consented_events
-    from transforms.as_of import AsOfMicros
-    from transforms.features import FeatureOutput
-    from transforms.privacy import DEMO_ID_KEY
+    from transforms.features.as_of import AsOfMicros
+    from transforms.ingest.privacy import DEMO_ID_KEY
 
     def work() -> int:
         options = PipelineOptions(["--input", path, "--demo_key"])
@@ -110,7 +109,7 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
             events, _ = read_consented_events(p, batch, DEMO_ID_KEY)
             as_of = events | "AsOf" >> AsOfMicros(None)
             computed = events | "Features" >> batch.feature_transform(ends_by=as_of, deduplicate=True)
-            _ = computed[FeatureOutput.FEATURES] | "Count" >> beam.Map(count)
+            _ = computed.features | "Count" >> beam.Map(count)
         found = p.result.metrics().query(MetricsFilter().with_name("feature_records"))["counters"]
         return int(sum(c.committed or c.attempted or 0 for c in found))
 
@@ -240,7 +239,7 @@ def measure(variant: str, size: int, events: int, path: str, warehouse: Optional
 
 def generate_inputs(size: int, workdir: pathlib.Path) -> tuple[int, dict[str, str]]:
     """Generates ~`size` events over 30 days as JSONL and Avro; returns (events, paths)."""
-    from pipelines import generate
+    from devtools import generate
 
     users = max(1, round(size / EVENTS_PER_USER_30_DAYS))
     paths = {}
@@ -303,7 +302,7 @@ def _median_measurement(runs: list[Measurement]) -> Measurement:
 def run_benchmark(sizes: Sequence[int], variants: Sequence[str], repeat: int, workdir: pathlib.Path,
                   log=print) -> list[Measurement]:
     """Generates the inputs and measures every variant at every size (median of `repeat`)."""
-    from pipelines import warehouse as wh
+    from devtools import warehouse as wh
 
     results: list[Measurement] = []
     with wh.ephemeral() if "a" in variants else _nothing() as house:

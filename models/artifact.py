@@ -42,7 +42,7 @@ from apache_beam.io.filesystems import FileSystems
 from models import clustering
 from models.bgnbd import BgNbdParams
 from models.rfm import RfmThresholds
-from transforms.feature_spec import FEATURE_VERSION, MODEL_FEATURES
+from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES
 
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model_card.json"

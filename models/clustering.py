@@ -46,7 +46,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from transforms.feature_spec import MODEL_FEATURES, SKEWED_FEATURES
+from transforms.contracts.feature_spec import MODEL_FEATURES, SKEWED_FEATURES
 
 KMEANS = "kmeans"
 GMM = "gmm"

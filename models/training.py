@@ -29,7 +29,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from models import bgnbd, clustering, rfm
 from models.artifact import load_artifact, load_card
-from transforms.feature_spec import FEATURE_VERSION, MODEL_FEATURES, SKEWED_FEATURES, model_input_vector
+from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, SKEWED_FEATURES, model_input_vector
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -79,7 +79,7 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
     """Fits the segmentation model, the RFM thresholds and BG/NBD on the training rows.
 
     Args:
-        feature_records: feature records (see `transforms.features`), any order.
+        feature_records: feature records (see `transforms.features.compute`), any order.
         until: end of the training window (datetime or epoch micros); None = all.
         truth: optional {user_key: true archetype} (user keys pseudonymised as in
             the pipeline) for the adjusted Rand index.

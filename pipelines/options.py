@@ -1,9 +1,10 @@
-"""Pipeline options of the segmentation jobs, and strict parsing of a command line.
+"""Pipeline options of the segmentation jobs, and strict checking of a command line.
 
-`SegmentsOptions` carries every flag of our own; Beam's (`--runner`,
-`--temp_location`, `--project`, ...) are Beam's and are not redeclared.
-`split_args` rejects a flag that neither we nor Beam know, where Beam alone
-would only log "Discarding unparseable args" and run without it.
+`SegmentsOptions` carries the flags every job shares; each job's class adds its own
+(`FileInputOptions` the ``--input`` of the file-reading jobs). Each flag is declared in
+exactly one class; Beam's (`--runner`, `--temp_location`, `--project`, ...) are Beam's
+and are not redeclared. `unknown_pipeline_args` finds a flag that neither we nor Beam
+know, where Beam alone would only log "Discarding unparseable args" and run without it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import uuid
 from typing import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.privacy import ConsentDefault
-from transforms.validation import ValidationConfig
+from transforms.bigquery.client import LOCAL_ENDPOINT, LOCAL_PROJECT, BigQueryTarget
+from transforms.ingest.privacy import ConsentDefault
+from transforms.ingest.validation import ValidationConfig
 
 
 def positive_int(text: str) -> int:
@@ -97,16 +100,20 @@ class SegmentsOptions(PipelineOptions):
             help="Model artifact folder (local or gs://). Default: the model shipped in models/default.")
         model.add_argument(
             "--warehouse", choices=["local", "bigquery"], default="local",
-            help="local: the BigQuery-API server on 127.0.0.1 (`segments warehouse start`, started on demand); "
-                 "bigquery: Google BigQuery with Beam's WriteToBigQuery. Default: local.")
+            help="local: the BigQuery-API server on 127.0.0.1 (`segments warehouse start`; the `segments` commands "
+                 "start it on demand); bigquery: Google BigQuery with Beam's WriteToBigQuery. Default: local.")
         model.add_argument(
             "--bq_project", default=None,
             help="Project of the output dataset. Default: segments-local (local), the job's --project (bigquery).")
         model.add_argument(
             "--bq_dataset", default="segments", help="Output dataset. Default: segments.")
         model.add_argument(
-            "--bq_endpoint", default=None,
-            help="local only: REST endpoint of the warehouse. Default: the one `segments warehouse` runs.")
+            "--bq_endpoint", default=LOCAL_ENDPOINT,
+            help=f"local only: REST endpoint of the warehouse (the `segments` commands start one there). "
+                 f"Default: {LOCAL_ENDPOINT}.")
+        model.add_argument(
+            "--run_id", default=None,
+            help="Identifier of this run in dead_letters and run_audit. Default: <mode>-<UTC time>-<random>.")
 
     def pseudonymisation_key(self) -> bytes:
         """The HMAC key: key file, else SEGMENTS_ID_KEY, else the demo key on a local runner.
@@ -116,7 +123,7 @@ class SegmentsOptions(PipelineOptions):
         """
         from apache_beam.options.pipeline_options import StandardOptions
 
-        from transforms.privacy import ID_KEY_ENV, MissingIdKey, resolve_id_key
+        from transforms.ingest.privacy import ID_KEY_ENV, MissingIdKey, resolve_id_key
 
         runner = self.view_as(StandardOptions).runner or "DirectRunner"
         local = runner in LOCAL_RUNNERS
@@ -137,28 +144,28 @@ class SegmentsOptions(PipelineOptions):
 
         return self.model or DEFAULT_MODEL_DIR
 
-    def bigquery_target(self, streaming: bool = False):
-        """Where the tables are: the local warehouse (started if needed) or BigQuery."""
+    def bigquery_target(self, streaming: bool = False) -> BigQueryTarget:
+        """Where the tables are: the local warehouse at --bq_endpoint, or BigQuery."""
         from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-        from transforms.write_bigquery import BigQueryTarget
-
         if self.warehouse == "local":
-            from pipelines import warehouse
-
-            endpoint = self.bq_endpoint
-            project = self.bq_project or warehouse.DEFAULT_PROJECT
-            if endpoint is None:
-                endpoint = warehouse.start(project=project)["endpoint"]
-            return BigQueryTarget.local(endpoint, project, self.bq_dataset, streaming=streaming)
+            return BigQueryTarget.local(self.bq_endpoint, self.bq_project or LOCAL_PROJECT, self.bq_dataset,
+                                        streaming=streaming)
         project = self.bq_project or self.view_as(GoogleCloudOptions).project
         if not project:
             raise ValueError("--warehouse bigquery needs --bq_project or --project")
         return BigQueryTarget(project=project, dataset=self.bq_dataset, streaming=streaming)
 
+    def resolved_run_id(self, mode: str) -> str:
+        """--run_id, or ``<mode>-<UTC time>-<random>``."""
+        if self.run_id:
+            return self.run_id
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return f"{mode}-{now}-{uuid.uuid4().hex[:6]}"
+
     def feature_transform(self, ends_by=None, deduplicate=False):
         """The feature step configured by these options (arguments: see `ComputeUserFeatures`)."""
-        from transforms.features import ComputeUserFeatures
+        from transforms.features.compute import ComputeUserFeatures
 
         return ComputeUserFeatures(
             session_gap=dt.timedelta(minutes=self.session_gap_minutes),
@@ -178,6 +185,26 @@ class SegmentsOptions(PipelineOptions):
         )
 
 
+class FileInputOptions(SegmentsOptions):
+    """The input of the jobs that read event files (`segments run`, `segments train`)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        # Not argparse-required: Beam re-parses options internally without our flags,
+        # which would then exit. The jobs and the CLI insist on it instead.
+        parser.add_argument_group("input").add_argument(
+            "--input", action="append", default=None,
+            help="(Required) Event files: a path, glob or gs:// pattern; JSON lines, or Avro when it ends in .avro. "
+                 "Repeatable.")
+
+
+def declare_flags(parser: argparse.ArgumentParser, options_class: type) -> None:
+    """Adds every flag `options_class` parses (its own and its bases'), base classes first."""
+    for cls in reversed(options_class.mro()):
+        if cls is not PipelineOptions and "_add_argparse_args" in cls.__dict__:
+            cls._add_argparse_args(parser)
+
+
 def _all_option_classes() -> list[type]:
     found, todo = [], [PipelineOptions]
     while todo:
@@ -190,12 +217,13 @@ def _all_option_classes() -> list[type]:
 
 
 def unknown_pipeline_args(args: Sequence[str]) -> list[str]:
-    """The flags in `args` that no registered `PipelineOptions` class declares."""
+    """The flags in `args` that no registered `PipelineOptions` class declares.
+
+    Raises:
+      argparse.ArgumentError: two option classes declare the same flag.
+    """
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for cls in _all_option_classes():
-        try:
-            cls._add_argparse_args(parser)
-        except argparse.ArgumentError:
-            pass  # two classes declaring one flag: Beam tolerates it too
+        cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(list(args))
     return [arg for arg in unknown if arg.startswith("-")]

@@ -20,8 +20,8 @@ from typing import Mapping, Optional
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms.dedupe import DEDUPE_IN, DEDUPE_OUT
-from transforms.outcomes import (DEAD_LETTER_PREFIX, EVENT_LEVEL_CODES, FILTERED_PREFIX, METRICS_NAMESPACE, READ,
+from transforms.ingest.dedupe import DEDUPE_IN, DEDUPE_OUT
+from transforms.contracts.outcomes import (DEAD_LETTER_PREFIX, EVENT_LEVEL_CODES, FILTERED_PREFIX, METRICS_NAMESPACE, READ,
                                 ROW_LEVEL_CODES, ErrorCode, FilterReason)
 
 

@@ -24,19 +24,18 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models import clustering
 from models.artifact import save_artifact
 from models.training import format_report, train_model
-from pipelines.options import SegmentsOptions, iso_date, positive_int
-from transforms.as_of import AsOfMicros
-from transforms.features import FeatureOutput
-from transforms.privacy import pseudonymise
+from pipelines.options import FileInputOptions, iso_date, positive_int
+from transforms.features.as_of import AsOfMicros
+from transforms.ingest.files import ReadEventFiles
+from transforms.ingest.privacy import ApplyPrivacy
+from transforms.ingest.privacy import pseudonymise
 
-class TrainOptions(SegmentsOptions):
-    """Flags of `segments train`."""
+class TrainOptions(FileInputOptions):
+    """Flags of `segments train` beyond the shared ones."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
         group = parser.add_argument_group("training")
-        group.add_argument("--input", action="append", default=None,
-                           help="(Required) Event files: path, glob or gs:// pattern. Repeatable.")
         group.add_argument("--out", default=None, help="(Required) Artifact folder to write (local or gs://).")
         group.add_argument("--until", type=iso_date, default=None,
                            help="End of the training window (exclusive, UTC date). Default: the day after the "
@@ -52,7 +51,8 @@ class TrainOptions(SegmentsOptions):
                            help=f"Smallest k tried. Default: {clustering.DEFAULT_K_RANGE[0]}.")
         group.add_argument("--k_max", type=positive_int, default=clustering.DEFAULT_K_RANGE[1],
                            help=f"Largest k tried. Default: {clustering.DEFAULT_K_RANGE[1]}.")
-        group.add_argument("--seed", type=int, default=0, help="random_state of the fit. Default: 0.")
+        group.add_argument("--random_state", type=int, default=0,
+                           help="random_state of the clustering fit and of its samples. Default: 0.")
 
 
 def _last_window_per_user(records: beam.PCollection) -> beam.PCollection:
@@ -69,12 +69,10 @@ def _last_window_per_user(records: beam.PCollection) -> beam.PCollection:
 def build_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, rows_prefix: str,
                    until: Optional[dt.date]) -> beam.PCollection:
     """Computes the training rows and writes them as JSON lines under `rows_prefix`."""
-    from pipelines.batch import read_consented_events
-
-    events, _ = read_consented_events(p, options, id_key)
+    parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
+    events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
     until_us = events | "Until" >> AsOfMicros(until)
-    features = (events | "Features" >> options.feature_transform(ends_by=until_us, deduplicate=True))[
-        FeatureOutput.FEATURES]
+    features = (events | "Features" >> options.feature_transform(ends_by=until_us, deduplicate=True)).features
     rows = _last_window_per_user(features)
     (rows
      | "ToJson" >> beam.Map(lambda record: orjson.dumps(record).decode("utf-8"))
@@ -115,7 +113,7 @@ def run(argv: Optional[Sequence[str]] = None, say=print) -> dict:
     truth = read_truth(train.truth, id_key) if train.truth else None
     trained = train_model(
         rows, until=None, truth=truth, previous=train.previous, algorithm=train.algorithm,
-        k_range=(train.k_min, train.k_max), seed=train.seed)
+        k_range=(train.k_min, train.k_max), seed=train.random_state)
     card = save_artifact(train.out, trained.pipeline, trained.card_fields)
     say(format_report(card))
     say(f"model {card['model_version']} written to {train.out}")

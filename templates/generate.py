@@ -7,13 +7,15 @@
 * ``templates/requirements.txt`` from ``[project.dependencies]`` of ``pyproject.toml``,
   each pinned to the version installed in the generating environment (reproducible
   containers) and checked against the bound declared in ``pyproject.toml``.
+* ``templates/bigquery/ddl/<table>.sql`` from the table schemas
+  (`transforms.bigquery.admin.render_ddl`).
 
-Regenerate after changing a flag or a dependency, and commit the result::
+Regenerate after changing a flag, a dependency or a table, and commit the result::
 
     python templates/generate.py           # writes the files
     python templates/generate.py --check   # exits 1 when a committed file is stale
 
-``tests/test_templates.py`` fails when the committed files differ from the output.
+``tests/templates/test_templates.py`` fails when the committed files differ from the output.
 """
 
 from __future__ import annotations
@@ -76,15 +78,12 @@ class TemplateSpec:
     title: str
     description: str
     streaming: bool
-    options: tuple[str, ...]  # "module:Class", in the order Beam registers them
-    entry: str  # the template's main module, relative to templates/
+    options: str  # "module:Class" of the pipeline's options
 
     def options_classes(self) -> list[type]:
-        classes = []
-        for dotted in self.options:
-            module, cls = dotted.split(":")
-            classes.append(getattr(importlib.import_module(module), cls))
-        return classes
+        """The classes declaring the pipeline's flags, in the order Beam parses them."""
+        module, cls = self.options.split(":")
+        return load_launcher().declaring_classes(getattr(importlib.import_module(module), cls))
 
 
 SPECS = (
@@ -95,8 +94,7 @@ SPECS = (
                     "pseudonymisation, computes per-user features, assigns segments with the model and "
                     "MERGEs the assignments into BigQuery (dead letters and a run_audit row included).",
         streaming=False,
-        options=("pipelines.options:SegmentsOptions", "pipelines.batch:BatchOptions"),
-        entry="batch/main.py",
+        options="pipelines.batch:BatchOptions",
     ),
     TemplateSpec(
         name="streaming",
@@ -105,8 +103,7 @@ SPECS = (
                     "updates per-user features with early firings, assigns segments and writes "
                     "assignments and dead letters to BigQuery continuously.",
         streaming=True,
-        options=("pipelines.options:SegmentsOptions", "pipelines.streaming:StreamingOptions"),
-        entry="streaming/main.py",
+        options="pipelines.streaming:StreamingOptions",
     ),
 )
 
@@ -184,10 +181,9 @@ def parameters(actions: Sequence[argparse.Action], template_defaults: Mapping[st
     return params
 
 
-def load_entry(spec: TemplateSpec):
-    """The template's main module (for its TEMPLATE_DEFAULTS), loaded from its file."""
-    path = TEMPLATES / spec.entry
-    module_spec = importlib.util.spec_from_file_location(f"_template_{spec.name}_main", path)
+def load_launcher():
+    """The templates' launcher module (its TEMPLATE_DEFAULTS), loaded from its file."""
+    module_spec = importlib.util.spec_from_file_location("_template_main", TEMPLATES / "main.py")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
@@ -195,7 +191,7 @@ def load_entry(spec: TemplateSpec):
 
 def metadata(spec: TemplateSpec) -> dict:
     """The Flex Template metadata of one pipeline."""
-    defaults = load_entry(spec).TEMPLATE_DEFAULTS
+    defaults = load_launcher().TEMPLATE_DEFAULTS
     return {
         "name": spec.title,
         "description": spec.description,
@@ -248,9 +244,18 @@ def requirements_text(dependencies: Sequence[Requirement], pin: Optional[Callabl
 # ----------------------------------------------------------------------------- CLI
 
 
+def ddl_files() -> dict[pathlib.Path, str]:
+    """``CREATE TABLE`` statements of every table, for people who run SQL on BigQuery."""
+    from transforms.bigquery.admin import DDL_DIR, render_ddl
+    from transforms.bigquery.tables import TABLES
+
+    return {DDL_DIR / f"{spec.name}.sql": render_ddl(spec) for spec in TABLES.values()}
+
+
 def outputs() -> dict[pathlib.Path, str]:
     files = {TEMPLATES / spec.name / "metadata.json": metadata_text(spec) for spec in SPECS}
     files[REQUIREMENTS] = requirements_text(project_dependencies())
+    files.update(ddl_files())
     return files
 
 

@@ -20,6 +20,12 @@ from typing import Iterable, Mapping, Optional, Sequence
 SDK_IMAGE_ENV = "SEGMENTS_SDK_CONTAINER_IMAGE"
 
 
+def declaring_classes(options_class: type) -> list[type]:
+    """The classes of `options_class`'s MRO that declare flags of their own, base first
+    (the order Beam parses them in)."""
+    return [cls for cls in reversed(options_class.mro()) if "_add_argparse_args" in cls.__dict__]
+
+
 def boolean_flags(options_classes: Iterable[type]) -> frozenset[str]:
     """Names (without dashes) of the store_true / store_false flags the classes declare."""
     parser = argparse.ArgumentParser(add_help=False)

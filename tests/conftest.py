@@ -2,7 +2,7 @@
 
 `warehouse`: one local BigQuery-API warehouse (bqemulator) for the whole test session,
 on free ports in a temporary directory, stopped at the end. It yields a
-`pipelines.warehouse.Warehouse` with `.client` (google.cloud.bigquery.Client pointed at
+`devtools.warehouse.Warehouse` with `.client` (google.cloud.bigquery.Client pointed at
 the emulator), `.endpoint` and `.project`. Tests should create their own dataset (see
 `unique_dataset`) so that they do not see each other's tables.
 """
@@ -17,7 +17,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def warehouse(tmp_path_factory):
-    from pipelines import warehouse as wh
+    from devtools import warehouse as wh
 
     with wh.ephemeral(data_dir=tmp_path_factory.mktemp("warehouse")) as running:
         yield running

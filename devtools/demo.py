@@ -1,0 +1,88 @@
+"""`segments demo`: generate events, run the batch job into the local warehouse, show the segments.
+
+Everything lives under `--workdir` (default `.work/demo`) and the local warehouse
+(`.work/warehouse`, left running so that you can query it afterwards). The
+published demo key pseudonymises user ids; the shipped model assigns segments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+
+from devtools import generate as generate_module
+
+DEFAULT_WORKDIR = os.path.join(".work", "demo")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="Where the demo writes its files. Default: .work/demo.")
+    parser.add_argument("--users", type=int, default=1000, help="Users to simulate. Default: 1000.")
+    parser.add_argument("--days", type=int, default=30, help="Days of behaviour to simulate. Default: 30.")
+    parser.add_argument("--seed", type=int, default=7, help="Generator seed. Default: 7.")
+    parser.add_argument("--corrupt-rate", type=float, default=0.01,
+                        help="Share of invalid records mixed in, to show the dead letters. Default: 0.01.")
+    parser.add_argument("--bq_dataset", default="segments", help="Dataset in the local warehouse. Default: segments.")
+
+
+SEGMENT_SIZES_SQL = """
+SELECT segment_id, segment_name, COUNT(*) AS users, ROUND(AVG(p_alive), 3) AS avg_p_alive,
+       ROUND(AVG(features.monetary_total), 2) AS avg_spend, ROUND(AVG(features.sessions), 1) AS avg_sessions
+FROM `{project}.{dataset}.current_segment`
+GROUP BY segment_id, segment_name
+ORDER BY users DESC
+"""
+
+
+def run_demo(args: argparse.Namespace, say=print) -> dict:
+    """Runs the demo end to end and returns the run summary as a dict."""
+    from devtools import query, warehouse
+    from pipelines import batch
+    from transforms.bigquery import admin
+    from transforms.bigquery.client import client_for
+
+    os.makedirs(args.workdir, exist_ok=True)
+    events_path = os.path.join(args.workdir, "events.jsonl")
+    summary_path = os.path.join(args.workdir, "summary.json")
+    end = dt.datetime.now(dt.timezone.utc).date()
+
+    say(f"[1/4] generating {args.users:,} users x {args.days} days of events -> {events_path}")
+    started = time.monotonic()
+    stats = generate_module.generate_events(
+        events_path, users=args.users, days=args.days, end=end, seed=args.seed, fmt="jsonl",
+        corrupt_rate=args.corrupt_rate, truth=os.path.join(args.workdir, "truth.csv"))
+    say(f"      {stats.records:,} records: {stats.events:,} valid events, {stats.corrupt:,} corrupt,"
+        f" {stats.duplicates:,} duplicates, in {time.monotonic() - started:.1f} s")
+
+    say("[2/4] starting the local warehouse (a BigQuery API on 127.0.0.1) and creating the tables")
+    info = warehouse.start()
+    client = client_for(info["endpoint"], info["project"])
+    # The demo starts from an empty dataset, so what it shows is this run's output only.
+    client.delete_dataset(f"{info['project']}.{args.bq_dataset}", delete_contents=True, not_found_ok=True)
+    # The job makes the analyst views while it runs (`batch.run`).
+    admin.create_tables(client, args.bq_dataset, project=info["project"])
+    say(f"      {info['endpoint']}, dataset {info['project']}.{args.bq_dataset}")
+
+    say("[3/4] running the batch job on DirectRunner: ingest -> features -> model -> warehouse")
+    started = time.monotonic()
+    summary = batch.run([
+        "--input", events_path, "--summary", summary_path, "--demo_key",
+        "--bq_endpoint", info["endpoint"], "--bq_project", info["project"], "--bq_dataset", args.bq_dataset,
+    ])
+    say(f"      finished in {time.monotonic() - started:.1f} s")
+    say(f"      {summary.console_line()}")
+    dead = {code: n for code, n in summary.dead_lettered.items() if n}
+    say(f"      dead letters by code: {json.dumps(dead, sort_keys=True)}")
+    say(f"      {summary.extra.get('assignments', 0):,} segment assignments (one per user and window); "
+        f"summary in {summary_path}")
+    summary.check()
+
+    say("[4/4] current segment of each user (view current_segment):")
+    say(query.query_table(client, SEGMENT_SIZES_SQL.format(project=info["project"], dataset=args.bq_dataset)))
+    say("Query it yourself (the warehouse keeps running; `segments warehouse stop` stops it):")
+    say("  .venv/bin/segments query --view segment_sizes_daily")
+    say("  .venv/bin/segments query \"SELECT error_code, COUNT(*) n FROM segments.dead_letters GROUP BY 1\"")
+    return summary.to_json()

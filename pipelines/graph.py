@@ -1,0 +1,74 @@
+"""The part of the graph both jobs share: scoring, dead letters and writes.
+
+Each job builds its own head (a source, privacy, the feature step) and hands the
+feature records to `segment_and_write`. Its steps are applied to the pipeline itself,
+not wrapped in one composite, so their labels (``AssignSegments``, ``WriteAssignments``,
+``WriteDeadLetters``) are top-level steps of both jobs: Dataflow matches steps by label
+on an in-place update.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler
+from apache_beam.transforms.window import GlobalWindows
+
+from transforms.bigquery.client import BigQueryTarget
+from transforms.bigquery.write import WriteAssignments, WriteDeadLetters
+from transforms.scoring import AssignSegments
+
+
+class Segmented(NamedTuple):
+    """Outputs of `segment_and_write`."""
+
+    assignments: beam.PCollection  # assignment dicts, counted by the handler (ASSIGNMENTS)
+    dead_letters: beam.PCollection  # every dead letter of the job, written or not
+
+
+class JobOutputs(NamedTuple):
+    """What a job's `build_pipeline` exposes, for tests and further steps.
+
+    Attributes:
+      events: valid, consented, pseudonymised events; duplicates still in.
+      features: feature records.
+      assignments: assignment dicts, one per feature record scored.
+      dead_letters: every `DeadLetter` of the job (parse, too late, inference, and rows
+        the warehouse refused), written or not.
+      audit: streaming only: the `run_audit` rows (one per interval); None without a target.
+      interval_counts: streaming only: the tallies behind each audit row; None without a target.
+    """
+
+    events: beam.PCollection
+    features: beam.PCollection
+    assignments: beam.PCollection
+    dead_letters: beam.PCollection
+    audit: Optional[beam.PCollection] = None
+    interval_counts: Optional[beam.PCollection] = None
+
+
+def segment_and_write(features: beam.PCollection, handler: ModelHandler, dead_letters: Sequence[beam.PCollection],
+                      target: Optional[BigQueryTarget], run_id: Optional[str]) -> Segmented:
+    """Feature records -> assignments in `segment_assignments`; every dead letter in `dead_letters`.
+
+    Args:
+      features: feature records.
+      handler: the model (`models.handler.assignment_handler`).
+      dead_letters: the dead letters of the steps before (parse, too late).
+      target: where to write; None builds the graph without writing.
+      run_id: written on dead letters.
+    """
+    assigned = features | "AssignSegments" >> AssignSegments(handler)
+    every = [*dead_letters, assigned.dead_letters]
+    if target is not None:
+        every.append(assigned.assignments | "WriteAssignments" >> WriteAssignments(target))
+    # Dead letters come from steps windowed differently (files and messages in the global
+    # window, scoring in the feature windows); they are written one by one, never grouped
+    # by window, so they meet in the global window.
+    every_dead_letter = (
+        [letters | f"DeadLettersGlobal{i}" >> beam.WindowInto(GlobalWindows()) for i, letters in enumerate(every)]
+        | "AllDeadLetters" >> beam.Flatten())
+    if target is not None:
+        every_dead_letter | "WriteDeadLetters" >> WriteDeadLetters(target, run_id)
+    return Segmented(assigned.assignments, every_dead_letter)

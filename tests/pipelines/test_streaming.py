@@ -1,0 +1,125 @@
+"""The whole streaming job through the real Pub/Sub emulator into the local warehouse.
+
+Runs (not skips) wherever the project runs: it fails when the emulator is missing.
+The stream is judged against the wall clock: the DirectRunner's Pub/Sub reader holds
+the watermark at the current time, so an old event is beyond the lateness as soon as the
+lateness tracker of its shard has seen the watermark pass it. The first old event
+(``warm-up``) is what makes the tracker look: it is still accepted (a late pane),
+and once its row is in the warehouse the second old event, from two days ago with
+one-day windows and one hour of allowed lateness, is ``too_late``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import time
+import uuid
+
+import apache_beam as beam
+import orjson
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from models.handler import assignment_handler
+from transforms.bigquery import admin as bq_admin
+from devtools import live, publisher, pubsub_emulator
+from pipelines import streaming
+from tests.support.models import save_small_model
+from tests.support.waiting import wait_for
+from transforms.ingest.privacy import DEMO_ID_KEY
+from transforms.bigquery.client import BigQueryTarget
+
+CONSENTED = {"analytics": True, "personalization": True}
+RUN_ID = "stream-test"
+
+
+def _user_key(raw: str) -> str:
+    # Written out here rather than calling transforms.ingest.privacy.pseudonymise.
+    return hmac.new(DEMO_ID_KEY, raw.encode(), hashlib.sha256).hexdigest()
+
+
+def _event(event_id: str, user_id: str, epoch_ms: int, **extra) -> bytes:
+    return orjson.dumps({"event_id": event_id, "user_id": user_id, "event_type": "page_view",
+                         "timestamp": epoch_ms, "consent": CONSENTED, **extra})
+
+
+def _wait_for(condition, what, timeout_s: float = 180.0, poll_s: float = 0.5):
+    return wait_for(condition, what, timeout_s, poll_s)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_small_model(str(tmp_path_factory.mktemp("model") / "artifact"))
+
+
+@pytest.mark.integration
+def test_pubsub_to_warehouse_with_corrupt_and_too_late_events(warehouse, unique_dataset, model_dir, tmp_path):
+    client = warehouse.client
+    bq_admin.setup(client, unique_dataset, project=warehouse.project)
+    prefix = f"{warehouse.project}.{unique_dataset}"
+
+    def user_keys() -> set:
+        return {row["user_key"] for row in client.query(
+            f"SELECT DISTINCT user_key FROM `{prefix}.segment_assignments`").result()}
+
+    def dead_letters() -> list:
+        return sorted((row["error_code"], row["source"]) for row in client.query(
+            f"SELECT error_code, source FROM `{prefix}.dead_letters` WHERE run_id = '{RUN_ID}'").result())
+
+    def audited_reads() -> int:
+        return sum(row["read"] for row in client.query(
+            f"SELECT read FROM `{prefix}.run_audit` WHERE mode = 'streaming' AND run_id LIKE '{RUN_ID}/%'"
+        ).result())
+
+    now_ms = time.time_ns() // 1_000_000
+    # Two days ago: past its window's end + 1 h of allowed lateness, but within the runner's
+    # margin (two more periods), so the warm-up event still reaches its window.
+    old_ms = now_ms - 2 * 86_400_000
+
+    with pubsub_emulator.running(log_dir=tmp_path) as emulator:
+        name = f"events-{uuid.uuid4().hex[:8]}"
+        topic, subscription = emulator.create_topic_and_subscription(name, name + "-sub")
+        options = PipelineOptions([
+            "--subscription", subscription, "--model", model_dir, "--bq_endpoint", warehouse.endpoint,
+            "--bq_project", warehouse.project, "--bq_dataset", unique_dataset,
+            "--window_size_days", "1", "--window_period_days", "1", "--allowed_lateness_hours", "1",
+            "--early_firing_seconds", "1", "--audit_interval_seconds", "2",
+        ])
+        options.view_as(StandardOptions).streaming = True
+        streaming.local_runner(options)
+        job = options.view_as(streaming.StreamingOptions)
+        target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, unique_dataset, streaming=True)
+        p = beam.Pipeline(options=options)
+        streaming.build_pipeline(p, job, DEMO_ID_KEY, assignment_handler(model_dir), target, RUN_ID)
+        result = p.run()
+        try:
+            first = publisher.publish_events([
+                _event("a1", "alice", now_ms - 60_000),
+                _event("a2", "alice", now_ms - 30_000, event_type="search", properties={"search_query": "shoes"}),
+                _event("b1", "bob", now_ms - 45_000),
+                b'{"event_id": "x1", "user_id": "mallory"',  # truncated JSON
+                _event("c1", "carol", old_ms),  # warm-up: accepted (late pane)
+            ], topic, rate=1000, restamp=False, keep_ids=True)
+            assert (first.published, first.failed) == (5, 0)
+            expected_users = {_user_key("alice"), _user_key("bob"), _user_key("carol")}
+            _wait_for(lambda: user_keys() >= expected_users,
+                      lambda: f"assignments for alice, bob and carol; have {user_keys()} and {dead_letters()}")
+
+            late = publisher.publish_events([_event("c2", "carol", old_ms + 1_000)], topic, rate=1000,
+                                            restamp=False, keep_ids=True)
+            _wait_for(lambda: any(code == "too_late" for code, _ in dead_letters()), "the too_late dead letter")
+            # One audit row per 2 s interval: together they count each of the 6 messages once.
+            _wait_for(lambda: audited_reads() == 6, "audit rows covering the 6 messages")
+        finally:
+            live.cancel_direct(result, lambda: publisher.publish_wake_up(topic))
+
+    assert user_keys() == expected_users
+    assert dead_letters() == [("invalid_json", f"pubsub:{first.message_ids[3]}"),
+                              ("too_late", f"pubsub:{late.message_ids[0]}")]
+    carol_windows = {(row["window_start"], row["event_count"]) for row in client.query(
+        f"SELECT window_start, event_count FROM `{prefix}.segment_assignments` "
+        f"WHERE user_key = '{_user_key('carol')}'").result()}
+    carol_day = dt.datetime.fromtimestamp(old_ms // 86_400_000 * 86_400, tz=dt.timezone.utc)
+    assert carol_windows == {(carol_day, 1)}  # the too-late event reached no window

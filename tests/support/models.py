@@ -1,0 +1,57 @@
+"""A tiny real model: three well-separated groups of identical feature records, and its artifact.
+
+Each group's centroid is exactly its vector, so distances and segments are known exactly;
+BG/NBD gets the known `PARAMS` instead of a fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.artifact import save_artifact
+from models.bgnbd import BgNbdParams
+from models.training import train_model
+from transforms.contracts.feature_spec import MODEL_FEATURES, SKEWED_FEATURES
+
+DAY_US = 86_400_000_000
+F = len(MODEL_FEATURES)
+SKEWED = np.array([name in SKEWED_FEATURES for name in MODEL_FEATURES])
+END_US = 90 * DAY_US
+START_US = END_US - 30 * DAY_US
+SIZES = (12, 10, 8)  # distinct sizes: fresh ids are 0, 1, 2 by decreasing size
+PARAMS = BgNbdParams(0.5, 8.0, 0.7, 3.0)
+
+
+def group_vectors() -> np.ndarray:
+    rng = np.random.default_rng(42)
+    v = np.where(SKEWED, rng.uniform(0.0, 50.0, (3, F)), rng.uniform(0.0, 1.0, (3, F)))
+    v[:, MODEL_FEATURES.index("purchase_days")] = [4, 2, 0]  # group 2 never buys
+    return v
+
+
+def record(user: str, values: np.ndarray, first_day: float | None = None, last_day: float | None = None) -> dict:
+    rec = {name: float(v) for name, v in zip(MODEL_FEATURES, values)}
+    rec["purchase_days"] = int(values[MODEL_FEATURES.index("purchase_days")])
+    rec.update(user_key=user, window_start_us=START_US, window_end_us=END_US, pane={"index": 0}, event_count=7,
+               first_purchase_us=None if first_day is None else START_US + int(first_day * DAY_US),
+               last_purchase_us=None if last_day is None else START_US + int(last_day * DAY_US))
+    return rec
+
+
+def training_records() -> list[dict]:
+    """SIZES[g] identical feature rows per group (so each centroid is exactly the group vector)."""
+    v = group_vectors()
+    rows = []
+    for g, size in enumerate(SIZES):
+        for i in range(size):
+            first, last = (1.0 + i, 20.0 + i / 2) if v[g, MODEL_FEATURES.index("purchase_days")] > 1 else (
+                (3.0 + i, 3.0 + i) if v[g, MODEL_FEATURES.index("purchase_days")] == 1 else (None, None))
+            rows.append(record(f"t{g}-{i:02d}", v[g], first, last))
+    return rows
+
+
+def save_small_model(path: str) -> str:
+    """Trains the 3-group model on `training_records` (BG/NBD: `PARAMS`) and saves it to `path`."""
+    trained = train_model(training_records(), until=END_US, k_range=(3, 3), silhouette_sample=100)
+    save_artifact(path, trained.pipeline, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
+    return path

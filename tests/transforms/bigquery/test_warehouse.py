@@ -1,0 +1,368 @@
+"""The local warehouse lifecycle and the local sink, against a real bqemulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.bigquery import admin as bq_admin
+from devtools import warehouse as wh
+from transforms.bigquery import rows as bq_rows
+from transforms.bigquery import tables as bt
+from transforms.bigquery import loads as bq_loads
+from transforms.bigquery import local_sink
+from transforms.contracts.feature_spec import MODEL_FEATURES
+from transforms.contracts.outcomes import DeadLetter
+from transforms.bigquery.client import BigQueryTarget
+from transforms.bigquery.write import WriteAssignments, WriteDeadLetters
+from transforms.bigquery.loads import load_rows, write_audit
+
+pytestmark = pytest.mark.integration
+
+UTC = dt.timezone.utc
+DAY_US = 86_400_000_000
+T0 = 1_704_067_200_000_000  # 2024-01-01 00:00:00 UTC
+
+
+def assignment(user, day, segment, pane="on_time", events=5, model="m-1"):
+    return {
+        "user_key": user,
+        "window_start_us": T0 + day * DAY_US,
+        "window_end_us": T0 + (day + 1) * DAY_US,
+        "pane": pane,
+        "segment_id": segment,
+        "segment_name": f"segment-{segment}",
+        "distance": 0.125 * segment,
+        "margin": 0.5,
+        "rfm": {"r": 1, "f": 2, "m": 3, "rfm_segment": "new"},
+        "p_alive": 0.75,
+        "expected_purchases_30d": 1.25,
+        "churn_risk": 0.25,
+        "features": {name: float(i) + events / 8 for i, name in enumerate(MODEL_FEATURES)},
+        "feature_version": "v1",
+        "model_version": model,
+        "event_count": events,
+    }
+
+
+def read_assignments(warehouse, dataset):
+    sql = f"SELECT * FROM `{warehouse.project}.{dataset}.segment_assignments` ORDER BY user_key, window_end"
+    return [dict(r) for r in warehouse.client.query(sql).result()]
+
+
+def run_write(target, assignments):
+    with TestPipeline() as p:
+        rejected = p | beam.Create(assignments) | WriteAssignments(target)
+        assert_that(rejected, equal_to([]))
+
+
+@pytest.fixture(scope="module")
+def module_dataset(warehouse):
+    name = "test_warehouse_sink"
+    bq_admin.setup(warehouse.client, name)
+    yield name
+    warehouse.client.delete_dataset(f"{warehouse.project}.{name}", delete_contents=True, not_found_ok=True)
+
+
+@pytest.fixture
+def dataset(warehouse, module_dataset):
+    """The module's dataset (set up once), emptied before each test."""
+    for table in bt.Table:
+        warehouse.client.query(f"DELETE FROM `{warehouse.project}.{module_dataset}.{table.value}` WHERE TRUE").result()
+    return module_dataset
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+def test_fixture_warehouse_answers_queries(warehouse):
+    rows = list(warehouse.client.query("SELECT 1 AS one").result())
+    assert [r["one"] for r in rows] == [1]
+    assert warehouse.endpoint.startswith("http://127.0.0.1:")
+    assert wh.status(warehouse.data_dir)["state"] == "running"
+
+
+def test_start_status_stop(tmp_path):
+    data_dir = tmp_path / "wh"
+    assert wh.status(data_dir)["state"] == "stopped"
+    info = wh.start(data_dir, rest_port=wh.free_port(), grpc_port=wh.free_port())
+    try:
+        again = wh.start(data_dir)  # already running: reported, not restarted
+        assert again["pid"] == info["pid"]
+        status = wh.status(data_dir)
+        assert (status["state"], status["endpoint"]) == ("running", info["endpoint"])
+        assert (data_dir / wh.LOG_FILE).exists()
+    finally:
+        wh.stop(data_dir)
+    assert wh.status(data_dir)["state"] == "stopped"
+    assert not (data_dir / wh.STATE_FILE).exists()
+
+
+def test_default_data_dir_is_in_the_project(monkeypatch, tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.delenv("SEGMENTS_WAREHOUSE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path / "sub")
+    assert wh.default_data_dir() == tmp_path.resolve() / ".work" / "warehouse"
+    monkeypatch.setenv("SEGMENTS_WAREHOUSE_DIR", str(tmp_path / "elsewhere"))
+    assert wh.default_data_dir() == tmp_path / "elsewhere"
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
+    again = bq_admin.setup(warehouse.client, module_dataset)  # the fixture ran it once already
+    assert again["tables"] == ["segment_assignments", "dead_letters", "run_audit"]
+    unique_dataset = module_dataset
+    table = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.segment_assignments")
+    assert table.time_partitioning.field == "window_end"
+    assert table.time_partitioning.type_ == "DAY"
+    assert table.clustering_fields == ["segment_id", "user_key"]
+    assert [(f.name, f.mode) for f in table.schema] == [(f["name"], f["mode"]) for f in bt.SEGMENT_ASSIGNMENTS_SCHEMA]
+    names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
+    assert names == {"segment_assignments", "dead_letters", "run_audit", *bq_admin.VIEWS}
+
+
+def test_setup_replaces_only_the_views_whose_statement_changed(warehouse, module_dataset):
+    client, project = warehouse.client, warehouse.project
+    view_id = f"{project}.{module_dataset}.segment_sizes_daily"
+
+    def set_label(value):
+        view = client.get_table(view_id)
+        view.labels = {bq_admin.VIEW_DIGEST_LABEL: value}
+        client.update_table(view, ["labels"])
+
+    # A label from another statement: setup replaces the view and labels it with this one.
+    set_label("an-older-statement")
+    bq_admin.setup(client, module_dataset)
+    statement = bq_admin.view_sql("segment_sizes_daily", project, module_dataset)
+    assert client.get_table(view_id).labels[bq_admin.VIEW_DIGEST_LABEL] == hashlib.sha256(
+        statement.encode()).hexdigest()[:63]
+
+    # The current label: setup leaves the view alone, even one replaced by hand.
+    current = client.get_table(view_id).labels[bq_admin.VIEW_DIGEST_LABEL]
+    client.query(f"CREATE OR REPLACE VIEW `{view_id}` AS SELECT 1 AS one").result()
+    set_label(current)
+    bq_admin.setup(client, module_dataset)
+    assert [dict(row.items()) for row in client.query(f"SELECT * FROM `{view_id}`").result()] == [{"one": 1}]
+
+    # A missing view is made again. (DDL: the emulator's tables.delete fails on a view.)
+    client.query(f"DROP VIEW `{view_id}`").result()
+    bq_admin.setup(client, module_dataset)
+    columns = [f.name for f in client.query(f"SELECT * FROM `{view_id}` LIMIT 0").result().schema]
+    assert columns[:2] == ["day", "model_version"]
+
+
+# ----------------------------------------------------------------------------- local sink
+
+
+def test_local_sink_writes_exact_values(warehouse, dataset):
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
+    a = assignment("u1", 0, 2)
+    run_write(target, [a])
+    (row,) = read_assignments(warehouse, dataset)
+    assigned_at = row.pop("assigned_at")
+    assert isinstance(assigned_at, dt.datetime)
+    assert row == {
+        "row_key": bq_rows.row_key("u1", a["window_start_us"], a["window_end_us"], "m-1"),
+        "user_key": "u1",
+        "window_start": dt.datetime(2024, 1, 1, tzinfo=UTC),
+        "window_end": dt.datetime(2024, 1, 2, tzinfo=UTC),
+        "pane": "on_time",
+        "segment_id": 2,
+        "segment_name": "segment-2",
+        "distance": 0.25,
+        "margin": 0.5,
+        "rfm": {"r": 1, "f": 2, "m": 3, "rfm_segment": "new"},
+        "p_alive": 0.75,
+        "expected_purchases_30d": 1.25,
+        "churn_risk": 0.25,
+        "features": a["features"],
+        "feature_version": "v1",
+        "model_version": "m-1",
+        "event_count": 5,
+    }
+
+
+def test_microsecond_timestamps_round_trip(warehouse, dataset):
+    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
+    a = dict(assignment("u1", 0, 1), window_end_us=T0 + DAY_US - 1)
+    load_rows(warehouse.client, spec, f"{warehouse.project}.{dataset}.segment_assignments",
+              [bq_rows.assignment_row(a, T0 + 123_457)])
+    (row,) = read_assignments(warehouse, dataset)
+    assert row["window_end"] == dt.datetime(2024, 1, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    assert row["assigned_at"] == dt.datetime(2024, 1, 1, 0, 0, 0, 123457, tzinfo=UTC)
+
+
+def test_rerun_leaves_identical_contents(warehouse, dataset):
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2)
+    batch = [assignment("u1", 0, 1), assignment("u1", 1, 2), assignment("u2", 0, 1), assignment("u3", 1, 3)]
+    run_write(target, batch)
+    first = read_assignments(warehouse, dataset)
+    run_write(target, batch)
+    second = read_assignments(warehouse, dataset)
+    assert len(first) == 4
+    assert second == first  # assigned_at included: the rerun's rows matched and changed nothing
+
+
+def _watch_staging(monkeypatch) -> tuple[list, list]:
+    """Records the staging table of every load and the tables of every MERGE."""
+    loads, merges = [], []
+    real_stage, real_merge = local_sink.stage_rows, local_sink.merge_staging
+    # Bounded writes stage from the sink and MERGE at the end; streaming ones load_rows,
+    # which stages and MERGEs each batch.
+    for module in (local_sink, bq_loads):
+        monkeypatch.setattr(module, "stage_rows", lambda *a: loads.append(real_stage(*a)) or loads[-1])
+        monkeypatch.setattr(module, "merge_staging", lambda *a: merges.append(list(a[3])) or real_merge(*a))
+    return loads, merges
+
+
+def test_bounded_write_stages_every_batch_and_merges_once(warehouse, dataset, monkeypatch):
+    loads, merges = _watch_staging(monkeypatch)
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2)
+    # Five rows, at most two per load; u1's window comes twice, the on_time pane must win.
+    run_write(target, [assignment("u1", 0, 1, "early", 2), assignment("u2", 0, 1), assignment("u3", 0, 2),
+                       assignment("u1", 0, 3, "on_time", 4), assignment("u4", 1, 1)])
+    assert len(loads) >= 3
+    assert merges == [sorted(loads)]  # one MERGE, of every staged load
+    rows = read_assignments(warehouse, dataset)
+    assert [(r["user_key"], r["segment_id"], r["pane"]) for r in rows] == [
+        ("u1", 3, "on_time"), ("u2", 1, "on_time"), ("u3", 2, "on_time"), ("u4", 1, "on_time")]
+    tables = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{dataset}")}
+    assert not [t for t in tables if "__staging" in t]
+
+
+def test_streaming_write_merges_each_batch(warehouse, dataset, monkeypatch):
+    loads, merges = _watch_staging(monkeypatch)
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2, streaming=True)
+    run_write(target, [assignment(f"u{i}", 0, 1) for i in range(5)])
+    assert len(loads) >= 3
+    assert sorted(merges) == sorted([table] for table in loads)  # each load MERGEd on its own
+    assert len(read_assignments(warehouse, dataset)) == 5
+
+
+def test_a_failed_final_merge_fails_the_job_and_keeps_the_staged_rows(warehouse, dataset, monkeypatch):
+    def refuse(client, spec, table_id, staging_id):
+        raise RuntimeError("emulator down")
+
+    monkeypatch.setattr(local_sink, "merge_staging", refuse)
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
+    with pytest.raises(Exception, match="staged rows are kept in") as failure:
+        run_write(target, [assignment("u1", 0, 1), assignment("u2", 0, 1)])
+    staging = re.search(r"kept in (\S+):", str(failure.value)).group(1)
+    kept = list(warehouse.client.query(f"SELECT user_key FROM `{staging}` ORDER BY user_key").result())
+    assert [r["user_key"] for r in kept] == ["u1", "u2"]
+    assert read_assignments(warehouse, dataset) == []
+    warehouse.client.delete_table(staging)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["batch", "streaming"])
+def test_a_failed_load_dead_letters_exactly_its_batch(warehouse, dataset, monkeypatch, streaming):
+    from google.api_core import exceptions
+
+    real_stage = local_sink.stage_rows
+    batches = []
+
+    def refuse_u3(client, spec, table_id, rows):
+        batches.append([r["user_key"] for r in rows])
+        if "u3" in batches[-1]:
+            raise exceptions.BadRequest("no u3 today")
+        return real_stage(client, spec, table_id, rows)
+
+    monkeypatch.setattr(local_sink, "stage_rows", refuse_u3)
+    monkeypatch.setattr(bq_loads, "stage_rows", refuse_u3)
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2, streaming=streaming)
+    with TestPipeline() as p:
+        rejected = p | beam.Create([assignment(f"u{i}", 0, 1) for i in range(1, 6)]) | WriteAssignments(target)
+        _ = rejected | WriteDeadLetters(target, run_id="run-9")
+    (refused_batch,) = [b for b in batches if "u3" in b]
+    assert sorted(u for b in batches for u in b) == ["u1", "u2", "u3", "u4", "u5"]
+    assert max(map(len, batches)) <= 2
+    stored = [r["user_key"] for r in read_assignments(warehouse, dataset)]
+    assert stored == sorted({"u1", "u2", "u3", "u4", "u5"} - set(refused_batch))
+    letters = warehouse.client.query(
+        f"SELECT raw_payload, error_code, error_detail FROM `{warehouse.project}.{dataset}.dead_letters`").result()
+    assert sorted((json.loads(r["raw_payload"])["user_key"], r["error_code"], r["error_detail"]) for r in letters) == [
+        (user, "row_rejected", "load failed: 400 no u3 today") for user in sorted(refused_batch)]
+
+
+def test_later_panes_supersede_earlier_ones(warehouse, dataset):
+    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
+    table_id = f"{warehouse.project}.{dataset}.segment_assignments"
+    for segment, pane, events in [(1, "early", 2), (2, "on_time", 4), (3, "early", 9), (4, "late", 6), (5, "late", 5)]:
+        load_rows(warehouse.client, spec, table_id, [bq_rows.assignment_row(assignment("u1", 0, segment, pane, events), T0)])
+    rows = read_assignments(warehouse, dataset)
+    # early after on_time is less final; a late firing with fewer events is stale.
+    assert [(r["pane"], r["segment_id"], r["event_count"]) for r in rows] == [("late", 4, 6)]
+
+
+def test_most_final_row_wins_within_one_load(warehouse, dataset):
+    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
+    rows = [bq_rows.assignment_row(assignment("u1", 0, s, pane, events), T0) for s, pane, events in
+            [(1, "early", 2), (2, "on_time", 4), (3, "early", 9)]]
+    load_rows(warehouse.client, spec, f"{warehouse.project}.{dataset}.segment_assignments", rows)
+    assert [(r["pane"], r["segment_id"]) for r in read_assignments(warehouse, dataset)] == [("on_time", 2)]
+
+
+def test_invalid_assignments_become_dead_letters_not_rows(warehouse, dataset):
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
+    bad = assignment("u9", 0, 1)
+    bad["segment_name"] = None
+    bad["features"]["not_a_feature"] = 1.0
+    with TestPipeline() as p:
+        rejected = p | beam.Create([assignment("u1", 0, 1), bad]) | WriteAssignments(target)
+        assert_that(
+            rejected | beam.Map(lambda d: (d.error_code, d.stage, d.error_detail)),
+            equal_to([("row_rejected", "write", "segment_name: missing REQUIRED field; features.not_a_feature: unknown field")]),
+        )
+    assert [r["user_key"] for r in read_assignments(warehouse, dataset)] == ["u1"]
+
+
+def test_dead_letters_and_audit_are_queryable(warehouse, dataset):
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
+    dls = [
+        DeadLetter("{oops", "utf8", "invalid_json", "Expecting value", "in.jsonl", "parse", T0),
+        DeadLetter("/w==", "base64", "invalid_json", "not UTF-8", "in.jsonl", "parse", T0 + 1),
+    ]
+    with TestPipeline() as p:
+        refused = p | beam.Create(dls) | WriteDeadLetters(target, run_id="run-7")
+        assert_that(refused, equal_to([]))
+    sql = (
+        f"SELECT raw_payload, payload_encoding, error_code, stage, processing_time, run_id "
+        f"FROM `{warehouse.project}.{dataset}.dead_letters` ORDER BY processing_time"
+    )
+    got = [tuple(r.values()) for r in warehouse.client.query(sql).result()]
+    assert got == [
+        ("{oops", "utf8", "invalid_json", "parse", dt.datetime(2024, 1, 1, tzinfo=UTC), "run-7"),
+        ("/w==", "base64", "invalid_json", "parse", dt.datetime(2024, 1, 1, 0, 0, 0, 1, tzinfo=UTC), "run-7"),
+    ]
+
+    summary = {"read": 5, "valid": 3, "duplicates": 0, "filtered": {"no_consent": 0},
+               "dead_lettered": {"invalid_json": 2}, "reconciled": True, "assignments": 3}
+    write_audit(warehouse.client, warehouse.project, dataset,
+                bq_rows.audit_row(summary, run_id="run-7", mode="batch", input="in.jsonl", model_version="m-1"))
+    (audit,) = [dict(r) for r in warehouse.client.query(
+        f"SELECT * FROM `{warehouse.project}.{dataset}.run_audit`").result()]
+    assert audit["dead_lettered"] == [{"code": "invalid_json", "count": 2}]
+    assert (audit["read"], audit["valid"], audit["reconciled"]) == (5, 3, True)
+
+
+def test_start_refuses_a_port_another_server_holds(tmp_path):
+    import socket
+
+    from devtools import warehouse as wh
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"port {taken} on 127.0.0.1 is already in use"):
+            wh.start(tmp_path / "data", rest_port=taken, grpc_port=wh.free_port())

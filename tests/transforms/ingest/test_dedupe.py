@@ -1,0 +1,77 @@
+"""Dedupe keeps one canonical copy per (user, event_id), whichever step does it.
+
+Three places drop duplicates: `DedupeEvents` (bounded: a CombinePerKey), the per-user
+feature plan inside its grouping (`ComputeUserFeatures(deduplicate=True)`), and the
+windowed plan with the same flag. The expected survivors and counts are picked by hand
+from the records below.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from pipelines.summary import counters_of
+from transforms.ingest.dedupe import DEDUPE_IN, DEDUPE_OUT, DedupeEvents, unique_events
+from transforms.contracts.events import Event
+from transforms.features.compute import ComputeUserFeatures, FeaturePlan
+
+T0 = 1_793_000_000_000_000  # 2026-10-27, UTC microseconds
+MIN = 60_000_000
+
+
+def _event(event_id, user, minutes, source, event_type="page_view"):
+    return Event(event_id=event_id, user_id=user, event_type=event_type, timestamp_us=T0 + minutes * MIN,
+                 source=source)
+
+
+ORIGINAL = _event("e1", "alice", 10, "f:3")
+RECORDS = [
+    _event("e1", "alice", 12, "f:1"),  # a later copy: loses to ORIGINAL on time
+    ORIGINAL,
+    _event("e1", "alice", 10, "f:9"),  # same time, larger source: loses to ORIGINAL
+    _event("e1", "bob", 11, "f:4"),  # same id, another user: another event
+    _event("e2", "alice", 40, "f:5", "purchase"),
+    _event("e2", "alice", 40, "f:5", "purchase"),  # an exact copy
+]
+EXPECTED = [ORIGINAL, _event("e1", "bob", 11, "f:4"), _event("e2", "alice", 40, "f:5", "purchase")]
+
+
+def _stamped(events):
+    return [TimestampedValue(e, e.timestamp_us / 1e6) for e in events]
+
+
+def test_unique_events_keeps_the_earliest_copy_per_user_and_id():
+    assert sorted(unique_events(RECORDS)) == sorted(EXPECTED)
+    assert sorted(unique_events(reversed(RECORDS))) == sorted(EXPECTED)
+
+
+def test_dedupe_events_keeps_the_same_copies_and_counts_them():
+    p = TestPipeline()
+    unique = p | beam.Create(_stamped(RECORDS)) | DedupeEvents()
+    assert_that(unique, equal_to(EXPECTED))
+    result = p.run()
+    result.wait_until_finish()
+    counters = counters_of(result)
+    assert (counters[DEDUPE_IN], counters[DEDUPE_OUT]) == (6, 3)
+
+
+@pytest.mark.parametrize("plan", [FeaturePlan.PER_USER, FeaturePlan.WINDOWED])
+def test_feature_plans_drop_and_count_duplicates_when_asked(plan):
+    p = TestPipeline()
+    features = (p | beam.Create(_stamped(RECORDS))
+                | ComputeUserFeatures(window_size=timedelta(days=1), window_period=timedelta(days=1),
+                                      plan=plan, deduplicate=True))
+    # One one-day window per user: alice has e1 and e2 (one purchase), bob his e1.
+    counts = features.features | beam.Map(
+        lambda r: (len(r["user_key"]), r["event_count"], r["frequency"]))
+    assert_that(counts, equal_to([(5, 2, 1.0), (3, 1, 0.0)]))
+    result = p.run()
+    result.wait_until_finish()
+    counters = counters_of(result)
+    assert (counters[DEDUPE_IN], counters[DEDUPE_OUT]) == (6, 3)

@@ -1,0 +1,168 @@
+"""AssignSegments with a tiny real model saved to tmp_path, run through TestPipeline; the model handler."""
+
+from __future__ import annotations
+
+import math
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from models.artifact import load_card
+from models.handler import SegmentScorer, assignment_handler, score_batch, scoring_vector
+from tests.support.bgnbd_reference import expected_direct, p_alive_direct
+from tests.support.models import END_US, PARAMS, SIZES, START_US, DAY_US, group_vectors, record, save_small_model
+from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, SKEWED_FEATURES
+from transforms.contracts.outcomes import DeadLetter, ErrorCode, Stage
+from transforms.scoring import AssignSegments, FailedToDeadLetters
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_small_model(str(tmp_path_factory.mktemp("model") / "artifact"))
+
+
+F = len(MODEL_FEATURES)
+SKEWED = np.array([name in SKEWED_FEATURES for name in MODEL_FEATURES])
+
+
+def scaled(X: np.ndarray) -> np.ndarray:
+    """The scaled space computed here: log1p skewed columns, z-scores against the training rows."""
+    train = np.repeat(group_vectors(), SIZES, axis=0)
+    W = np.where(SKEWED, np.log1p(train), train)
+    return (np.where(SKEWED, np.log1p(X), X) - W.mean(axis=0)) / W.std(axis=0)
+
+
+def rfm_scores(values: np.ndarray) -> tuple[int, int, int]:
+    train = np.repeat(group_vectors(), SIZES, axis=0)
+    scores = []
+    for name in ("recency_days", "frequency", "monetary_total"):
+        i = MODEL_FEATURES.index(name)
+        cuts = np.quantile(train[:, i], [0.2, 0.4, 0.6, 0.8])
+        scores.append(1 + sum(1 for c in cuts if c < values[i]))
+    return 6 - scores[0], scores[1], scores[2]
+
+
+# The documented RF grid, rows R = 5..1, columns F = 1..5 (models/rfm.py docstring).
+RF_TABLE = {
+    5: ["New", "Potential loyalist", "Potential loyalist", "Champions", "Champions"],
+    4: ["Promising", "Potential loyalist", "Potential loyalist", "Loyal", "Loyal"],
+    3: ["About to sleep", "About to sleep", "Need attention", "Loyal", "Loyal"],
+    2: ["Hibernating", "Hibernating", "At risk", "At risk", "Can't lose"],
+    1: ["Lost", "Lost", "At risk", "At risk", "Can't lose"],
+}
+
+
+def expected_assignment(rec: dict, card: dict) -> dict:
+    values = np.array([rec[n] for n in MODEL_FEATURES], dtype=float)
+    centroids = scaled(group_vectors())
+    d = np.sqrt(((scaled(values[None, :])[0] - centroids) ** 2).sum(axis=1))
+    nearest = int(d.argmin())
+    r, f, m = rfm_scores(values)
+    if rec["purchase_days"] > 0:
+        first = (rec["first_purchase_us"] - START_US) / DAY_US
+        x = rec["purchase_days"] - 1
+        t_x = (rec["last_purchase_us"] - rec["first_purchase_us"]) / DAY_US
+        T = (END_US - rec["first_purchase_us"]) / DAY_US
+        assert first >= 0
+    else:
+        x, t_x, T = 0, 0.0, 30.0
+    alive = p_alive_direct(PARAMS, x, t_x, T)
+    names = {s["segment_id"]: s["name"] for s in card["segments"]}
+    return {
+        "user_key": rec["user_key"], "window_start_us": START_US, "window_end_us": END_US, "pane": {"index": 0},
+        "segment_id": nearest,  # group g has the g-th largest size, so its fresh id is g
+        "segment_name": names[nearest],
+        "distance": float(d[nearest]),
+        "margin": float(np.sort(d)[1] - d[nearest]),
+        "rfm": {"r": r, "f": f, "m": m, "rfm_segment": RF_TABLE[r][f - 1]},
+        "p_alive": alive,
+        "expected_purchases_30d": expected_direct(PARAMS, 30.0, x, t_x, T),
+        "churn_risk": 1.0 - alive,
+        "features": {n: float(rec[n]) for n in MODEL_FEATURES},
+        "feature_version": FEATURE_VERSION,
+        "model_version": card["model_version"],
+        "event_count": 7,
+    }
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return a == b
+
+
+def approx_rows(expected: list[dict]):
+    def matcher(actual):
+        actual = sorted(actual, key=lambda row: row["user_key"])
+        want = sorted(expected, key=lambda row: row["user_key"])
+        assert len(actual) == len(want), (actual, want)
+        for got, exp in zip(actual, want):
+            assert _close(got, exp), (got, exp)
+    return matcher
+
+
+def inputs() -> list[dict]:
+    v = group_vectors()
+    between = v[0].copy()
+    free = np.array([n not in ("purchase_days",) for n in MODEL_FEATURES])
+    between[free] = 0.7 * v[0][free] + 0.3 * v[1][free]
+    return [
+        record("at-0", v[0], first_day=2.0, last_day=25.5),
+        record("at-1", v[1], first_day=10.0, last_day=12.0),
+        record("at-2", v[2]),  # no purchase in the window
+        record("between", between, first_day=0.0, last_day=29.0),
+    ]
+
+
+def test_assignments_exact(model_dir):
+    card = load_card(model_dir)
+    good = inputs()
+    expected = [expected_assignment(rec, card) for rec in good]
+    assert [e["segment_id"] for e in expected] == [0, 1, 2, 0]
+    assert expected[0]["distance"] == pytest.approx(0.0, abs=1e-9)  # the points sit on the centroids
+    missing = {k: v for k, v in good[0].items() if k != "sessions"}
+    missing["user_key"] = "missing-feature"
+    nan = dict(good[1], user_key="nan-feature", bounce_rate=float("nan"))
+    with TestPipeline() as p:
+        assignments, dead_letters = (
+            p | beam.Create(good + [missing, nan]) | "AssignSegments" >> AssignSegments(assignment_handler(model_dir)))
+        assert_that(assignments, approx_rows(expected))
+        assert_that(dead_letters | beam.Map(lambda d: (d.error_code, d.stage, d.error_detail.split(":")[0],
+                                                       '"user_key": "' in d.raw_payload)),
+                    equal_to([("inference_failed", "inference", "preprocess", True)] * 2), label="CheckDeadLetters")
+
+
+def test_score_batch_directly(model_dir):
+    card = load_card(model_dir)
+    handler = SegmentScorer(model_dir)
+    model = handler.load_model()
+    got = score_batch(model, [scoring_vector(rec) for rec in inputs()])
+    for rec, row in zip(inputs(), got):
+        r, f, m = rfm_scores(np.array([rec[n] for n in MODEL_FEATURES]))
+        assert (row.rfm_r, row.rfm_f, row.rfm_m) == (r, f, m)
+        assert row.rfm_segment == RF_TABLE[r][f - 1]
+        assert row.model_version == card["model_version"]
+
+
+def test_handler_batching_and_verified_loading(model_dir, tmp_path):
+    handler = SegmentScorer(model_dir)
+    kwargs = handler.batch_elements_kwargs()
+    assert kwargs["min_batch_size"] == 256 and kwargs["max_batch_size"] == 4096
+    assert assignment_handler(model_dir).batch_elements_kwargs() == kwargs  # what RunInference batches by
+    with pytest.raises(Exception, match="pinned"):
+        SegmentScorer(model_dir, expected_sha256="0" * 64).load_model()
+
+
+def test_failed_batch_becomes_one_dead_letter_per_record():
+    fn = FailedToDeadLetters("inference", "test")
+    fn.setup()
+    batch = [({"user_key": "a"}, np.zeros(3)), ({"user_key": "b"}, np.zeros(3))]
+    out = list(fn.process((batch, (ValueError, "ValueError('boom')", []))))
+    assert [type(d) for d in out] == [DeadLetter, DeadLetter]
+    assert [d.raw_payload for d in out] == ['{"user_key": "a"}', '{"user_key": "b"}']
+    assert all(d.error_code == ErrorCode.INFERENCE_FAILED.value and d.stage == Stage.INFERENCE.value for d in out)
+    assert out[0].error_detail == "inference: ValueError: ValueError('boom')"

@@ -1,0 +1,146 @@
+"""The streaming job's audit: stage tallies per processing-time interval, as ``run_audit`` rows.
+
+`StreamingAudit` tallies elements at each stage (messages read, valid events, events
+kept by privacy, events that left the dedupe, assignment rows, dead letters per code)
+per processing-time interval and turns each interval into one ``run_audit`` row (mode
+``streaming``, ``run_id`` ``<run id>/<last time counted>``) with read, valid (unique
+minus too_late), dead letters and assignments.
+
+Filtered and duplicate counts are differences between stage tallies, which add up only
+once nothing is in flight, so interval rows leave them empty and ``reconciled`` NULL (an
+interval's counts are what happened in it; records in flight at its end are counted in
+the next one). The local live mode (`segments stream --local`) sums the tallies after draining
+and writes a final, reconciled row for the whole run. Beam's counters are kept too
+(Dataflow shows them), but the DirectRunner stops updating them in streaming after the
+first bundles, so nothing local relies on them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+
+from transforms.bigquery.rows import audit_row, format_timestamp
+from transforms.contracts.outcomes import DeadLetter, ErrorCode
+
+
+AUDIT_READ = "read"  # messages read
+AUDIT_PARSED = "parsed"  # valid events (before privacy)
+AUDIT_CONSENTED = "consented"  # events kept by the privacy step
+AUDIT_UNIQUE = "unique_events"  # events that left the dedupe
+AUDIT_ASSIGNMENTS = "assignments"  # assignment rows produced
+_FIRST_US, _LAST_US = "_first_us", "_last_us"
+
+
+class AuditCountsFn(beam.CombineFn):
+    """Counts ``(name, 1)`` tallies; remembers the first and last processing time seen.
+
+    The accumulator is one small dict: one entry per counted name (a fixed set: the
+    audit names and the error codes) plus two timestamps, whatever the volume.
+    """
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, acc: dict, element: tuple[str, int]) -> dict:
+        name, n = element
+        acc[name] = acc.get(name, 0) + n
+        now_us = time.time_ns() // 1000
+        acc[_FIRST_US] = min(acc.get(_FIRST_US, now_us), now_us)
+        acc[_LAST_US] = max(acc.get(_LAST_US, now_us), now_us)
+        return acc
+
+    def merge_accumulators(self, accumulators) -> dict:
+        merged: dict = {}
+        for acc in accumulators:
+            for name, value in acc.items():
+                if name == _FIRST_US:
+                    merged[name] = min(merged.get(name, value), value)
+                elif name == _LAST_US:
+                    merged[name] = max(merged.get(name, value), value)
+                else:
+                    merged[name] = merged.get(name, 0) + value
+        return merged
+
+    def extract_output(self, acc: dict) -> dict:
+        return dict(acc)
+
+
+def interval_audit_row(counts: dict, run_id: str, subscription: str, model_version: Optional[str]) -> dict:
+    """A `run_audit` row (mode ``streaming``) from one interval's `AuditCountsFn` output.
+
+    ``valid`` is the events that left the dedupe minus the too-late ones; filtered and
+    duplicate counts are differences of stage tallies that only hold once nothing is in
+    flight (see the module docstring), so ``duplicates`` is NULL, ``filtered`` empty and
+    ``reconciled`` NULL.
+    """
+    first_us, last_us = counts.get(_FIRST_US), counts.get(_LAST_US)
+    dead = {code.value: counts[code.value] for code in ErrorCode if counts.get(code.value)}
+    too_late = counts.get(ErrorCode.TOO_LATE.value, 0)
+    summary = {
+        "read": counts.get(AUDIT_READ, 0),
+        "valid": counts.get(AUDIT_UNIQUE, 0) - too_late,
+        "dead_lettered": dead,
+        "assignments": counts.get(AUDIT_ASSIGNMENTS, 0),
+    }
+    stamp = format_timestamp(last_us) if last_us is not None else "unknown"
+    return audit_row(summary, run_id=f"{run_id}/{stamp}", mode="streaming", input=subscription,
+                     started_at_us=first_us, finished_at_us=last_us, model_version=model_version)
+
+
+class Audited(NamedTuple):
+    """Outputs of `StreamingAudit`."""
+
+    counts: beam.PCollection  # the tallies of each interval (dicts)
+    rows: beam.PCollection  # the run_audit rows
+
+
+class StreamingAudit(beam.PTransform):
+    """Tallies -> one ``run_audit`` row per processing-time interval.
+
+    Input: ``(name, count)`` pairs (names: the ``AUDIT_*`` constants and error codes).
+    Output: `Audited` (one tally dict per interval, and the ``run_audit`` rows). A global
+    window fires every `interval` of
+    processing time after the first tally of a pane, discarding what it fired, so each
+    row holds the tallies of one interval.
+
+    Args:
+        interval: processing time between rows.
+        run_id: the job's id; each row's is ``<run_id>/<last processing time>``.
+        subscription: recorded as the row's input.
+        model_version: recorded on the rows.
+    """
+
+    def __init__(self, interval: dt.timedelta, run_id: str, subscription: str,
+                 model_version: Optional[str] = None):
+        super().__init__()
+        self._interval_s = int(interval.total_seconds())
+        self._run_id = run_id
+        self._subscription = subscription
+        self._model_version = model_version
+
+    def expand(self, tallies: beam.PCollection[tuple[str, int]]) -> Audited:
+        from apache_beam.transforms import trigger, window
+
+        run_id, subscription, model_version = self._run_id, self._subscription, self._model_version
+        counts = (
+            tallies
+            | "AuditIntervals" >> beam.WindowInto(
+                window.GlobalWindows(),
+                trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self._interval_s)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING)
+            | "CountPerInterval" >> beam.CombineGlobally(AuditCountsFn()).without_defaults()
+        )
+        rows = counts | "ToAuditRow" >> beam.Map(interval_audit_row, run_id, subscription, model_version)
+        return Audited(counts, rows)
+
+
+def tally(name: str):
+    return lambda _element: (name, 1)
+
+
+def code_tally(dead: DeadLetter) -> tuple[str, int]:
+    return (dead.error_code, 1)

@@ -1,0 +1,82 @@
+"""Where the tables are: `BigQueryTarget`, and a google-cloud-bigquery client for it.
+
+Production is Google BigQuery (``endpoint`` None); locally, any server speaking the
+BigQuery REST API on an endpoint (the `bqemulator` warehouse the `segments` CLI starts),
+reached by the same client with anonymous credentials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from apache_beam.io.gcp.bigquery import BigQueryDisposition
+
+from transforms.bigquery.tables import Table
+
+LOCAL_PROJECT = "segments-local"
+LOCAL_ENDPOINT = "http://127.0.0.1:9050"
+
+
+def client_for(endpoint: str, project: str = LOCAL_PROJECT):
+    """A `google.cloud.bigquery.Client` talking to a local BigQuery-API endpoint, anonymously."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(
+        project=project,
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=endpoint),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQueryTarget:
+    """Where rows go.
+
+    Attributes:
+        project: GCP project (or the local warehouse's project id).
+        dataset: dataset holding the tables.
+        endpoint: REST endpoint of a local BigQuery-API server; None = real BigQuery.
+        streaming: True for unbounded input (production: STREAMING_INSERTS).
+        create_disposition: production only; CREATE_IF_NEEDED (default) or CREATE_NEVER.
+        batch_size: local sink: rows per load job (at most).
+        staging_suffix: production batch: staging table suffix, unique per run.
+    """
+
+    project: str
+    dataset: str
+    endpoint: str | None = None
+    streaming: bool = False
+    create_disposition: str = BigQueryDisposition.CREATE_IF_NEEDED
+    # A load job has a fixed cost, and in streaming each load is MERGEd, which reads the
+    # whole table: fewer, larger loads (20k rows are ~60 MB in memory) keep runs linear.
+    batch_size: int = 20_000
+    staging_suffix: str = "staging"
+
+    @classmethod
+    def local(cls, endpoint: str, project: str, dataset: str, **kwargs: Any) -> "BigQueryTarget":
+        return cls(project=project, dataset=dataset, endpoint=endpoint, **kwargs)
+
+    @property
+    def is_local(self) -> bool:
+        return self.endpoint is not None
+
+    def table_id(self, table: Table | str) -> str:
+        """``project.dataset.table`` (google-cloud-bigquery form)."""
+        name = table.value if isinstance(table, Table) else table
+        return f"{self.project}.{self.dataset}.{name}"
+
+    def beam_table(self, table: Table | str) -> str:
+        """``project:dataset.table`` (Beam form)."""
+        name = table.value if isinstance(table, Table) else table
+        return f"{self.project}:{self.dataset}.{name}"
+
+    def client(self):
+        """A google-cloud-bigquery client for this target."""
+        if self.is_local:
+            return client_for(self.endpoint, self.project)
+        from google.cloud import bigquery
+
+        return bigquery.Client(project=self.project)

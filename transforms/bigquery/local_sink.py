@@ -1,0 +1,176 @@
+"""The local sink: rows loaded into a local BigQuery-API server with google-cloud-bigquery.
+
+Beam's BigQuery IO hard-codes googleapis.com, so for the local warehouse rows are batched
+and each batch is loaded as newline-delimited JSON (the rows' own JSON form, the file
+format of Beam's FILE_LOADS) with resumable uploads:
+
+* bounded input: like production, every batch is staged (one staging table per load,
+  since the emulator copies a table on every change) and all staging tables are MERGEd on
+  the merge key in one statement after the last load, then dropped;
+* unbounded input: each batch is staged in a table of its own and MERGEd as it lands;
+* append-only tables (dead letters, audit) are loaded directly with ``WRITE_APPEND``.
+
+A failed load dead-letters exactly its batch (`ErrorCode.ROW_REJECTED`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import enum
+import logging
+from typing import Any, Iterator, Mapping
+
+import apache_beam as beam
+from apache_beam.transforms import window
+
+from transforms.bigquery.client import BigQueryTarget
+from transforms.bigquery.loads import load_rows, merge_staging, stage_rows
+from transforms.bigquery.rows import rejected_row_dead_letter
+from transforms.bigquery.tables import TableSpec
+from transforms.contracts import outcomes
+from transforms.contracts.outcomes import DeadLetter, ErrorCode
+
+_LOG = logging.getLogger(__name__)
+
+
+class SinkTag(str, enum.Enum):
+    """Outputs of `LoadBatchFn`."""
+
+    REFUSED = "refused"  # dead letters of the rows a failed load did not write
+    STAGED = "staged"  # bounded input: (staging table, rows), for the final MERGE
+
+
+class LoadBatchFn(beam.DoFn):
+    """Local sink: loads one batch of validated rows; a failed load dead-letters its rows.
+
+    With `merge_later`, a batch for a table with a merge key is only staged, and its
+    (staging table, row count) goes to the STAGED output for `MergeStagedRowsFn`, which
+    MERGEs every staged batch at once after the last one.
+
+    A load runs on a background thread while the next batch is being built: the
+    warehouse works on one core while the pipeline works on the other. At most one load
+    is in flight (two batches held); the last one is waited for at the end of the bundle.
+    """
+
+    def __init__(self, spec: TableSpec, target: BigQueryTarget, merge_later: bool = False):
+        self._spec = spec
+        self._target = target
+        self._merge_later = merge_later and spec.merge_key is not None
+        self._loaded = outcomes.counter(f"bigquery.{spec.name}.loaded")
+        self._rejected = outcomes.dead_letter_counter(ErrorCode.ROW_REJECTED)
+
+    def setup(self) -> None:
+        self._client = self._target.client()
+        self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bq-load")
+
+    def start_bundle(self) -> None:
+        self._in_flight: tuple[concurrent.futures.Future, list] | None = None
+
+    def process(self, batch: list[Mapping[str, Any]]) -> Iterator[Any]:
+        previous, self._in_flight = self._in_flight, (self._loader.submit(self._load, batch), batch)
+        if previous is not None:
+            yield from self._settle(*previous)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            for out in self._settle(*in_flight):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, window.GlobalWindows.windowed_value(out.value))
+                else:
+                    yield window.GlobalWindows.windowed_value(out)
+
+    def _load(self, batch: list[Mapping[str, Any]]) -> tuple[str | None, int]:
+        """(staging table or None, rows); on the loader thread, so it counts nothing
+        (Beam's metrics belong to the bundle's thread)."""
+        table_id = self._target.table_id(self._spec.table)
+        if self._merge_later:
+            return stage_rows(self._client, self._spec, table_id, batch), len(batch)
+        return None, load_rows(self._client, self._spec, table_id, batch)
+
+    def _settle(self, load: concurrent.futures.Future, batch: list[Mapping[str, Any]]) -> Iterator[Any]:
+        from google.api_core import exceptions
+
+        try:
+            staging_id, rows = load.result()
+        except (exceptions.GoogleAPICallError, exceptions.RetryError, ValueError) as exc:
+            _LOG.error("Load into %s failed for %d rows: %s", self._spec.name, len(batch), exc)
+            for row in batch:
+                self._rejected.inc()
+                yield rejected_row_dead_letter(row, [f"load failed: {exc}"[:1000]], self._spec.table)
+            return
+        if staging_id is None:
+            self._loaded.inc(rows)
+        else:
+            yield beam.pvalue.TaggedOutput(SinkTag.STAGED.value, (staging_id, rows))
+
+    def teardown(self) -> None:
+        loader = getattr(self, "_loader", None)
+        if loader is not None:
+            loader.shutdown(wait=True)
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.close()
+
+
+class MergeStagedRowsFn(beam.DoFn):
+    """Local bounded sink: one MERGE of every staged batch, once the last one is loaded.
+
+    A MERGE reads the whole target table, so one per run instead of one per batch keeps
+    a large run linear. If the MERGE fails, the job fails and the staging tables are kept
+    (their names are in the error), so nothing loaded is lost.
+    """
+
+    def __init__(self, spec: TableSpec, target: BigQueryTarget):
+        self._spec = spec
+        self._target = target
+        self._loaded = outcomes.counter(f"bigquery.{spec.name}.loaded")
+
+    def process(self, staged: list[tuple[str, int]]) -> Iterator[int]:
+        if not staged:
+            return
+        staging_ids = sorted(table for table, _ in staged)
+        client = self._target.client()
+        try:
+            merge_staging(client, self._spec, self._target.table_id(self._spec.table), staging_ids)
+        except Exception as exc:
+            raise RuntimeError(f"MERGE into {self._spec.name} failed; the staged rows are kept in "
+                               f"{', '.join(staging_ids)}: {exc}") from exc
+        finally:
+            client.close()
+        rows = sum(n for _, n in staged)
+        self._loaded.inc(rows)
+        yield rows
+
+
+class LocalSink(beam.PTransform):
+    """Validated rows of one table -> loaded into the local warehouse; returns the refused rows' dead letters.
+
+    Args:
+        spec: the table.
+        target: a local `BigQueryTarget`.
+    """
+
+    def __init__(self, spec: TableSpec, target: BigQueryTarget):
+        super().__init__()
+        self._spec = spec
+        self._target = target
+
+    def expand(self, rows: beam.PCollection[dict]) -> beam.PCollection[DeadLetter]:
+        # Bounded input: every batch is staged, all are MERGEd once at the end (as on the
+        # production path). Streaming: each batch is MERGEd as it lands.
+        merge_later = not self._target.streaming and self._spec.merge_key is not None
+        loaded = (
+            rows
+            # Fixed-size batches (the tail flushes at the end of each bundle): every
+            # batch costs a load job, so small adaptive batches are slow.
+            | "Batch" >> beam.BatchElements(min_batch_size=self._target.batch_size,
+                                            max_batch_size=self._target.batch_size)
+            | "Load" >> beam.ParDo(LoadBatchFn(self._spec, self._target, merge_later)).with_outputs(
+                SinkTag.STAGED.value, main=SinkTag.REFUSED.value)
+        )
+        if merge_later:
+            _ = (loaded[SinkTag.STAGED.value]
+                 | "AllStaged" >> beam.combiners.ToList()
+                 | "Merge" >> beam.ParDo(MergeStagedRowsFn(self._spec, self._target)))
+        return loaded[SinkTag.REFUSED.value]

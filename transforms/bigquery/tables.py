@@ -1,0 +1,177 @@
+"""The BigQuery tables: schemas and layouts, declared once, here.
+
+Everything that touches the warehouse derives from the constants in this module:
+Beam's `WriteToBigQuery` gets `beam_schema(...)`, the local sink and
+`transforms.bigquery.admin` create tables from `schema_fields(...)`, the DDL in
+`templates/bigquery/ddl/*.sql` is generated from them (`templates/generate.py`, checked
+by a test), and `transforms.bigquery.rows.validate_row` checks every row against them
+before it is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Mapping, Sequence
+
+from transforms.contracts.feature_spec import MODEL_FEATURES
+
+REQUIRED = "REQUIRED"
+NULLABLE = "NULLABLE"
+REPEATED = "REPEATED"
+
+# A field is the BigQuery REST representation (`TableFieldSchema`): name, type, mode, fields.
+Field = Mapping[str, Any]
+
+
+def _f(name: str, type_: str, mode: str = NULLABLE, fields: Sequence[Field] = ()) -> dict:
+    field: dict[str, Any] = {"name": name, "type": type_, "mode": mode}
+    if fields:
+        field["fields"] = [dict(f) for f in fields]
+    return field
+
+
+class Table(str, enum.Enum):
+    """The tables of the segments dataset."""
+
+    SEGMENT_ASSIGNMENTS = "segment_assignments"
+    DEAD_LETTERS = "dead_letters"
+    RUN_AUDIT = "run_audit"
+
+
+# The features RECORD is derived from the model-input contract, never retyped.
+FEATURES_FIELDS: tuple[dict, ...] = tuple(_f(name, "FLOAT64") for name in MODEL_FEATURES)
+
+RFM_FIELDS: tuple[dict, ...] = (
+    _f("r", "INT64"),
+    _f("f", "INT64"),
+    _f("m", "INT64"),
+    _f("rfm_segment", "STRING"),
+)
+
+SEGMENT_ASSIGNMENTS_SCHEMA: tuple[dict, ...] = (
+    _f("row_key", "STRING", REQUIRED),  # sha256(user_key, window_start, window_end, model_version)
+    _f("user_key", "STRING", REQUIRED),
+    _f("window_start", "TIMESTAMP", REQUIRED),
+    _f("window_end", "TIMESTAMP", REQUIRED),
+    _f("pane", "STRING", REQUIRED),  # early | on_time | late | unknown
+    _f("segment_id", "INT64", REQUIRED),
+    _f("segment_name", "STRING", REQUIRED),
+    _f("distance", "FLOAT64"),
+    _f("margin", "FLOAT64"),
+    _f("rfm", "RECORD", NULLABLE, RFM_FIELDS),
+    _f("p_alive", "FLOAT64"),
+    _f("expected_purchases_30d", "FLOAT64"),
+    _f("churn_risk", "FLOAT64"),
+    _f("features", "RECORD", NULLABLE, FEATURES_FIELDS),
+    _f("feature_version", "STRING", REQUIRED),
+    _f("model_version", "STRING", REQUIRED),
+    _f("event_count", "INT64", REQUIRED),
+    _f("assigned_at", "TIMESTAMP", REQUIRED),  # processing time, separate from event time
+)
+
+DEAD_LETTERS_SCHEMA: tuple[dict, ...] = (
+    _f("raw_payload", "STRING", REQUIRED),
+    _f("payload_encoding", "STRING", REQUIRED),  # utf8 | base64
+    _f("error_code", "STRING", REQUIRED),  # an outcomes.ErrorCode value
+    _f("error_detail", "STRING"),
+    _f("source", "STRING", REQUIRED),
+    _f("stage", "STRING", REQUIRED),  # an outcomes.Stage value
+    _f("processing_time", "TIMESTAMP", REQUIRED),
+    _f("run_id", "STRING"),
+)
+
+RUN_AUDIT_SCHEMA: tuple[dict, ...] = (
+    _f("run_id", "STRING", REQUIRED),
+    _f("started_at", "TIMESTAMP"),
+    _f("finished_at", "TIMESTAMP"),
+    _f("mode", "STRING"),  # batch | streaming
+    _f("input", "STRING"),
+    _f("read", "INT64"),
+    _f("valid", "INT64"),
+    _f("duplicates", "INT64"),
+    _f("filtered", "RECORD", REPEATED, (_f("reason", "STRING"), _f("count", "INT64"))),
+    _f("dead_lettered", "RECORD", REPEATED, (_f("code", "STRING"), _f("count", "INT64"))),
+    _f("reconciled", "BOOL"),
+    _f("assignments", "INT64"),
+    _f("model_version", "STRING"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """A table: its schema and physical layout.
+
+    Attributes:
+        table: which table.
+        schema: the fields (REST representation, with modes).
+        partition_field: TIMESTAMP column of DAY time partitioning, or None.
+        clustering: clustering columns, in order.
+        merge_key: column that identifies a row across reruns; writes MERGE on it
+            instead of appending. None means append-only.
+        description: table description.
+    """
+
+    table: Table
+    schema: tuple[dict, ...]
+    partition_field: str | None
+    clustering: tuple[str, ...]
+    merge_key: str | None
+    description: str
+
+    @property
+    def name(self) -> str:
+        return self.table.value
+
+
+TABLES: dict[Table, TableSpec] = {
+    Table.SEGMENT_ASSIGNMENTS: TableSpec(
+        Table.SEGMENT_ASSIGNMENTS,
+        SEGMENT_ASSIGNMENTS_SCHEMA,
+        partition_field="window_end",
+        clustering=("segment_id", "user_key"),
+        merge_key="row_key",
+        description="One row per user, window and model version: the segment and the features behind it.",
+    ),
+    Table.DEAD_LETTERS: TableSpec(
+        Table.DEAD_LETTERS,
+        DEAD_LETTERS_SCHEMA,
+        partition_field="processing_time",
+        clustering=(),
+        merge_key=None,
+        description="Records that could not be processed, byte-exact, with the reason.",
+    ),
+    Table.RUN_AUDIT: TableSpec(
+        Table.RUN_AUDIT,
+        RUN_AUDIT_SCHEMA,
+        partition_field=None,
+        clustering=(),
+        merge_key=None,
+        description="One row per batch run or streaming interval, with the reconciliation counts.",
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- derivations
+
+
+def beam_schema(spec: TableSpec) -> dict:
+    """The schema in the form `beam.io.WriteToBigQuery(schema=...)` accepts."""
+    return {"fields": [dict(f) for f in spec.schema]}
+
+
+def schema_fields(spec: TableSpec):
+    """The schema as `google.cloud.bigquery.SchemaField`s."""
+    from google.cloud import bigquery
+
+    return [bigquery.SchemaField.from_api_repr(dict(f)) for f in spec.schema]
+
+
+def additional_bq_parameters(spec: TableSpec) -> dict:
+    """Partitioning and clustering in the `tables.insert` form (for CREATE_IF_NEEDED)."""
+    params: dict[str, Any] = {}
+    if spec.partition_field:
+        params["timePartitioning"] = {"type": "DAY", "field": spec.partition_field}
+    if spec.clustering:
+        params["clustering"] = {"fields": list(spec.clustering)}
+    return params

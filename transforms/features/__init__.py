@@ -1,0 +1,1 @@
+"""Per-user behavioural features (definitions and units: FEATURES.md in this folder)."""

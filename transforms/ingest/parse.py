@@ -1,0 +1,67 @@
+"""Judging a raw record: an `Event`, or a dead letter with its code, stage and source.
+
+Shared by every source (files, Pub/Sub messages), so a record is judged the same way
+whatever carried it. Counts every record read and every dead letter per code.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+import apache_beam as beam
+import orjson
+
+from transforms.contracts.outcomes import READ, DeadLetter, ErrorCode, Stage, counter, dead_letter_counter
+from transforms.ingest.validation import InvalidEvent, ValidationConfig, parse_event, validate_record
+
+
+class ParsedTag(str, enum.Enum):
+    """Output tags of the parsing DoFns."""
+
+    EVENTS = "events"
+    DEAD_LETTERS = "dead_letters"
+
+
+class Parsed(NamedTuple):
+    """Outputs of a source: what parsed and validated, and what did not."""
+
+    events: beam.PCollection  # Event, stamped with event time
+    dead_letters: beam.PCollection  # DeadLetter
+
+    @classmethod
+    def of(cls, tagged) -> "Parsed":
+        """From the tagged outputs of a parsing ParDo."""
+        return cls(tagged[ParsedTag.EVENTS.value], tagged[ParsedTag.DEAD_LETTERS.value])
+
+
+class RecordJudge:
+    """Counts a record and routes it: an `Event`, or a dead letter (a `TaggedOutput`)."""
+
+    def __init__(self, config: ValidationConfig):
+        self._config = config
+        self._read = counter(READ)
+        self._dead = {code: dead_letter_counter(code) for code in ErrorCode}
+
+    def judge_bytes(self, raw: bytes, source: str):
+        self._read.inc()
+        try:
+            return parse_event(raw, source, self._config)
+        except InvalidEvent as invalid:
+            return self._dead_letter(raw, invalid, source)
+
+    def judge_record(self, record: dict, source: str):
+        self._read.inc()
+        raw = orjson.dumps(record)
+        try:
+            if len(raw) > self._config.max_event_bytes:
+                raise InvalidEvent(
+                    ErrorCode.OVERSIZED, f"{len(raw)} bytes > limit of {self._config.max_event_bytes}")
+            return validate_record(record, source, self._config)
+        except InvalidEvent as invalid:
+            return self._dead_letter(raw, invalid, source)
+
+    def _dead_letter(self, raw: bytes, invalid: InvalidEvent, source: str):
+        self._dead[invalid.code].inc()
+        stage = Stage.PARSE if invalid.code in (ErrorCode.INVALID_JSON, ErrorCode.OVERSIZED) else Stage.VALIDATE
+        return beam.pvalue.TaggedOutput(ParsedTag.DEAD_LETTERS.value, DeadLetter.of(raw, invalid.code, invalid.detail, source, stage))
