@@ -29,12 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 SEGMENT_SIZES_SQL = """
-SELECT segment_id, segment_name, COUNT(*) AS users, ROUND(AVG(p_alive), 3) AS avg_p_alive,
-       ROUND(AVG(features.monetary_total), 2) AS avg_spend, ROUND(AVG(features.sessions), 1) AS avg_sessions
+SELECT segment_id, segment_name, COUNT(*) AS users,
+       ROUND(COUNTIF(features.orders > 0) / COUNT(*), 2) AS customer_share,
+       ROUND(AVG(p_alive), 3) AS avg_p_alive_customers,
+       ROUND(AVG(features.spend_total), 2) AS avg_spend_eur,
+       ROUND(AVG(features.days_since_last_event), 1) AS avg_days_silent
 FROM `{project}.{dataset}.current_segment`
 GROUP BY segment_id, segment_name
 ORDER BY users DESC
 """
+HISTORY_DAYS = 14  # daily history the demo backfills, for the sizes over time
 
 
 def run_demo(args: argparse.Namespace, say=print) -> dict:
@@ -66,18 +70,18 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
     admin.create_tables(client, args.bq_dataset, project=info["project"])
     say(f"      {info['endpoint']}, dataset {info['project']}.{args.bq_dataset}")
 
-    say("[3/4] running the batch job on DirectRunner: ingest -> features -> model -> warehouse")
+    say("[3/4] running the batch job on DirectRunner: ingest -> profiles -> model -> warehouse")
     started = time.monotonic()
     summary = batch.run([
-        "--input", events_path, "--summary", summary_path, "--demo_key",
+        "--input", events_path, "--summary", summary_path, "--demo_key", "--history_days", str(HISTORY_DAYS),
         "--bq_endpoint", info["endpoint"], "--bq_project", info["project"], "--bq_dataset", args.bq_dataset,
     ])
     say(f"      finished in {time.monotonic() - started:.1f} s")
     say(f"      {summary.console_line()}")
     dead = {code: n for code, n in summary.dead_lettered.items() if n}
     say(f"      dead letters by code: {json.dumps(dead, sort_keys=True)}")
-    say(f"      {summary.extra.get('assignments', 0):,} segment assignments (one per user and window); "
-        f"summary in {summary_path}")
+    say(f"      {summary.extra.get('assignments', 0):,} segment assignments (every known user, as of each of the "
+        f"last {HISTORY_DAYS + 1} midnights); summary in {summary_path}")
     summary.check()
 
     say("[4/4] current segment of each user (view current_segment):")

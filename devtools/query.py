@@ -91,7 +91,7 @@ def view_query(project: str, dataset: str, name: str) -> str:
     if name not in VIEWS:
         raise ValueError(f"unknown view {name!r}; known: {', '.join(VIEWS)}")
     order = {
-        "user_segment_history": "user_key, window_end, model_version",
+        "user_segment_history": "user_key, score_date, model_version",
         "current_segment": "user_key",
         "segment_sizes_daily": "day, model_version, segment_id",
         "segment_transitions": "day, model_version, from_segment_id, to_segment_id",

@@ -227,24 +227,28 @@ DAYS_PER_UNIT = {"day": 1.0, "week": 7.0}
 
 
 def inputs_from_record(record) -> tuple[float, float, float]:
-    """(x, t_x, T) in days from one feature record (one user, one window).
+    """(x, t_x, T) in days from a profile's feature record, as of its ``as_of_us``.
 
-    * x = purchase_days - 1: repeat purchase DAYS (several orders on one day
-      count once, the usual discrete-time reading of BG/NBD);
+    * x = purchase_days - 1: repeat purchase DAYS over the customer's whole history (several
+      orders on one day count once, the usual discrete-time reading of BG/NBD);
     * t_x = last_purchase_us - first_purchase_us, in days;
-    * T = window_end_us - first_purchase_us, in days.
+    * T = as_of_us - first_purchase_us, in days: it keeps growing while the customer is
+      silent, which is what makes P(alive) fall.
 
-    A user without a purchase in the window has x = 0, t_x = 0 and T = the window
-    length: BG/NBD then says P(alive) = 1 and E[X(t)] is the population's
-    expectation for a customer observed that long without a repeat purchase.
-    Training fits the parameters on purchasers only (the model's population).
+    BG/NBD describes customers from their first purchase on: a user who never bought has
+    no (x, t_x, T); `is_customer` says which records have them.
+
+    Raises:
+        ValueError: a record of a customer whose purchase times are inconsistent.
     """
-    purchase_days = int(record.get("purchase_days") or 0)
-    first, last = record.get("first_purchase_us"), record.get("last_purchase_us")
-    end = int(record["window_end_us"])
-    if purchase_days <= 0 or first is None or last is None:
-        return 0.0, 0.0, (end - int(record["window_start_us"])) / DAY_US
-    first, last = int(first), int(last)
-    if not first <= last <= end:
-        raise ValueError(f"inconsistent purchase times: first={first} last={last} window_end={end}")
-    return float(purchase_days - 1), (last - first) / DAY_US, (end - first) / DAY_US
+    if not is_customer(record):
+        return 0.0, 0.0, 0.0
+    first, last, as_of = int(record["first_purchase_us"]), int(record["last_purchase_us"]), int(record["as_of_us"])
+    if not first <= last <= as_of:
+        raise ValueError(f"inconsistent purchase times: first={first} last={last} as_of={as_of}")
+    return float(int(record["purchase_days"]) - 1), (last - first) / DAY_US, (as_of - first) / DAY_US
+
+
+def is_customer(record) -> bool:
+    """Whether the record's user has bought anything by its as-of time."""
+    return int(record.get("purchase_days") or 0) > 0 and record.get("first_purchase_us") is not None

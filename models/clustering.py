@@ -208,40 +208,40 @@ def _z(zc: Mapping[str, float], name: str) -> float:
 
 
 def _bargain(zc, centroid, stats) -> bool:
-    return (_z(zc, "purchase_days") >= 0.25
-            and centroid.get("monetary_avg", np.inf) <= stats.get("purchaser_median_monetary_avg", -np.inf))
+    return (_z(zc, "orders") >= 0.25
+            and centroid.get("avg_order_value", np.inf) <= stats.get("customer_median_avg_order_value", -np.inf))
 
 
 # (name, phrase, rule(z-centroid, original centroid, population stats)); first match wins.
 _NAME_RULES = (
+    ("Lapsed", "were active, have not been seen for a long time",
+     lambda z, c, s: _z(z, "days_since_last_event") >= 0.75 and _z(z, "active_days_30d") <= -0.5),
     ("High-value loyal", "frequent buyers with high total spend",
-     lambda z, c, s: _z(z, "monetary_total") >= 0.75 and _z(z, "purchase_days") >= 0.5),
+     lambda z, c, s: _z(z, "spend_total") >= 0.75 and _z(z, "orders") >= 0.5),
     ("Cart abandoners", "fill carts but rarely complete checkout",
-     lambda z, c, s: _z(z, "cart_adds") >= 0.5 and _z(z, "cart_abandonment_rate") >= 0.5
-     and _z(z, "purchase_days") < 0.5),
+     lambda z, c, s: _z(z, "cart_adds_per_session") >= 0.5 and _z(z, "cart_abandonment_rate") >= 0.5
+     and _z(z, "orders") < 0.5),
     ("Bargain hunters", "buy repeatedly with small baskets", _bargain),
-    ("Email-engaged browsers", "open and click emails but buy little",
-     lambda z, c, s: max(_z(z, "email_opens"), _z(z, "email_clicks")) >= 0.75 and _z(z, "purchase_days") < 0.5),
+    ("Email-engaged", "open and click e-mails but visit little on their own",
+     lambda z, c, s: _z(z, "email_opens_30d") >= 0.75 and _z(z, "sessions_30d") < 0.5),
     ("New visitors", "recently acquired, short tenure",
      lambda z, c, s: _z(z, "tenure_days") <= -0.75),
-    ("Dormant", "little recent activity",
-     lambda z, c, s: _z(z, "active_days") <= -0.5 and _z(z, "sessions") <= -0.5),
     ("Window shoppers", "browse many products without buying",
-     lambda z, c, s: _z(z, "product_views") >= 0.25 and _z(z, "purchase_days") < 0.25),
+     lambda z, c, s: _z(z, "product_views_per_session") >= 0.25 and _z(z, "orders") < 0.25),
     ("Regular customers", "steady purchasing",
-     lambda z, c, s: _z(z, "purchase_days") >= 0.25),
+     lambda z, c, s: _z(z, "orders") >= 0.25),
     ("Casual visitors", "average, low-intensity engagement", lambda z, c, s: True),
 )
 
 
 def population_stats(X: np.ndarray, features: Sequence[str] = MODEL_FEATURES) -> dict[str, float]:
-    """Medians of every feature (original units) plus the purchasers' median basket."""
+    """Medians of every feature (original units) plus the customers' median order value."""
     X = np.asarray(X, dtype=float)
     stats = {f"median_{name}": float(np.median(X[:, i])) for i, name in enumerate(features)}
-    if "purchase_days" in features and "monetary_avg" in features:
-        buyers = X[:, list(features).index("purchase_days")] > 0
-        col = X[buyers, list(features).index("monetary_avg")]
-        stats["purchaser_median_monetary_avg"] = float(np.median(col)) if col.size else 0.0
+    if "orders" in features and "avg_order_value" in features:
+        buyers = X[:, list(features).index("orders")] > 0
+        col = X[buyers, list(features).index("avg_order_value")]
+        stats["customer_median_avg_order_value"] = float(np.median(col)) if col.size else 0.0
     return stats
 
 

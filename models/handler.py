@@ -6,14 +6,16 @@
            --RunInference(AssignmentHandler)--> assignment dict
 
 Each example carries its feature record along with the model input: the record holds
-the identity (user_key, window, pane) and everything the output row repeats, so the
+the identity (user_key, as-of time) and everything the output row repeats, so the
 prediction is joined back without a shuffle (a CoGroupByKey in streaming would need its
 own windowing and would add latency).
 
-The scoring vector is the model input (`MODEL_FEATURES` order) followed by the three
-BG/NBD inputs (x, t_x, T in days, `models.bgnbd.inputs_from_record`), so segment, RFM
-and BG/NBD scores are computed vectorised per batch in one place, with the model's own
-thresholds and parameters.
+The scoring vector is the model input (`MODEL_FEATURES` order) followed by whether the
+user is a customer and the three BG/NBD inputs (x, t_x, T in days as of the record's
+scoring time, `models.bgnbd.inputs_from_record`), so segment, RFM and BG/NBD scores are
+computed vectorised per batch in one place, with the model's own thresholds and
+parameters. P(alive), expected purchases and churn risk are NULL for users who have not
+bought yet: BG/NBD describes customers from their first purchase on.
 
 `AssignmentHandler` composes `SegmentScorer` (vectors -> `Scores`) and builds the
 assignment dicts itself, per batch, counting them (`outcomes.ASSIGNMENTS`): a
@@ -30,7 +32,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from models import bgnbd, rfm
 from models.artifact import LoadedModel, load_artifact
-from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, model_input_vector
+from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS, model_input_vector
 from transforms.contracts.outcomes import ASSIGNMENTS, counter
 
 EXPECTED_PURCHASES_HORIZON_DAYS = 30.0
@@ -51,12 +53,15 @@ class Scores(NamedTuple):
     rfm_f: int
     rfm_m: int
     rfm_segment: str
-    p_alive: float
-    expected_purchases_30d: float
+    p_alive: Optional[float]  # None: not a customer yet
+    expected_purchases_30d: Optional[float]
+
+
+BGNBD_INPUTS = 4  # is a customer (0/1), x, t_x, T
 
 
 def scoring_vector(record: Mapping[str, Any]) -> list[float]:
-    """Model input (MODEL_FEATURES order) + BG/NBD (x, t_x, T) in days.
+    """Model input (MODEL_FEATURES order) + is a customer (0/1) + BG/NBD (x, t_x, T) in days.
 
     A plain list: numpy is used per batch (`score_batch`); per record, a small array
     and its checks cost several times the list's.
@@ -68,6 +73,7 @@ def scoring_vector(record: Mapping[str, Any]) -> list[float]:
             alone instead of failing its whole inference batch.
     """
     vector = model_input_vector(record)
+    vector.append(float(bgnbd.is_customer(record)))
     vector.extend(bgnbd.inputs_from_record(record))
     if not all(map(math.isfinite, vector)):
         bad = [name for name, v in zip(MODEL_FEATURES, vector) if not math.isfinite(v)]
@@ -82,26 +88,29 @@ def score_batch(model: LoadedModel, batch: Sequence[Sequence[float]],
     if matrix.ndim != 2:
         raise ValueError(f"scoring vectors of unequal lengths: {sorted({len(v) for v in batch})}")
     n = len(model.features)
-    if matrix.shape[1] != n + 3:
-        raise ValueError(f"scoring vectors have {matrix.shape[1]} columns, expected {n} features + 3 BG/NBD inputs")
+    if matrix.shape[1] != n + BGNBD_INPUTS:
+        raise ValueError(f"scoring vectors have {matrix.shape[1]} columns, expected {n} features + "
+                         f"{BGNBD_INPUTS} BG/NBD inputs")
     X = matrix[:, :n]
     assigned = model.assign(X)
     col = {name: i for i, name in enumerate(model.features)}
-    r, f, m, rfm_names = rfm.score_arrays(model.rfm, X[:, col["recency_days"]], X[:, col["frequency"]],
-                                          X[:, col["monetary_total"]])
+    r, f, m, rfm_names = rfm.score_arrays(model.rfm, *(X[:, col[name]] for name in rfm.RFM_FEATURES))
     per_unit = bgnbd.DAYS_PER_UNIT[model.bgnbd.time_unit]
-    x, t_x, T = matrix[:, n], matrix[:, n + 1] / per_unit, matrix[:, n + 2] / per_unit
+    customer = matrix[:, n] > 0
+    x, t_x, T = matrix[:, n + 1], matrix[:, n + 2] / per_unit, matrix[:, n + 3] / per_unit
     alive = np.atleast_1d(bgnbd.p_alive(model.bgnbd, x, t_x, T))
     expected = np.atleast_1d(bgnbd.expected_purchases(model.bgnbd, EXPECTED_PURCHASES_HORIZON_DAYS / per_unit,
                                                       x, t_x, T))
-    if not (np.all(np.isfinite(alive)) and np.all(np.isfinite(expected))):
+    if not (np.all(np.isfinite(alive[customer])) and np.all(np.isfinite(expected[customer]))):
         raise ValueError("BG/NBD produced a non-finite score")
+    customers = customer.tolist()
     # tolist() turns each column into Python scalars at once (indexing numpy per row is slow).
     columns = (np.asarray(assigned.segment_id).astype(int).tolist(), list(assigned.segment_name),
                np.asarray(assigned.distance, dtype=float).tolist(), np.asarray(assigned.margin, dtype=float).tolist(),
                [model.model_version] * len(matrix), np.asarray(r).astype(int).tolist(),
                np.asarray(f).astype(int).tolist(), np.asarray(m).astype(int).tolist(), list(rfm_names),
-               alive.astype(float).tolist(), expected.astype(float).tolist())
+               [a if c else None for a, c in zip(alive.astype(float).tolist(), customers)],
+               [e if c else None for e, c in zip(expected.astype(float).tolist(), customers)])
     return [Scores(*values) for values in zip(*columns)]
 
 
@@ -190,12 +199,11 @@ def assignment_handler(model_dir: str, *, expected_sha256: str | None = None, **
 
 
 def to_assignment(record: Mapping[str, Any], s: Scores) -> dict[str, Any]:
-    """A feature record and its scores -> the assignment row."""
+    """A feature record and its scores -> the assignment (the row before its timestamps are formatted)."""
     return {
         "user_key": record["user_key"],
-        "window_start_us": int(record["window_start_us"]),
-        "window_end_us": int(record["window_end_us"]),
-        "pane": record.get("pane"),
+        "as_of_us": int(record["as_of_us"]),
+        "scoring": record.get("scoring"),
         "segment_id": s.segment_id,
         "segment_name": s.segment_name,
         "distance": s.distance,
@@ -203,8 +211,9 @@ def to_assignment(record: Mapping[str, Any], s: Scores) -> dict[str, Any]:
         "rfm": {"r": s.rfm_r, "f": s.rfm_f, "m": s.rfm_m, "rfm_segment": s.rfm_segment},
         "p_alive": s.p_alive,
         "expected_purchases_30d": s.expected_purchases_30d,
-        "churn_risk": 1.0 - s.p_alive,
+        "churn_risk": None if s.p_alive is None else 1.0 - s.p_alive,
         "features": {name: float(record[name]) for name in MODEL_FEATURES},
+        "profile": {name: record.get(name) for name in PROFILE_FACTS},
         "feature_version": FEATURE_VERSION,
         "model_version": s.model_version,
         "event_count": int(record.get("event_count") or 0),

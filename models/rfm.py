@@ -1,9 +1,15 @@
-"""Rule-based RFM scores (1-5) and the standard named RFM segments.
+"""Rule-based RFM scores (1-5) and the standard named RFM segments, on lifetime figures.
 
-Thresholds are learned at training: the 20/40/60/80 % quantiles (numpy's
-default linear interpolation) of `recency_days`, `frequency` and
-`monetary_total` over the training rows. They are stored in the model card as
-plain numbers, so serving needs no data.
+R is the days since the last purchase (`recency_days`), F the orders and M the net spend
+in the reporting currency (`spend_total`), all over the customer's whole history as of
+the scoring time. RFM describes customers: a user who has not bought yet gets R = F = M = 0
+and the segment "Prospect", and the thresholds are learned over customers only (with 60 %
+non-buyers, quantiles over everyone put most cut points at zero and every non-buyer
+"About to sleep").
+
+Thresholds are learned at training: the 20/40/60/80 % quantiles (numpy's default linear
+interpolation) of each figure over the customers among the training rows. They are
+stored in the model card as plain numbers, so serving needs no data.
 
 Scoring, with q20 <= q40 <= q60 <= q80 the thresholds of a feature::
 
@@ -36,7 +42,8 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 QUANTILES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
-RFM_FEATURES: tuple[str, str, str] = ("recency_days", "frequency", "monetary_total")
+RFM_FEATURES: tuple[str, str, str] = ("recency_days", "orders", "spend_total")
+PROSPECT = "Prospect"  # not a customer yet: no purchase by the scoring time
 
 
 class RfmSegment(str, enum.Enum):
@@ -67,11 +74,11 @@ RF_GRID: tuple[tuple[RfmSegment, ...], ...] = (
 
 
 class RfmThresholds(NamedTuple):
-    """Four ascending cut points (20/40/60/80 %) per RFM feature."""
+    """Four ascending cut points (20/40/60/80 % of customers) per RFM feature."""
 
     recency_days: tuple[float, float, float, float]
-    frequency: tuple[float, float, float, float]
-    monetary_total: tuple[float, float, float, float]
+    orders: tuple[float, float, float, float]
+    spend_total: tuple[float, float, float, float]
 
     def as_card(self) -> dict:
         return {"quantiles": list(QUANTILES), **{name: [float(v) for v in getattr(self, name)] for name in RFM_FEATURES}}
@@ -88,20 +95,22 @@ class RfmThresholds(NamedTuple):
 
 
 class RfmScore(NamedTuple):
-    r: int
+    r: int  # 0 for prospects
     f: int
     m: int
-    segment: str  # an RfmSegment value
+    segment: str  # an RfmSegment value, or PROSPECT
 
 
-def fit_thresholds(recency_days: Sequence[float], frequency: Sequence[float],
-                   monetary_total: Sequence[float]) -> RfmThresholds:
-    """The 20/40/60/80 % quantiles of each feature over the training rows."""
+def fit_thresholds(recency_days: Sequence[float], orders: Sequence[float],
+                   spend_total: Sequence[float]) -> RfmThresholds:
+    """The 20/40/60/80 % quantiles of each figure over the customers given (orders > 0 only)."""
+    orders = np.asarray(orders, dtype=float)
+    customers = orders > 0
+    if not customers.any():
+        raise ValueError("RFM needs customers in the training rows; found none with an order")
     cuts = []
-    for name, values in zip(RFM_FEATURES, (recency_days, frequency, monetary_total)):
-        arr = np.asarray(values, dtype=float)
-        if arr.size == 0:
-            raise ValueError(f"no training rows for {name}")
+    for values in (recency_days, orders, spend_total):
+        arr = np.asarray(values, dtype=float)[customers]
         cuts.append(tuple(float(v) for v in np.quantile(arr, QUANTILES)))
     return RfmThresholds(*cuts)
 
@@ -119,19 +128,22 @@ def segment_for(r: int, f: int) -> RfmSegment:
     return RF_GRID[r - 1][f - 1]
 
 
-def score(thresholds: RfmThresholds, recency_days: float, frequency: float, monetary_total: float) -> RfmScore:
-    """R, F, M scores and the named segment of one row."""
+def score(thresholds: RfmThresholds, recency_days: float, orders: float, spend_total: float) -> RfmScore:
+    """R, F, M scores and the named segment of one row (0, 0, 0 and "Prospect" without an order)."""
+    if not orders > 0:
+        return RfmScore(0, 0, 0, PROSPECT)
     r = 6 - bucket(recency_days, thresholds.recency_days)
-    f = bucket(frequency, thresholds.frequency)
-    m = bucket(monetary_total, thresholds.monetary_total)
+    f = bucket(orders, thresholds.orders)
+    m = bucket(spend_total, thresholds.spend_total)
     return RfmScore(r, f, m, segment_for(r, f).value)
 
 
-def score_arrays(thresholds: RfmThresholds, recency_days, frequency, monetary_total
+def score_arrays(thresholds: RfmThresholds, recency_days, orders, spend_total
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Vectorised `score`: arrays of R, F, M and the list of segment names."""
-    r = 6 - np.atleast_1d(bucket(recency_days, thresholds.recency_days))
-    f = np.atleast_1d(bucket(frequency, thresholds.frequency))
-    m = np.atleast_1d(bucket(monetary_total, thresholds.monetary_total))
-    names = [RF_GRID[ri - 1][fi - 1].value for ri, fi in zip(r.tolist(), f.tolist())]
+    customers = np.atleast_1d(np.asarray(orders, dtype=float)) > 0
+    r = np.where(customers, 6 - np.atleast_1d(bucket(recency_days, thresholds.recency_days)), 0)
+    f = np.where(customers, np.atleast_1d(bucket(orders, thresholds.orders)), 0)
+    m = np.where(customers, np.atleast_1d(bucket(spend_total, thresholds.spend_total)), 0)
+    names = [RF_GRID[ri - 1][fi - 1].value if ri else PROSPECT for ri, fi in zip(r.tolist(), f.tolist())]
     return r, f, m, names

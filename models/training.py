@@ -1,16 +1,14 @@
-"""Training: feature records -> clustering + RFM thresholds + BG/NBD -> artifact contents.
+"""Training: profile records -> clustering + RFM thresholds + BG/NBD -> artifact contents.
 
-No Beam here: the `segments train` pipeline computes the feature records with
-the serving transforms, collects them, and calls `train_model`; then
-`models.artifact.save_artifact(out, trained.pipeline, trained.card_fields)`.
+No Beam here: the `segments train` pipeline computes every user's profile record as of
+the calibration end (`--until`) with the serving transforms, collects them, and calls
+`train_model`; then `models.artifact.save_artifact(out, trained.pipeline, trained.card_fields)`.
 
-Training rows: per user, the record of the LAST window ending at or before
-`until` (largest window_end_us, then window_start_us; among panes of the same
-window the one with the most events, i.e. the latest accumulating pane). One
-row per user means the clustering, the RFM quantiles and the BG/NBD fit all see
-each customer once, in their most recent state, as serving will. Rows are
-sorted by user_key so the result does not depend on input order (KMeans
-initialisation picks rows by index).
+Training rows: one per user, their profile as of `until` (the record with the latest
+`as_of_us` at or before it), so the clustering, the RFM quantiles and the BG/NBD fit all
+see each customer once, in the state serving will see. BG/NBD is fitted on the
+customers' lifetime (x, t_x, T) measured to `until`. Rows are sorted by user_key so the
+result does not depend on input order (KMeans initialisation picks rows by index).
 
 Example::
 
@@ -55,15 +53,14 @@ def iso_us(us: int) -> str:
 
 
 def latest_per_user(records: Sequence[Mapping], until_us: int | None) -> list[Mapping]:
-    """Per user, the last window's record ending at/before `until_us`, sorted by user_key."""
+    """Per user, the record with the latest as-of time at or before `until_us`, sorted by user_key."""
     best: dict[str, Mapping] = {}
     for rec in records:
-        if until_us is not None and int(rec["window_end_us"]) > until_us:
+        if until_us is not None and int(rec["as_of_us"]) > until_us:
             continue
-        key = (int(rec["window_end_us"]), int(rec["window_start_us"]), int(rec.get("event_count") or 0))
+        key = (int(rec["as_of_us"]), int(rec.get("event_count") or 0))
         current = best.get(rec["user_key"])
-        if current is None or key > (int(current["window_end_us"]), int(current["window_start_us"]),
-                                     int(current.get("event_count") or 0)):
+        if current is None or key > (int(current["as_of_us"]), int(current.get("event_count") or 0)):
             best[rec["user_key"]] = rec
     return [best[user] for user in sorted(best)]
 
@@ -75,12 +72,13 @@ def _json_params(params: Mapping[str, Any]) -> dict:
 def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | None = None,
                 truth: Mapping[str, str] | None = None, previous: str | None = None,
                 algorithm: str = clustering.KMEANS, k_range: tuple[int, int] = clustering.DEFAULT_K_RANGE,
-                seed: int = 0, silhouette_sample: int = clustering.DEFAULT_SILHOUETTE_SAMPLE) -> TrainedModel:
+                seed: int = 0, silhouette_sample: int = clustering.DEFAULT_SILHOUETTE_SAMPLE,
+                money: Mapping | None = None) -> TrainedModel:
     """Fits the segmentation model, the RFM thresholds and BG/NBD on the training rows.
 
     Args:
         feature_records: feature records (see `transforms.features.compute`), any order.
-        until: end of the training window (datetime or epoch micros); None = all.
+        until: the calibration end (datetime or epoch micros); None = each user's latest record.
         truth: optional {user_key: true archetype} (user keys pseudonymised as in
             the pipeline) for the adjusted Rand index.
         previous: optional previous artifact folder: its segment ids are kept
@@ -89,6 +87,7 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
         k_range: inclusive range of k to try.
         seed: random_state of the estimator and of the silhouette sample.
         silhouette_sample: rows in the silhouette sample.
+        money: what the spend features are measured in (`RateTable.card`), recorded in the card.
 
     Returns:
         A `TrainedModel`; save it with `models.artifact.save_artifact`.
@@ -99,7 +98,7 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
     until_us = to_us(until)
     rows = latest_per_user(feature_records, until_us)
     if not rows:
-        raise ValueError("no feature record ends at or before --until")
+        raise ValueError("no user has a profile at or before --until")
     users = [r["user_key"] for r in rows]
     X = np.array([model_input_vector(r) for r in rows], dtype=float)
 
@@ -112,11 +111,11 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
     segment_ids = np.array([id_of_label[int(label)] for label in fit.labels])
 
     col = {name: i for i, name in enumerate(MODEL_FEATURES)}
-    thresholds = rfm.fit_thresholds(X[:, col["recency_days"]], X[:, col["frequency"]], X[:, col["monetary_total"]])
+    thresholds = rfm.fit_thresholds(*(X[:, col[name]] for name in rfm.RFM_FEATURES))
 
-    inputs = np.array([bgnbd.inputs_from_record(r) for r in rows if int(r.get("purchase_days") or 0) > 0])
+    inputs = np.array([bgnbd.inputs_from_record(r) for r in rows if bgnbd.is_customer(r)])
     if len(inputs) < 2:
-        raise ValueError("BG/NBD needs purchasers in the training rows; found fewer than 2")
+        raise ValueError("BG/NBD needs customers in the training rows; found fewer than 2")
     params = bgnbd.fit_bgnbd(inputs[:, 0], inputs[:, 1], inputs[:, 2])
 
     kept_share = None
@@ -157,13 +156,14 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
             "ari_users": ari_users,
         },
         "training": {
-            "data_start": iso_us(min(int(r["window_start_us"]) for r in rows)),
-            "data_end": iso_us(until_us if until_us is not None else max(int(r["window_end_us"]) for r in rows)),
+            "data_start": iso_us(min(int(r["first_seen_us"]) for r in rows)),
+            "data_end": iso_us(until_us if until_us is not None else max(int(r["as_of_us"]) for r in rows)),
             "rows": len(rows),
             "input_records": len(feature_records),
-            "row_selection": "per user, the last window ending at or before data_end",
-            "bgnbd_customers": int(len(inputs)),  # rows with a purchase: the BG/NBD population
+            "row_selection": "per user, the profile as of data_end (the calibration end)",
+            "bgnbd_customers": int(len(inputs)),  # users with a purchase: the BG/NBD and RFM population
         },
+        "money": dict(money or {}),
         "segments": [s._asdict() for s in segments],
         "segment_id_mapping": (dict(mapping.as_card(previous_card["model_version"]),
                                     users_keeping_segment_id=kept_share) if mapping else None),

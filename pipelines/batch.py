@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models.artifact import load_card
 from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
-from pipelines.options import FileInputOptions, iso_date
+from pipelines.options import FileInputOptions, iso_date, non_negative_int
 from pipelines.summary import RunSummary, counters_of
 from transforms.bigquery import admin
 from transforms.bigquery.client import BigQueryTarget
@@ -49,15 +49,19 @@ class BatchOptions(FileInputOptions):
             help="Write the run summary (JSON) to this path. Default: console only.")
         group.add_argument(
             "--as_of", type=iso_date, default=None,
-            help="Assign windows that end by this UTC date (midnight) only; later windows describe a future the "
-                 "data has not seen. Default: the midnight after the latest event.")
+            help="Score every known user as of this UTC date (midnight): events from it on are not read. "
+                 "Default: the midnight after the latest event.")
+        group.add_argument(
+            "--history_days", type=non_negative_int, default=0,
+            help="Also score every user as of each of this many midnights before --as_of (a backfill of daily "
+                 "history). Default: 0.")
 
 
 def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handler: ModelHandler,
                    target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None) -> JobOutputs:
     """Builds the batch graph (exposed for testing).
 
-    Duplicates are dropped inside the feature step's per-user grouping (the dedupe
+    Duplicates are dropped inside the profile step's per-user grouping (the dedupe
     contract of `transforms.ingest.dedupe`), which saves a shuffle of every event on its id.
 
     Args:
@@ -71,11 +75,10 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
     events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
     as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
-    computed = events | "Features" >> options.feature_transform(ends_by=as_of_us, deduplicate=True)
-    features = computed.features
-    segmented = segment_and_write(features, handler, [parsed.dead_letters, computed.too_late],
+    profiles = events | "Profiles" >> options.profile_transform(as_of_us, options.history_days)
+    segmented = segment_and_write(profiles.features, handler, [parsed.dead_letters, profiles.too_late],
                                   target, run_id)
-    return JobOutputs(events, features, segmented.assignments, segmented.dead_letters)
+    return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters)
 
 
 def _error_of(task: Optional[concurrent.futures.Future]) -> Optional[str]:

@@ -18,6 +18,9 @@ from typing import Sequence
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.bigquery.client import LOCAL_ENDPOINT, LOCAL_PROJECT, BigQueryTarget
+from transforms.contracts.currency import DEFAULT_REPORTING_CURRENCY, RateTable
+from transforms.features.compute import ComputeProfiles
+from transforms.features.profile import ProfileRules
 from transforms.ingest.privacy import ConsentDefault
 from transforms.ingest.validation import ValidationConfig
 
@@ -29,11 +32,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def currency_code(text: str) -> str:
+    code = text.strip().upper()
+    if len(code) != 3 or not code.isalpha():
+        raise argparse.ArgumentTypeError(f"expected an ISO 4217 code such as EUR, got {text!r}")
+    return code
 
 
 def iso_date(text: str) -> dt.date:
@@ -76,23 +93,34 @@ class SegmentsOptions(PipelineOptions):
             "--max_event_age_days", type=positive_float, default=3650.0,
             help="How far before now an event time may be, in days. Default: 3650.")
 
-        windows = parser.add_argument_group("sessions and windows")
-        windows.add_argument(
+        profiles = parser.add_argument_group("profiles")
+        profiles.add_argument(
             "--session_gap_minutes", type=positive_float, default=30.0,
             help="Inactivity that closes a session, in minutes. Default: 30.")
-        windows.add_argument(
-            "--window_size_days", type=positive_int, default=30,
-            help="Length of each user feature window, in days. Default: 30.")
-        windows.add_argument(
-            "--window_period_days", type=positive_int, default=1,
-            help="A new user window starts every this many days. Default: 1.")
-        windows.add_argument(
+        profiles.add_argument(
+            "--reporting_currency", type=currency_code, default=DEFAULT_REPORTING_CURRENCY,
+            help="Currency of every money feature; amounts are converted at the rate of their day. "
+                 f"Default: {DEFAULT_REPORTING_CURRENCY}.")
+        profiles.add_argument(
+            "--fx_rates", default=None,
+            help="Exchange-rate table, CSV date,currency,units_per_eur (local path or gs://). Default: the "
+                 "table shipped in transforms/contracts/reference/fx_rates.csv.")
+        profiles.add_argument(
             "--early_firing_seconds", type=positive_int, default=60,
-            help="Streaming only: refresh a window's features this often (processing time), in seconds. Default: 60.")
-        windows.add_argument(
+            help="Streaming only: a user's profile is updated this long (processing time) after an event "
+                 "arrives, in seconds. Default: 60.")
+        profiles.add_argument(
+            "--rescore_days", type=positive_int, default=1,
+            help="Streaming only: every user is re-scored as of every this many midnights of event time, "
+                 "silent users included. Default: 1.")
+        profiles.add_argument(
+            "--max_silent_days", type=positive_int, default=730,
+            help="Streaming only: stop re-scoring a user silent this long, in days (their next event starts "
+                 "it again). Default: 730.")
+        profiles.add_argument(
             "--allowed_lateness_hours", type=positive_float, default=48.0,
-            help="How late (event time past a window's end) an event may arrive, in hours; later ones are "
-                 "dead-lettered as too_late. Default: 48.")
+            help="Streaming only: how far behind the event-time clock an event may arrive and still count, in "
+                 "hours; later ones are dead-lettered as too_late. Default: 48.")
 
         model = parser.add_argument_group("model and warehouse")
         model.add_argument(
@@ -163,18 +191,23 @@ class SegmentsOptions(PipelineOptions):
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         return f"{mode}-{now}-{uuid.uuid4().hex[:6]}"
 
-    def feature_transform(self, ends_by=None, deduplicate=False):
-        """The feature step configured by these options (arguments: see `ComputeUserFeatures`)."""
-        from transforms.features.compute import ComputeUserFeatures
-
-        return ComputeUserFeatures(
+    def profile_rules(self) -> ProfileRules:
+        return ProfileRules(
             session_gap=dt.timedelta(minutes=self.session_gap_minutes),
-            window_size=dt.timedelta(days=self.window_size_days),
-            window_period=dt.timedelta(days=self.window_period_days),
-            early_firing=dt.timedelta(seconds=self.early_firing_seconds),
             allowed_lateness=dt.timedelta(hours=self.allowed_lateness_hours),
-            ends_by=ends_by,
-            deduplicate=deduplicate,
+            rates=RateTable.load(self.fx_rates),
+            reporting_currency=self.reporting_currency,
+        )
+
+    def profile_transform(self, as_of_us=None, history_days: int = 0) -> ComputeProfiles:
+        """The per-user profile step configured by these options (arguments: see `ComputeProfiles`)."""
+        return ComputeProfiles(
+            self.profile_rules(),
+            as_of_us=as_of_us,
+            history_days=history_days,
+            early_firing=dt.timedelta(seconds=self.early_firing_seconds),
+            rescore_every=dt.timedelta(days=self.rescore_days),
+            max_silent=dt.timedelta(days=self.max_silent_days),
         )
 
     def validation_config(self) -> ValidationConfig:

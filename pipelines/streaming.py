@@ -1,12 +1,13 @@
 """The streaming job: JSON events from a Pub/Sub subscription, judged like batch input.
 
 Every message goes through the same parse/validate step as a line of a batch file
-(`transforms.ingest.messages`), then the same privacy step, the unbounded form of the
-dedupe on (user, ``event_id``) (`transforms.ingest.dedupe`), the feature step (early
-panes every ``--early_firing_seconds``, accumulating, late panes within
-``--allowed_lateness_hours``, later events dead-lettered as ``too_late``) and the shared
-tail (`pipelines.graph`): scoring, dead letters and writes. Audit rows per processing-time
-interval: `transforms.audit`.
+(`transforms.ingest.messages`), then the same privacy step, then one stateful step per
+user (`transforms.features.streaming_profiles`): the dedupe on (user, ``event_id``), the
+user's profile, updated ``--early_firing_seconds`` after their events and re-scored at
+every midnight of event time (silent users included; events more than
+``--allowed_lateness_hours`` behind that clock are dead-lettered as ``too_late``), and the
+shared tail (`pipelines.graph`): scoring, dead letters and writes. Audit rows per
+processing-time interval: `transforms.audit`.
 
 Run locally against the Pub/Sub emulator (``segments stream --local`` does it all)::
 
@@ -38,13 +39,12 @@ from models.artifact import load_card
 from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
 from pipelines.options import SegmentsOptions, positive_int
-from transforms.audit import (AUDIT_ASSIGNMENTS, AUDIT_CONSENTED, AUDIT_PARSED, AUDIT_READ, AUDIT_UNIQUE,
-                              StreamingAudit, code_tally, tally)
+from transforms.audit import (AUDIT_ASSIGNMENTS, AUDIT_CONSENTED, AUDIT_PARSED, AUDIT_READ, StreamingAudit,
+                              code_tally, tally)
 from transforms.bigquery import admin
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.tables import Table
 from transforms.bigquery.write import WriteTable
-from transforms.ingest.dedupe import DedupeEvents
 from transforms.ingest.messages import Messages, read_event_messages
 from transforms.ingest.privacy import ApplyPrivacy
 
@@ -86,19 +86,16 @@ class Ingest(NamedTuple):
 
     messages: Messages  # what was read, and it judged
     events: beam.PCollection  # valid, consented, pseudonymised events; duplicates still in
-    unique: beam.PCollection  # `events` without repeated (user, event_id)
 
 
-def read_unique_events(p: beam.Pipeline, options: StreamingOptions, id_key: bytes) -> Ingest:
-    """Pub/Sub -> unique, consented, pseudonymised events (and the parse dead letters)."""
+def read_events(p: beam.Pipeline, options: StreamingOptions, id_key: bytes) -> Ingest:
+    """Pub/Sub -> consented, pseudonymised events (and the parse dead letters)."""
     if not options.subscription:
         raise ValueError("--subscription is required")
     messages = read_event_messages(p, options.subscription, options.validation_config(), options.timestamp_attribute)
     events = messages.parsed.events | "Privacy" >> ApplyPrivacy(
         id_key, options.suppression_list, options.consent_default)
-    # The unbounded form of the dedupe contract: keyed state per (user, event_id).
-    unique = events | "Dedupe" >> DedupeEvents()
-    return Ingest(messages, events, unique)
+    return Ingest(messages, events)
 
 
 def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, handler: ModelHandler,
@@ -116,17 +113,18 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
       run_id: written on dead letters and audit rows.
       model_version: written on audit rows.
     """
-    messages, events, unique = read_unique_events(p, options, id_key)
-    computed = unique | "Features" >> options.feature_transform()
-    segmented = segment_and_write(computed.features, handler, [messages.parsed.dead_letters, computed.too_late],
+    messages, events = read_events(p, options, id_key)
+    # One stateful step per user: the dedupe, sessions, the profile and its re-scoring.
+    profiles = events | "Profiles" >> options.profile_transform()
+    segmented = segment_and_write(profiles.features, handler, [messages.parsed.dead_letters, profiles.too_late],
                                   target, run_id)
     if target is None:
-        return JobOutputs(events, computed.features, segmented.assignments, segmented.dead_letters)
+        return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters)
     tallies = (
         messages.records | "TallyRead" >> beam.Map(tally(AUDIT_READ)),
         messages.parsed.events | "TallyParsed" >> beam.Map(tally(AUDIT_PARSED)),
         events | "TallyConsented" >> beam.Map(tally(AUDIT_CONSENTED)),
-        unique | "TallyUnique" >> beam.Map(tally(AUDIT_UNIQUE)),
+        profiles.tallies,  # unique events, counted by the profile step
         segmented.assignments | "TallyAssignments" >> beam.Map(tally(AUDIT_ASSIGNMENTS)),
         segmented.dead_letters | "TallyDeadLetters" >> beam.Map(code_tally),
     ) | "AuditTallies" >> beam.Flatten()
@@ -134,7 +132,7 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
         dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription, model_version)
     # Refused audit rows are logged by the sink; there is no further table for them.
     audited.rows | "WriteAudit" >> WriteTable(Table.RUN_AUDIT, target)
-    return JobOutputs(events, computed.features, segmented.assignments, segmented.dead_letters,
+    return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
                       audit=audited.rows, interval_counts=audited.counts)
 
 

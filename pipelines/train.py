@@ -1,21 +1,25 @@
-"""`segments train`: fit the segmentation model on features computed exactly as in serving.
+"""`segments train`: fit the segmentation model on profiles computed exactly as in serving.
 
-A batch pipeline runs the serving transforms (read, validate, privacy, dedupe,
-`ComputeUserFeatures`), keeps per user the last window ending at or before
-`--until`, and hands those rows to `models.training.train_model`. The artifact
-(model file + model card) goes to `--out`, a local folder or `gs://`.
+A batch pipeline runs the serving transforms (read, validate, privacy, the per-user
+profile step) and scores every user as of `--until`, the calibration end; those rows go to
+`models.training.train_model` (clustering, RFM thresholds, BG/NBD fitted on the customers'
+lifetime figures). With `--holdout`, a second pipeline reads the events of the hold-out
+period after `--until` and the model card (and the console) report how well P(alive) and
+the expected purchases predicted them (`models.evaluation`). The artifact (model file +
+model card) goes to `--out`, a local folder or `gs://`.
 
-    segments generate --users 20000 --days 60 --seed 1 --end 2026-11-01 --truth truth.csv --out events.jsonl
-    segments train --input events.jsonl --out models/mine --truth truth.csv --demo_key
+    segments generate --users 20000 --days 365 --holdout_days 90 --seed 1 --truth truth.csv --out events.jsonl
+    segments train --input events.jsonl --holdout events.holdout.jsonl --out models/mine --truth truth.csv --demo_key
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import math
 import os
 import tempfile
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 import orjson
@@ -23,12 +27,18 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import clustering
 from models.artifact import save_artifact
+from models.bgnbd import BgNbdParams
+from models.evaluation import HoldoutActivity, evaluate_holdout, format_holdout
 from models.training import format_report, train_model
 from pipelines.options import FileInputOptions, iso_date, positive_int
+from pipelines.summary import RunSummary, counters_of
+from transforms.contracts.outcomes import ErrorCode
+from transforms.features.activity import US_PER_DAY
 from transforms.features.as_of import AsOfMicros
+from transforms.ingest.dedupe import DedupeEvents
 from transforms.ingest.files import ReadEventFiles
-from transforms.ingest.privacy import ApplyPrivacy
-from transforms.ingest.privacy import pseudonymise
+from transforms.ingest.privacy import ApplyPrivacy, pseudonymise
+
 
 class TrainOptions(FileInputOptions):
     """Flags of `segments train` beyond the shared ones."""
@@ -38,8 +48,15 @@ class TrainOptions(FileInputOptions):
         group = parser.add_argument_group("training")
         group.add_argument("--out", default=None, help="(Required) Artifact folder to write (local or gs://).")
         group.add_argument("--until", type=iso_date, default=None,
-                           help="End of the training window (exclusive, UTC date). Default: the day after the "
-                                "latest event.")
+                           help="Calibration end (UTC date, midnight): users are profiled as of it, events from it on "
+                                "are not read. Default: the midnight after the latest event.")
+        group.add_argument("--holdout", action="append", default=None,
+                           help="Event files of the hold-out period after --until (path, glob or gs:// pattern; "
+                                "repeatable): report P(alive) AUC and predicted vs actual repeat purchases. "
+                                "Default: none.")
+        group.add_argument("--holdout_days", type=positive_int, default=None,
+                           help="Length of the hold-out period, in days. Default: from --until to the midnight after "
+                                "the latest hold-out event.")
         group.add_argument("--truth", default=None,
                            help="CSV user_id,archetype from `segments generate --truth`: report the adjusted Rand "
                                 "index. Default: none.")
@@ -55,39 +72,86 @@ class TrainOptions(FileInputOptions):
                            help="random_state of the clustering fit and of its samples. Default: 0.")
 
 
-def _last_window_per_user(records: beam.PCollection) -> beam.PCollection:
-    return (
-        records
-        | "AcrossWindows" >> beam.WindowInto(beam.window.GlobalWindows())
-        | "KeyByUser" >> beam.Map(lambda record: (record["user_key"], record))
-        | "LatestWindow" >> beam.combiners.Top.LargestPerKey(
-            1, key=lambda r: (r["window_end_us"], r["window_start_us"], r["event_count"]))
-        | "Unwrap" >> beam.Map(lambda keyed: keyed[1][0])
-    )
-
-
 def build_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, rows_prefix: str,
                    until: Optional[dt.date]) -> beam.PCollection:
-    """Computes the training rows and writes them as JSON lines under `rows_prefix`."""
+    """Computes the training rows (every user's profile as of `until`) as JSON lines under `rows_prefix`."""
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
     events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
     until_us = events | "Until" >> AsOfMicros(until)
-    features = (events | "Features" >> options.feature_transform(ends_by=until_us, deduplicate=True)).features
-    rows = _last_window_per_user(features)
+    rows = (events | "Profiles" >> options.profile_transform(until_us)).features
     (rows
      | "ToJson" >> beam.Map(lambda record: orjson.dumps(record).decode("utf-8"))
      | "WriteRows" >> beam.io.WriteToText(rows_prefix, file_name_suffix=".jsonl"))
     return rows
 
 
+class _HoldoutActivityFn(beam.CombineFn):
+    """A user's hold-out events -> (any event, UTC days with a purchase, latest event time)."""
+
+    def create_accumulator(self):
+        return False, frozenset(), None
+
+    def add_input(self, acc, event):
+        active, days, latest = acc
+        if event.event_type == "purchase":
+            days = days | {event.timestamp_us // US_PER_DAY}
+        return True, days, event.timestamp_us if latest is None else max(latest, event.timestamp_us)
+
+    def merge_accumulators(self, accumulators):
+        active, days, latest = False, frozenset(), None
+        for a, d, t in accumulators:
+            active, days = active or a, days | d
+            latest = t if latest is None else (latest if t is None else max(latest, t))
+        return active, days, latest
+
+    def extract_output(self, acc):
+        active, days, latest = acc
+        return {"active": active, "purchase_days": len(days), "latest_us": latest}
+
+
+def build_holdout_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, prefix: str, start_us: int,
+                           end_us: Optional[int]) -> beam.PCollection:
+    """Per user, what they did in the hold-out files in [start_us, end_us), as JSON lines under `prefix`."""
+    parsed = p | "ReadHoldout" >> ReadEventFiles(options.holdout, options.validation_config())
+    events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
+    activity = (
+        events
+        | "InHoldoutPeriod" >> beam.Filter(
+            lambda event: start_us <= event.timestamp_us and (end_us is None or event.timestamp_us < end_us))
+        | "Dedupe" >> DedupeEvents()
+        | "KeyByUser" >> beam.Map(lambda event: (event.user_id, event))
+        | "ActivityPerUser" >> beam.CombinePerKey(_HoldoutActivityFn())
+    )
+    (activity
+     | "ToJson" >> beam.Map(lambda kv: orjson.dumps(dict(kv[1], user_key=kv[0])).decode("utf-8"))
+     | "WriteActivity" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl"))
+    return activity
+
+
 def _read_rows(prefix: str) -> list[dict]:
     directory = os.path.dirname(prefix)
     rows = []
     for name in sorted(os.listdir(directory)):
-        if name.endswith(".jsonl"):
+        if name.startswith(os.path.basename(prefix)) and name.endswith(".jsonl"):
             with open(os.path.join(directory, name), "rb") as handle:
                 rows.extend(orjson.loads(line) for line in handle if line.strip())
     return rows
+
+
+def _no_rows_reason(summary: RunSummary, options: TrainOptions) -> str:
+    """Why a training run found no user to fit: what became of the events read."""
+    dead = {code: n for code, n in summary.dead_lettered.items() if n}
+    if summary.read == 0:
+        return "no record was read from --input"
+    if summary.valid == 0 and dead:
+        code, n = max(dead.items(), key=lambda kv: kv[1])
+        hint = {ErrorCode.TIMESTAMP_OUT_OF_RANGE.value: " (see --max_event_age_days and --max_future_skew_hours)",
+                ErrorCode.OVERSIZED.value: " (see --max_event_bytes)"}.get(code, "")
+        return (f"all {summary.read:,} records were dead-lettered or filtered; the most common fate: {n:,} "
+                f"{code}{hint}")
+    if summary.valid == 0:
+        return f"all {summary.read:,} records were filtered: {summary.filtered}"
+    return f"none of the {summary.valid:,} valid events is before --until {options.until}"
 
 
 def read_truth(path: str, id_key: bytes) -> dict[str, str]:
@@ -96,25 +160,65 @@ def read_truth(path: str, id_key: bytes) -> dict[str, str]:
         return {pseudonymise(id_key, row["user_id"]): row["archetype"] for row in csv.DictReader(handle)}
 
 
-def run(argv: Optional[Sequence[str]] = None, say=print) -> dict:
-    """Trains and saves a model; returns its model card."""
+def run(argv: Optional[Sequence[str]] = None, say: Callable[[str], None] = print) -> dict:
+    """Trains and saves a model; returns its model card.
+
+    Raises:
+        ValueError: no user to fit (the message says what became of the events).
+    """
     options = PipelineOptions(argv)
     train = options.view_as(TrainOptions)
     if not train.input or not train.out:
         raise ValueError("--input and --out are required")
     id_key = train.pseudonymisation_key()
+    rules = train.profile_rules()
     with tempfile.TemporaryDirectory(prefix="segments-train-") as scratch:
         prefix = os.path.join(scratch, "rows")
-        say(f"computing training features from {', '.join(train.input)} ...")
+        say(f"computing every user's profile as of --until from {', '.join(train.input)} ...")
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, train, id_key, prefix, train.until)
+        summary = RunSummary.from_counters(counters_of(p.result))
         rows = _read_rows(prefix)
-    say(f"fitting on {len(rows):,} users (one row each: the last window up to --until) ...")
+        holdout = None
+        if train.holdout:
+            say(f"reading the hold-out period from {', '.join(train.holdout)} ...")
+            start_us = max((int(r["as_of_us"]) for r in rows), default=0)
+            end_us = start_us + train.holdout_days * US_PER_DAY if train.holdout_days else None
+            with beam.Pipeline(options=options) as p:
+                build_holdout_pipeline(p, train, id_key, os.path.join(scratch, "holdout"), start_us, end_us)
+            holdout_summary = RunSummary.from_counters(counters_of(p.result))
+            holdout = _read_rows(os.path.join(scratch, "holdout"))
+    say(f"input: {summary.console_line()}")
+    dead = {code: n for code, n in summary.dead_lettered.items() if n}
+    if dead:
+        say(f"dead letters by code: {dead}")
+    if not rows:
+        raise ValueError(f"no user to fit: {_no_rows_reason(summary, train)}")
+    say(f"fitting on {len(rows):,} users (each profiled as of the calibration end) ...")
     truth = read_truth(train.truth, id_key) if train.truth else None
     trained = train_model(
         rows, until=None, truth=truth, previous=train.previous, algorithm=train.algorithm,
-        k_range=(train.k_min, train.k_max), seed=train.random_state)
-    card = save_artifact(train.out, trained.pipeline, trained.card_fields)
+        k_range=(train.k_min, train.k_max), seed=train.random_state,
+        money=rules.rates.card(rules.reporting_currency))
+    fields = trained.card_fields
+    if holdout is not None:
+        say(f"hold-out input: {holdout_summary.console_line()}")
+        fields = dict(fields, holdout=_evaluate(rows, holdout, fields, train))
+    card = save_artifact(train.out, trained.pipeline, fields)
     say(format_report(card))
+    if holdout is not None:
+        say(format_holdout(card["holdout"]))
     say(f"model {card['model_version']} written to {train.out}")
     return card
+
+
+def _evaluate(rows: list[dict], holdout: list[dict], fields: dict, options: TrainOptions) -> dict:
+    calibration_end_us = max(int(r["as_of_us"]) for r in rows)
+    if options.holdout_days:
+        days = options.holdout_days
+    else:
+        latest = max((a["latest_us"] for a in holdout if a["latest_us"] is not None), default=calibration_end_us)
+        days = max(1, math.ceil((latest - calibration_end_us) / US_PER_DAY))
+    activity = {a["user_key"]: HoldoutActivity(bool(a["active"]), int(a["purchase_days"])) for a in holdout}
+    params = BgNbdParams.from_card(fields["bgnbd"])
+    return evaluate_holdout(rows, activity, params, days)

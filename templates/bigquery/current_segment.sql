@@ -1,14 +1,13 @@
--- current_segment: one row per user: the latest final (on_time or late) assignment;
--- a user with only early (speculative) panes so far gets the latest of those, with
--- is_final = FALSE. Ties on window_end go to the latest assigned_at.
+-- current_segment: one row per user: their latest scoring (the latest as_of; silent users
+-- are re-scored every day, so this is as of the latest midnight for everyone known), of
+-- the latest model version when several scored the same time.
 CREATE OR REPLACE VIEW `${project}.${dataset}.current_segment` AS
 SELECT
   user_key,
   segment_id,
   segment_name,
-  window_start,
-  window_end,
-  pane,
+  score_date,
+  as_of,
   is_final,
   distance,
   margin,
@@ -17,6 +16,7 @@ SELECT
   expected_purchases_30d,
   churn_risk,
   features,
+  profile,
   event_count,
   model_version,
   assigned_at
@@ -24,4 +24,4 @@ FROM `${project}.${dataset}.user_segment_history`
 WHERE TRUE
 QUALIFY ROW_NUMBER() OVER (
   PARTITION BY user_key
-  ORDER BY is_final DESC, window_end DESC, assigned_at DESC, window_start DESC, model_version DESC) = 1
+  ORDER BY as_of DESC, model_version DESC, assigned_at DESC) = 1

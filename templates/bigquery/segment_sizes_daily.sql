@@ -1,26 +1,13 @@
--- segment_sizes_daily: per day (DATE(window_end), UTC) and model version, how many users
--- were in each segment. Each user counts once per day: their last window ending that
--- day (final panes preferred), so the sizes of a day add up to its active users.
+-- segment_sizes_daily: per day (score_date, UTC) and model version, how many users were in
+-- each segment. Each known user counts once per day (their row of that day), silent users
+-- included, so the sizes of a day add up to every user known that day.
 CREATE OR REPLACE VIEW `${project}.${dataset}.segment_sizes_daily` AS
-WITH daily AS (
-  SELECT
-    DATE(window_end) AS day,
-    model_version,
-    user_key,
-    segment_id,
-    segment_name
-  FROM `${project}.${dataset}.user_segment_history`
-  WHERE TRUE
-  QUALIFY ROW_NUMBER() OVER (
-    PARTITION BY DATE(window_end), model_version, user_key
-    ORDER BY is_final DESC, window_end DESC, assigned_at DESC, window_start DESC) = 1
-)
 SELECT
-  day,
+  score_date AS day,
   model_version,
   segment_id,
   segment_name,
   COUNT(*) AS users,
-  COUNT(*) / SUM(COUNT(*)) OVER (PARTITION BY day, model_version) AS share
-FROM daily
-GROUP BY day, model_version, segment_id, segment_name
+  COUNT(*) / SUM(COUNT(*)) OVER (PARTITION BY score_date, model_version) AS share
+FROM `${project}.${dataset}.user_segment_history`
+GROUP BY score_date, model_version, segment_id, segment_name

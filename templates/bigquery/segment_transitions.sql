@@ -1,22 +1,22 @@
--- segment_transitions: per day (DATE of the later window's end) and model version, how
--- many times users went from one segment to another between consecutive windows
--- (staying in a segment counts as from = to), with the three features that changed most.
+-- segment_transitions: per day (the later score_date) and model version, how many users
+-- went from one segment to another between consecutive scored days (staying in a segment
+-- counts as from = to), with the three features that changed most.
 --
 -- "Changed most": for each feature, mean_change = AVG(later - earlier value) over the
 -- transitions of the group; it is scaled by the feature's population standard deviation
--- over all windows of that model version (change_sd = mean_change / stddev) so that
+-- over all scored days of that model version (change_sd = mean_change / stddev) so that
 -- money and shares compare; the top 3 by ABS(change_sd) are kept (ties by name).
 -- Features with zero spread are left out.
 CREATE OR REPLACE VIEW `${project}.${dataset}.segment_transitions` AS
 WITH history AS (
   SELECT
     h.*,
-    LAG(h.features) OVER (PARTITION BY h.user_key, h.model_version ORDER BY h.window_end, h.window_start) AS previous_features
+    LAG(h.features) OVER (PARTITION BY h.user_key, h.model_version ORDER BY h.score_date) AS previous_features
   FROM `${project}.${dataset}.user_segment_history` AS h
 ),
 pairs AS (
   SELECT
-    DATE(window_end) AS day,
+    score_date AS day,
     model_version,
     previous_segment_id AS from_segment_id,
     previous_segment_name AS from_segment_name,

@@ -1,31 +1,16 @@
--- user_segment_history: one row per user, window and model version (the most final
--- pane of that window), with the previous window's segment for the same user and model.
--- Pane finality: late 2 > on_time/unknown 1 > early 0, then more events, then the
--- latest assigned_at (the rule the writer's MERGE uses).
+-- user_segment_history: one row per user, day (score_date, UTC) and model version: the
+-- user's latest scoring of that day (the table keeps one per day: the writer's MERGE lets
+-- a later scoring replace an earlier one), with the segment of the user's previous scored
+-- day under the same model (the day before, for a user scored daily; an older one across a
+-- gap, e.g. a batch run with --history_days 0). A day's row is final (is_final) once the user was scored as of the
+-- midnight that ends it; earlier ones are updates on the user's events.
 CREATE OR REPLACE VIEW `${project}.${dataset}.user_segment_history` AS
-WITH ranked AS (
-  SELECT
-    a.row_key, a.user_key, a.window_start, a.window_end, a.pane,
-    a.segment_id, a.segment_name, a.distance, a.margin, a.rfm,
-    a.p_alive, a.expected_purchases_30d, a.churn_risk, a.features,
-    a.feature_version, a.model_version, a.event_count, a.assigned_at,
-    CASE LOWER(a.pane) WHEN 'late' THEN 2 WHEN 'on_time' THEN 1 WHEN 'unknown' THEN 1 ELSE 0 END AS pane_rank
-  FROM `${project}.${dataset}.segment_assignments` AS a
-),
-per_window AS (
-  SELECT *
-  FROM ranked
-  WHERE TRUE
-  QUALIFY ROW_NUMBER() OVER (
-    PARTITION BY row_key
-    ORDER BY pane_rank DESC, event_count DESC, assigned_at DESC) = 1
-)
 SELECT
   user_key,
-  window_start,
-  window_end,
-  pane,
-  pane_rank > 0 AS is_final,
+  score_date,
+  as_of,
+  is_final,
+  scoring,
   segment_id,
   segment_name,
   LAG(segment_id) OVER history AS previous_segment_id,
@@ -38,10 +23,11 @@ SELECT
   expected_purchases_30d,
   churn_risk,
   features,
+  profile,
   event_count,
   feature_version,
   model_version,
   assigned_at,
   row_key
-FROM per_window
-WINDOW history AS (PARTITION BY user_key, model_version ORDER BY window_end, window_start)
+FROM `${project}.${dataset}.segment_assignments`
+WINDOW history AS (PARTITION BY user_key, model_version ORDER BY score_date)

@@ -22,29 +22,29 @@ WINDOW_DAYS = 30
 UNTIL_US = 100 * DAY_US
 
 
-def make_records(group_sizes, *, seed=0, centers_seed=0, window_end_us=UNTIL_US, prefix="u"):
-    """Feature records of well-separated groups; returns (records, {user_key: group})."""
+def make_records(group_sizes, *, seed=0, centers_seed=0, as_of_us=UNTIL_US, prefix="u"):
+    """Profile records of well-separated groups, as of `as_of_us`; returns (records, {user_key: group})."""
     centers_rng = np.random.default_rng(centers_seed)
     # Always 8 centres drawn, the first len(group_sizes) used: group g is the same for any group count.
     centers = np.where(SKEWED, centers_rng.uniform(0.3, 2.5, (8, F)), centers_rng.uniform(0.0, 10.0, (8, F)))
     rng = np.random.default_rng(seed)
-    start = window_end_us - WINDOW_DAYS * DAY_US
+    start = as_of_us - WINDOW_DAYS * DAY_US
     records, truth = [], {}
     for group, size in enumerate(group_sizes):
         for _ in range(size):
             work = centers[group] + rng.normal(0.0, 1.0, F) * np.where(SKEWED, 0.1, 0.2)
             values = np.where(SKEWED, np.expm1(np.maximum(work, 0.0)), work)
             record = {name: float(v) for name, v in zip(MODEL_FEATURES, values)}
-            purchase_days = int(round(record["purchase_days"]))
-            record["purchase_days"] = float(purchase_days)
+            orders = int(round(record["orders"]))
+            record["orders"] = float(orders)
             user = f"{prefix}{len(records):05d}"
             first = last = None
-            if purchase_days > 0:
+            if orders > 0:
                 first = start + int(rng.integers(0, 20 * DAY_US))
-                last = first if purchase_days == 1 else int(rng.integers(first, window_end_us))
-            record.update(user_key=user, window_start_us=start, window_end_us=window_end_us, pane=None,
-                          event_count=int(rng.integers(1, 50)), first_purchase_us=first, last_purchase_us=last)
-            record["purchase_days"] = purchase_days  # the int field; the float view is the same number
+                last = first if orders == 1 else int(rng.integers(first, as_of_us))
+            record.update(user_key=user, as_of_us=as_of_us, scoring="daily", first_seen_us=start,
+                          event_count=int(rng.integers(1, 50)), purchase_days=orders, first_purchase_us=first,
+                          last_purchase_us=last)
             records.append(record)
             truth[user] = f"archetype-{group}"
     return records, truth
@@ -76,7 +76,7 @@ def test_card_contents(trained, data):
     assert q["ari"] >= 0.9 and q["ari_users"] == len(records)
     assert card["training"]["rows"] == len(records)
     assert card["training"]["data_end"] == "1970-04-11T00:00:00Z"  # 100 days after the epoch
-    assert card["training"]["data_start"] == "1970-03-12T00:00:00Z"  # 30 days before that
+    assert card["training"]["data_start"] == "1970-03-12T00:00:00Z"  # first seen: 30 days before that
     shares = [s["size_share"] for s in card["segments"]]
     assert shares == pytest.approx([60 / 180, 50 / 180, 40 / 180, 30 / 180])
     assert [s["segment_id"] for s in card["segments"]] == [0, 1, 2, 3]
@@ -86,8 +86,9 @@ def test_card_contents(trained, data):
     assert set(b) == {"r", "alpha", "a", "b", "time_unit"}
     assert card["training"]["bgnbd_customers"] == sum(1 for r in records if r["purchase_days"] > 0)
     assert b["time_unit"] == "day" and all(isinstance(b[p], float) and b[p] > 0 for p in ("r", "alpha", "a", "b"))
-    X = np.array([[r[n] for n in ("recency_days", "frequency", "monetary_total")] for r in records], dtype=float)
-    for i, name in enumerate(("recency_days", "frequency", "monetary_total")):
+    customers = [r for r in records if r["orders"] > 0]  # RFM cut points come from customers only
+    X = np.array([[r[n] for n in ("recency_days", "orders", "spend_total")] for r in customers], dtype=float)
+    for i, name in enumerate(("recency_days", "orders", "spend_total")):
         assert card["rfm"][name] == pytest.approx(np.quantile(X[:, i], [0.2, 0.4, 0.6, 0.8]).tolist())
     assert card["model_version"] == "19700411-" + card["model_sha256"][:12]
     assert set(card["library_versions"]) == {"sklearn", "numpy", "scipy", "python"}
@@ -215,14 +216,14 @@ def test_gaussian_mixture_option_round_trips(data, tmp_path):
     np.testing.assert_array_equal(model.assign(X).segment_id, trained.segment_ids[order])
 
 
-def test_latest_window_per_user_before_until():
+def test_latest_record_per_user_before_until():
     base = {"user_key": "a", "event_count": 1}
     records = [
-        {**base, "window_start_us": 0, "window_end_us": 10},
-        {**base, "window_start_us": 5, "window_end_us": 15},
-        {**base, "window_start_us": 5, "window_end_us": 15, "event_count": 3},  # later pane of that window
-        {**base, "window_start_us": 10, "window_end_us": 20},  # ends after until
-        {**base, "user_key": "b", "window_start_us": 0, "window_end_us": 10},
+        {**base, "as_of_us": 10},
+        {**base, "as_of_us": 15},
+        {**base, "as_of_us": 15, "event_count": 3},  # a later update of that scoring
+        {**base, "as_of_us": 20},  # after until
+        {**base, "user_key": "b", "as_of_us": 10},
     ]
     got = latest_per_user(records, until_us=15)
-    assert [(r["user_key"], r["window_end_us"], r["event_count"]) for r in got] == [("a", 15, 3), ("b", 10, 1)]
+    assert [(r["user_key"], r["as_of_us"], r["event_count"]) for r in got] == [("a", 15, 3), ("b", 10, 1)]

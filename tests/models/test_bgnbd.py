@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from models.bgnbd import (BgNbdParams, expected_purchases, fit_bgnbd, inputs_from_record, is_customer,
+                          log_likelihood, p_alive, simulate)
 from tests.support.bgnbd_reference import expected_direct, likelihood_direct, p_alive_direct
-from models.bgnbd import (BgNbdParams, fit_bgnbd, expected_purchases, inputs_from_record, log_likelihood, p_alive,
-                          simulate)
 
 DAY_US = 86_400_000_000
 # The CDNOW estimates of Fader, Hardie & Lee (2005), in weeks.
@@ -116,22 +116,25 @@ def test_simulation_respects_observation_window():
 
 
 def _record(**kw):
-    base = {"user_key": "u", "window_start_us": 0, "window_end_us": 30 * DAY_US, "purchase_days": 0,
-            "first_purchase_us": None, "last_purchase_us": None}
+    base = {"user_key": "u", "as_of_us": 30 * DAY_US, "purchase_days": 0, "first_purchase_us": None,
+            "last_purchase_us": None}
     base.update(kw)
     return base
 
 
-@pytest.mark.parametrize("record,expected", [
-    (_record(), (0.0, 0.0, 30.0)),  # no purchase: x=0, t_x=0, T=window length
-    (_record(purchase_days=1, first_purchase_us=10 * DAY_US, last_purchase_us=10 * DAY_US), (0.0, 0.0, 20.0)),
-    (_record(purchase_days=4, first_purchase_us=6 * DAY_US, last_purchase_us=18 * DAY_US), (3.0, 12.0, 24.0)),
-    (_record(window_start_us=5 * DAY_US, window_end_us=12 * DAY_US), (0.0, 0.0, 7.0)),
+@pytest.mark.parametrize("record,expected,customer", [
+    (_record(), (0.0, 0.0, 0.0), False),  # never bought: not a customer, no BG/NBD inputs
+    (_record(purchase_days=1, first_purchase_us=10 * DAY_US, last_purchase_us=10 * DAY_US), (0.0, 0.0, 20.0), True),
+    (_record(purchase_days=4, first_purchase_us=6 * DAY_US, last_purchase_us=18 * DAY_US), (3.0, 12.0, 24.0), True),
+    # silent for 400 more days: T keeps growing, x and t_x stay
+    (_record(purchase_days=4, first_purchase_us=6 * DAY_US, last_purchase_us=18 * DAY_US, as_of_us=430 * DAY_US),
+     (3.0, 12.0, 424.0), True),
 ])
-def test_inputs_from_record(record, expected):
+def test_inputs_from_record(record, expected, customer):
     assert inputs_from_record(record) == pytest.approx(expected)
+    assert is_customer(record) is customer
 
 
-def test_inputs_from_record_rejects_purchase_after_window():
+def test_inputs_from_record_rejects_purchase_after_the_scoring_time():
     with pytest.raises(ValueError):
         inputs_from_record(_record(purchase_days=2, first_purchase_us=DAY_US, last_purchase_us=31 * DAY_US))

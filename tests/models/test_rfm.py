@@ -5,36 +5,55 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.rfm import RfmSegment, RfmThresholds, fit_thresholds, score, score_arrays, segment_for
+from models.rfm import PROSPECT, RfmSegment, RfmThresholds, fit_thresholds, score, score_arrays, segment_for
 
-RECENCY = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
-FREQUENCY = [0, 0, 0, 0, 0, 1, 2, 3, 4, 10]
-MONETARY = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90]
+# Ten customers and five prospects (no order): thresholds are learned over the customers only.
+RECENCY = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] + [50, 60, 70, 80, 90]
+ORDERS = [1, 1, 1, 1, 1, 2, 2, 3, 4, 10] + [0, 0, 0, 0, 0]
+SPEND = [5, 10, 20, 30, 40, 50, 60, 70, 80, 90] + [0, 0, 0, 0, 0]
 
-# Linear-interpolation quantiles at 20/40/60/80 %, by hand: position q*(n-1) = 1.8, 3.6, 5.4, 7.2.
+# Linear-interpolation quantiles of the ten customers at 20/40/60/80 %, by hand: position
+# q*(n-1) = 1.8, 3.6, 5.4, 7.2.
 # recency: 2 + .8*1, 4 + .6*1, 6 + .4*1, 8 + .2*1
-# frequency: 0, 0, 1 + .4*(2-1), 3 + .2*(4-3)
-# monetary: 10 + .8*10, 30 + .6*10, 50 + .4*10, 70 + .2*10
-EXPECTED = RfmThresholds((2.8, 4.6, 6.4, 8.2), (0.0, 0.0, 1.4, 3.2), (18.0, 36.0, 54.0, 72.0))
+# orders: 1, 1, 2 + .4*(2-2), 3 + .2*(4-3)
+# spend: 10 + .8*10, 30 + .6*10, 50 + .4*10, 70 + .2*10
+EXPECTED = RfmThresholds((2.8, 4.6, 6.4, 8.2), (1.0, 1.0, 2.0, 3.2), (18.0, 36.0, 54.0, 72.0))
 
 
-def test_thresholds_are_training_quantiles():
-    got = fit_thresholds(RECENCY, FREQUENCY, MONETARY)
-    for name in ("recency_days", "frequency", "monetary_total"):
+def test_thresholds_are_quantiles_of_the_customers_only():
+    got = fit_thresholds(RECENCY, ORDERS, SPEND)
+    for name in ("recency_days", "orders", "spend_total"):
         assert getattr(got, name) == pytest.approx(getattr(EXPECTED, name))
 
 
-@pytest.mark.parametrize("recency,frequency,monetary,expected", [
-    (2.8, 0, 0, (5, 1, 1)),  # on the first cut: lowest bucket -> R 5 (recent), F 1, M 1
-    (3.0, 1, 54, (4, 3, 3)),  # F: two cuts (0, 0) strictly below; M: 54 sits on the third cut
-    (6.5, 1.4, 55, (2, 3, 4)),
+@pytest.mark.parametrize("recency,orders,spend,expected", [
+    (2.8, 1, 5, (5, 1, 1)),  # on the first cut: lowest bucket -> R 5 (recent), F 1, M 1
+    (3.0, 2, 54, (4, 3, 3)),  # F: two cuts (1, 1) strictly below; M: 54 sits on the third cut
+    (6.5, 2.5, 55, (2, 4, 4)),
     (9.0, 4, 1000, (1, 5, 5)),
     (0.0, 3.2, 18.0, (5, 4, 1)),
 ])
-def test_scores(recency, frequency, monetary, expected):
-    got = score(EXPECTED, recency, frequency, monetary)
+def test_scores(recency, orders, spend, expected):
+    got = score(EXPECTED, recency, orders, spend)
     assert (got.r, got.f, got.m) == expected
     assert got.segment == segment_for(expected[0], expected[1]).value
+
+
+def test_a_user_without_an_order_is_a_prospect_not_about_to_sleep():
+    assert score(EXPECTED, 3.0, 0, 0) == (0, 0, 0, PROSPECT)
+    r, f, m, names = score_arrays(EXPECTED, [3.0, 3.0], [0, 1], [0.0, 5.0])
+    assert (r.tolist(), f.tolist(), m.tolist(), names) == ([0, 4], [0, 1], [0, 1], [PROSPECT, "Promising"])
+
+
+def test_every_named_segment_is_reachable():
+    """A population of customers spread over recency and orders reaches all eleven names."""
+    rng = np.random.default_rng(0)
+    recency = rng.uniform(0, 365, 2000)
+    orders = rng.geometric(0.35, 2000).astype(float)  # 1, 2, 3, ... orders, many with one
+    spend = orders * rng.lognormal(3.5, 0.5, 2000)
+    thresholds = fit_thresholds(recency, orders, spend)
+    _, _, _, names = score_arrays(thresholds, recency, orders, spend)
+    assert set(names) == {segment.value for segment in RfmSegment}
 
 
 @pytest.mark.parametrize("r,f,name", [
@@ -56,13 +75,13 @@ def test_grid_covers_every_cell_and_every_name():
 
 
 def test_vectorised_scores_equal_scalar():
-    rec, freq, mon = [0.5, 5.0, 9.9], [0.0, 2.0, 11.0], [5.0, 40.0, 80.0]
-    r, f, m, names = score_arrays(EXPECTED, rec, freq, mon)
-    scalar = [score(EXPECTED, *row) for row in zip(rec, freq, mon)]
-    assert r.tolist() == [s.r for s in scalar] == [5, 3, 1]
-    assert f.tolist() == [s.f for s in scalar] == [1, 4, 5]
-    assert m.tolist() == [s.m for s in scalar] == [1, 3, 5]
-    assert names == [s.segment for s in scalar] == ["New", "Loyal", "Can't lose"]
+    rec, orders, spend = [0.5, 5.0, 9.9, 4.0], [1.0, 3.0, 11.0, 0.0], [5.0, 40.0, 80.0, 0.0]
+    r, f, m, names = score_arrays(EXPECTED, rec, orders, spend)
+    scalar = [score(EXPECTED, *row) for row in zip(rec, orders, spend)]
+    assert r.tolist() == [s.r for s in scalar] == [5, 3, 1, 0]
+    assert f.tolist() == [s.f for s in scalar] == [1, 4, 5, 0]
+    assert m.tolist() == [s.m for s in scalar] == [1, 3, 5, 0]
+    assert names == [s.segment for s in scalar] == ["New", "Loyal", "Can't lose", PROSPECT]
 
 
 def test_card_round_trip_and_validation():
@@ -70,11 +89,13 @@ def test_card_round_trip_and_validation():
     assert card["quantiles"] == [0.2, 0.4, 0.6, 0.8]
     assert RfmThresholds.from_card(card) == EXPECTED
     with pytest.raises(ValueError):
-        RfmThresholds.from_card({**card, "frequency": [3, 2, 1, 0]})
+        RfmThresholds.from_card({**card, "orders": [3, 2, 1, 0]})
 
 
-def test_thresholds_on_constant_feature():
-    got = fit_thresholds(np.ones(5), np.zeros(5), np.zeros(5))
-    assert got.frequency == (0.0, 0.0, 0.0, 0.0)
-    assert score(got, 1.0, 0.0, 0.0)[:3] == (5, 1, 1)
-    assert score(got, 2.0, 1.0, 1.0)[:3] == (1, 5, 5)
+def test_thresholds_need_a_customer():
+    with pytest.raises(ValueError, match="customers"):
+        fit_thresholds(np.ones(5), np.zeros(5), np.zeros(5))
+    got = fit_thresholds(np.ones(5), np.ones(5), np.ones(5))  # identical customers: every cut equal
+    assert got.orders == (1.0, 1.0, 1.0, 1.0)
+    assert score(got, 1.0, 1.0, 1.0)[:3] == (5, 1, 1)
+    assert score(got, 2.0, 2.0, 2.0)[:3] == (1, 5, 5)

@@ -1,5 +1,6 @@
-"""The batch job end to end into the local warehouse: every user and window assigned,
-dead letters queryable with the summary's counts, and reruns idempotent."""
+"""The batch job end to end into the local warehouse: every known user scored as of every
+date asked for, dead letters queryable with the summary's counts, reruns idempotent and
+authoritative."""
 
 import collections
 import datetime as dt
@@ -27,15 +28,16 @@ def events_file(tmp_path_factory):
     return path
 
 
-def expected_windows(path):
-    """(user_key, window_end) pairs the job must assign, worked out from the raw records.
+def expected_scorings(path, history_days):
+    """(user_key, score_date) pairs the job must write, worked out from the raw records.
 
     The generator gives valid events ids "e-<seed>-<n>" and corrupt records other ids
-    (or none); a valid event counts when it is consented and its id is new. Each of its
-    user's 30-day windows ending at a midnight after the event and at most the midnight
-    after the latest event (the as-of time) is expected.
+    (or none); a valid event counts when it is consented. The as-of time is the midnight
+    after the latest event; a user is scored as of it and the `history_days` midnights
+    before it, from the first midnight after their first event on. A scoring as of a
+    midnight describes the day before it.
     """
-    seen, times = set(), collections.defaultdict(list)
+    first = {}
     for line in path.read_bytes().splitlines():
         try:
             record = json.loads(line)
@@ -43,31 +45,33 @@ def expected_windows(path):
             continue
         if not isinstance(record, dict) or not str(record.get("event_id", "")).startswith("e-"):
             continue
-        consented = (record.get("consent") or {}).get("personalization") is True
-        if not consented or record["event_id"] in seen:
+        if (record.get("consent") or {}).get("personalization") is not True:
             continue
-        seen.add(record["event_id"])
         stamp = record["timestamp"]
         when = (dt.datetime.fromtimestamp(stamp / 1000, dt.timezone.utc) if isinstance(stamp, int)
                 else dt.datetime.fromisoformat(stamp).astimezone(dt.timezone.utc))
-        times[record["user_id"]].append(when)
-    latest = max(t for ts in times.values() for t in ts)
-    as_of = dt.datetime.combine(latest.date() + DAY, dt.time(), dt.timezone.utc)
+        user = record["user_id"]
+        first[user] = min(first.get(user, when), when)
+        first["__latest__"] = max(first.get("__latest__", when), when)
+    latest = first.pop("__latest__")
+    as_of = latest.date() + DAY
     pairs = set()
-    for user, stamps in times.items():
+    for user, when in first.items():
         key = pseudonymise(DEMO_ID_KEY, user)
-        for when in stamps:
-            first_end = dt.datetime.combine(when.date() + DAY, dt.time(), dt.timezone.utc)
-            for offset in range(30):
-                end = first_end + offset * DAY
-                if end <= as_of:
-                    pairs.add((key, end))
+        for back in range(history_days + 1):
+            midnight = as_of - back * DAY
+            if when.date() < midnight:
+                pairs.add((key, midnight - DAY))
     return pairs
 
 
+HISTORY_DAYS = 3
+
+
 def run_job(events_file, warehouse, dataset, run_id):
-    return batch.run(["--input", str(events_file), "--demo_key", "--run_id", run_id,
-                      "--bq_endpoint", warehouse.endpoint, "--bq_project", warehouse.project, "--bq_dataset", dataset])
+    return batch.run(["--input", str(events_file), "--demo_key", "--run_id", run_id, "--history_days",
+                      str(HISTORY_DAYS), "--bq_endpoint", warehouse.endpoint, "--bq_project", warehouse.project,
+                      "--bq_dataset", dataset])
 
 
 def table_rows(warehouse, dataset, table, order):
@@ -80,17 +84,28 @@ def test_batch_end_to_end(events_file, warehouse, unique_dataset):
     first.check()
     rows = table_rows(warehouse, unique_dataset, "segment_assignments", "row_key")
 
-    # Every user and window, once, from the shipped model.
-    assigned = {(row["user_key"], row["window_end"]) for row in rows}
+    # Every known user and scoring date, once, from the shipped model; silent users too.
+    assigned = {(row["user_key"], row["score_date"]) for row in rows}
     assert len(assigned) == len(rows)
-    assert assigned == expected_windows(events_file)
+    assert assigned == expected_scorings(events_file, HISTORY_DAYS)
     assert first.extra["assignments"] == len(rows)
     card = load_card(DEFAULT_MODEL_DIR)
     names = {segment["segment_id"]: segment["name"] for segment in card["segments"]}
     assert all(names[row["segment_id"]] == row["segment_name"] for row in rows)
     assert {row["model_version"] for row in rows} == {card["model_version"]}
     assert {row["feature_version"] for row in rows} == {FEATURE_VERSION}
-    assert all(row["window_end"] - row["window_start"] == 30 * DAY for row in rows)
+    assert all(row["is_final"] and row["scoring"] == "daily" for row in rows)
+    assert all(row["as_of"] == dt.datetime.combine(row["score_date"] + DAY, dt.time(), dt.timezone.utc)
+               for row in rows)
+    # Recency grows by a day a day for a user who did not buy in between.
+    by_user = collections.defaultdict(list)
+    for row in sorted(rows, key=lambda r: r["score_date"]):
+        by_user[row["user_key"]].append(row)
+    for history in by_user.values():
+        for before, after in zip(history, history[1:]):
+            if after["profile"]["last_purchase"] == before["profile"]["last_purchase"] and after["profile"][
+                    "last_purchase"] is not None:
+                assert after["features"]["recency_days"] - before["features"]["recency_days"] == pytest.approx(1.0)
 
     # The job made the analyst views while it ran.
     assert "views_error" not in first.extra
@@ -123,3 +138,30 @@ def test_default_model_loads_and_assigns():
     assigned = model.assign(centroids)
     # A segment's own centroid (in original units) is nearest to that segment.
     assert list(assigned.segment_id) == [segment["segment_id"] for segment in card["segments"]]
+
+
+def _line(event_id, user, day, kind="page_view", **properties):
+    stamp = (dt.datetime.combine(END - 3 * DAY, dt.time(12), dt.timezone.utc) + day * DAY).isoformat()
+    return json.dumps({"event_id": event_id, "user_id": user, "event_type": kind, "timestamp": stamp,
+                       "consent": {"analytics": True, "personalization": True},
+                       "properties": properties}).encode()
+
+
+def test_a_rerun_over_corrected_input_replaces_the_days_it_recomputed(tmp_path, warehouse, unique_dataset):
+    original = [_line("a1", "ann", 0), _line("a2", "ann", 1, "purchase", value=30.0), _line("b1", "ben", 0),
+                _line("b2", "ben", 1)]
+    corrected = [line for line in original if b'"a2"' not in line]  # ann's purchase was a test order
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(original) + b"\n")
+    args = ["--input", str(path), "--demo_key", "--as_of", str(END), "--bq_endpoint", warehouse.endpoint,
+            "--bq_project", warehouse.project, "--bq_dataset", unique_dataset]
+    batch.run(args + ["--run_id", "first"]).check()
+    before = {row["user_key"]: row for row in table_rows(warehouse, unique_dataset, "segment_assignments", "row_key")}
+    path.write_bytes(b"\n".join(corrected) + b"\n")
+    batch.run(args + ["--run_id", "corrected"]).check()
+    after = {row["user_key"]: row for row in table_rows(warehouse, unique_dataset, "segment_assignments", "row_key")}
+    ann, ben = pseudonymise(DEMO_ID_KEY, "ann"), pseudonymise(DEMO_ID_KEY, "ben")
+    assert set(after) == set(before) == {ann, ben}
+    assert (before[ann]["features"]["orders"], after[ann]["features"]["orders"]) == (1.0, 0.0)
+    assert after[ann]["event_count"] == 1 and after[ann]["assigned_at"] > before[ann]["assigned_at"]
+    assert after[ben] == before[ben]  # unchanged content: not rewritten, assigned_at included

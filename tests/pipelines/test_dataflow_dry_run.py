@@ -25,9 +25,8 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from google.cloud import dataflow
 
 from models.handler import assignment_handler
-from models.artifact import save_artifact
-from models.training import train_model
 from pipelines import batch, streaming
+from tests.support.models import save_small_model
 from transforms.bigquery.tables import TABLES, Table
 from transforms.bigquery.client import BigQueryTarget
 
@@ -39,10 +38,13 @@ DATAFLOW_FLAGS = [
     "--temp_location=gs://my-bucket/tmp", f"--sdk_container_image={IMAGE}",
 ]
 WRITE_URN = "beam:transform:write_to_big_query:v0"
-BATCH_STEPS = ["ReadEvents", "Privacy", "Features", "AssignSegments", "WriteAssignments", "WriteDeadLetters"]
-STREAMING_INGEST_STEPS = ["ReadPubSub", "ParseRecords", "Privacy", "Dedupe"]
+# The stable labels. "Profiles" (one per-user step keeping state, with the dedupe folded
+# in) replaced "Dedupe" and "Features" with the profile redesign: its state is not the old
+# windows', so that change is a drain and a new job, not an in-place update.
+BATCH_STEPS = ["ReadEvents", "Privacy", "AsOf", "Profiles", "AssignSegments", "WriteAssignments", "WriteDeadLetters"]
+STREAMING_INGEST_STEPS = ["ReadPubSub", "ParseRecords", "Privacy"]
 STREAMING_STEPS = STREAMING_INGEST_STEPS + [
-    "Features", "AssignSegments", "WriteAssignments", "WriteDeadLetters", "WriteAudit"]
+    "Profiles", "AssignSegments", "WriteAssignments", "WriteDeadLetters", "WriteAudit"]
 CAMEL_CASE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 
@@ -79,30 +81,9 @@ def offline():
         yield
 
 
-def _records() -> list[dict]:
-    """12 users in three well-separated groups, enough for a 3-cluster model."""
-    from transforms.contracts.feature_spec import MODEL_FEATURES
-
-    day = 86_400_000_000
-    rows = []
-    for group in range(3):
-        for i in range(4):
-            rec = {name: float(group * 10 + (i % 2)) for name in MODEL_FEATURES}
-            rec["purchase_days"] = group
-            rec.update(user_key=f"u{group}{i}", window_start_us=60 * day, window_end_us=90 * day,
-                       pane={"index": 0}, event_count=5,
-                       first_purchase_us=None if group == 0 else 61 * day + i * day,
-                       last_purchase_us=None if group == 0 else 80 * day + i * day)
-            rows.append(rec)
-    return rows
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    trained = train_model(_records(), until=90 * 86_400_000_000, k_range=(3, 3), silhouette_sample=100)
-    path = str(tmp_path_factory.mktemp("model") / "artifact")
-    save_artifact(path, trained.pipeline, trained.card_fields)
-    return path
+    return save_small_model(str(tmp_path_factory.mktemp("model") / "artifact"))
 
 
 def _dry_run(p: beam.Pipeline):

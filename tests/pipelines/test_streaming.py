@@ -1,12 +1,11 @@
 """The whole streaming job through the real Pub/Sub emulator into the local warehouse.
 
 Runs (not skips) wherever the project runs: it fails when the emulator is missing.
-The stream is judged against the wall clock: the DirectRunner's Pub/Sub reader holds
-the watermark at the current time, so an old event is beyond the lateness as soon as the
-lateness tracker of its shard has seen the watermark pass it. The first old event
-(``warm-up``) is what makes the tracker look: it is still accepted (a late pane),
-and once its row is in the warehouse the second old event, from two days ago with
-one-day windows and one hour of allowed lateness, is ``too_late``.
+The stream is judged against the wall clock: the DirectRunner's Pub/Sub reader holds the
+watermark at the current time. Carol's first event is three days old: her profile's
+daily re-scoring catches up through every midnight since, which moves her profile's
+clock to today; her second event, five days old, is then more than the allowed
+lateness (48 hours) behind it: ``too_late``.
 """
 
 from __future__ import annotations
@@ -68,23 +67,23 @@ def test_pubsub_to_warehouse_with_corrupt_and_too_late_events(warehouse, unique_
         return sorted((row["error_code"], row["source"]) for row in client.query(
             f"SELECT error_code, source FROM `{prefix}.dead_letters` WHERE run_id = '{RUN_ID}'").result())
 
+    def carol_dates() -> set:
+        return {row["score_date"] for row in client.query(
+            f"SELECT score_date FROM `{prefix}.segment_assignments` WHERE user_key = '{_user_key('carol')}' "
+            "AND scoring = 'daily'").result()}
+
     def audited_reads() -> int:
         return sum(row["read"] for row in client.query(
             f"SELECT read FROM `{prefix}.run_audit` WHERE mode = 'streaming' AND run_id LIKE '{RUN_ID}/%'"
         ).result())
 
     now_ms = time.time_ns() // 1_000_000
-    # Two days ago: past its window's end + 1 h of allowed lateness, but within the runner's
-    # margin (two more periods), so the warm-up event still reaches its window.
-    old_ms = now_ms - 2 * 86_400_000
-
     with pubsub_emulator.running(log_dir=tmp_path) as emulator:
         name = f"events-{uuid.uuid4().hex[:8]}"
         topic, subscription = emulator.create_topic_and_subscription(name, name + "-sub")
         options = PipelineOptions([
             "--subscription", subscription, "--model", model_dir, "--bq_endpoint", warehouse.endpoint,
             "--bq_project", warehouse.project, "--bq_dataset", unique_dataset,
-            "--window_size_days", "1", "--window_period_days", "1", "--allowed_lateness_hours", "1",
             "--early_firing_seconds", "1", "--audit_interval_seconds", "2",
         ])
         options.view_as(StandardOptions).streaming = True
@@ -100,14 +99,15 @@ def test_pubsub_to_warehouse_with_corrupt_and_too_late_events(warehouse, unique_
                 _event("a2", "alice", now_ms - 30_000, event_type="search", properties={"search_query": "shoes"}),
                 _event("b1", "bob", now_ms - 45_000),
                 b'{"event_id": "x1", "user_id": "mallory"',  # truncated JSON
-                _event("c1", "carol", old_ms),  # warm-up: accepted (late pane)
+                _event("c1", "carol", now_ms - 3 * 86_400_000),
             ], topic, rate=1000, restamp=False, keep_ids=True)
             assert (first.published, first.failed) == (5, 0)
             expected_users = {_user_key("alice"), _user_key("bob"), _user_key("carol")}
-            _wait_for(lambda: user_keys() >= expected_users,
+            today = dt.datetime.fromtimestamp(now_ms / 1000, dt.timezone.utc).date()
+            _wait_for(lambda: user_keys() >= expected_users and today - dt.timedelta(days=1) in carol_dates(),
                       lambda: f"assignments for alice, bob and carol; have {user_keys()} and {dead_letters()}")
 
-            late = publisher.publish_events([_event("c2", "carol", old_ms + 1_000)], topic, rate=1000,
+            late = publisher.publish_events([_event("c2", "carol", now_ms - 5 * 86_400_000)], topic, rate=1000,
                                             restamp=False, keep_ids=True)
             _wait_for(lambda: any(code == "too_late" for code, _ in dead_letters()), "the too_late dead letter")
             # One audit row per 2 s interval: together they count each of the 6 messages once.
@@ -118,8 +118,12 @@ def test_pubsub_to_warehouse_with_corrupt_and_too_late_events(warehouse, unique_
     assert user_keys() == expected_users
     assert dead_letters() == [("invalid_json", f"pubsub:{first.message_ids[3]}"),
                               ("too_late", f"pubsub:{late.message_ids[0]}")]
-    carol_windows = {(row["window_start"], row["event_count"]) for row in client.query(
-        f"SELECT window_start, event_count FROM `{prefix}.segment_assignments` "
-        f"WHERE user_key = '{_user_key('carol')}'").result()}
-    carol_day = dt.datetime.fromtimestamp(old_ms // 86_400_000 * 86_400, tz=dt.timezone.utc)
-    assert carol_windows == {(carol_day, 1)}  # the too-late event reached no window
+    carol = list(client.query(
+        f"SELECT score_date, scoring, event_count, features.days_since_last_event AS silent "
+        f"FROM `{prefix}.segment_assignments` WHERE user_key = '{_user_key('carol')}' ORDER BY score_date").result())
+    # Re-scored every midnight since her event (three days ago), silent longer each day; the
+    # too-late event reached no profile.
+    assert [row["event_count"] for row in carol] == [1] * len(carol)
+    assert len(carol) >= 3
+    silent = [row["silent"] for row in carol if row["scoring"] == "daily"]
+    assert silent == sorted(silent) and len(set(silent)) == len(silent)

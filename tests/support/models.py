@@ -1,7 +1,8 @@
-"""A tiny real model: three well-separated groups of identical feature records, and its artifact.
+"""A tiny real model: three well-separated groups of identical profile records, and its artifact.
 
 Each group's centroid is exactly its vector, so distances and segments are known exactly;
-BG/NBD gets the known `PARAMS` instead of a fit.
+BG/NBD gets the known `PARAMS` instead of a fit. Groups 0 and 1 are customers (4 and 2
+purchase days), group 2 never bought.
 """
 
 from __future__ import annotations
@@ -11,28 +12,34 @@ import numpy as np
 from models.artifact import save_artifact
 from models.bgnbd import BgNbdParams
 from models.training import train_model
-from transforms.contracts.feature_spec import MODEL_FEATURES, SKEWED_FEATURES
+from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS, SKEWED_FEATURES
 
 DAY_US = 86_400_000_000
 F = len(MODEL_FEATURES)
 SKEWED = np.array([name in SKEWED_FEATURES for name in MODEL_FEATURES])
-END_US = 90 * DAY_US
-START_US = END_US - 30 * DAY_US
+END_US = 90 * DAY_US  # the calibration end: every training record is as of it
+START_US = END_US - 30 * DAY_US  # purchase days are counted from here
 SIZES = (12, 10, 8)  # distinct sizes: fresh ids are 0, 1, 2 by decreasing size
+PURCHASE_DAYS = (4, 2, 0)
 PARAMS = BgNbdParams(0.5, 8.0, 0.7, 3.0)
 
 
 def group_vectors() -> np.ndarray:
     rng = np.random.default_rng(42)
-    v = np.where(SKEWED, rng.uniform(0.0, 50.0, (3, F)), rng.uniform(0.0, 1.0, (3, F)))
-    v[:, MODEL_FEATURES.index("purchase_days")] = [4, 2, 0]  # group 2 never buys
+    v = np.where(SKEWED, rng.uniform(1.0, 50.0, (3, F)), rng.uniform(0.0, 1.0, (3, F)))
+    v[:, MODEL_FEATURES.index("orders")] = [5, 2, 0]  # group 2 never bought
+    v[2, MODEL_FEATURES.index("spend_total")] = 0.0
+    v[2, MODEL_FEATURES.index("avg_order_value")] = 0.0
     return v
 
 
-def record(user: str, values: np.ndarray, first_day: float | None = None, last_day: float | None = None) -> dict:
+def record(user: str, values: np.ndarray, purchase_days: int, first_day: float | None = None,
+           last_day: float | None = None, as_of_us: int = END_US) -> dict:
+    """A profile record with the given model features and purchases (days after START_US)."""
     rec = {name: float(v) for name, v in zip(MODEL_FEATURES, values)}
-    rec["purchase_days"] = int(values[MODEL_FEATURES.index("purchase_days")])
-    rec.update(user_key=user, window_start_us=START_US, window_end_us=END_US, pane={"index": 0}, event_count=7,
+    rec.update({name: None for name in PROFILE_FACTS})
+    rec.update(user_key=user, as_of_us=as_of_us, scoring="daily", feature_version=FEATURE_VERSION, event_count=7,
+               purchase_days=purchase_days, first_seen_us=START_US, last_event_us=START_US + DAY_US,
                first_purchase_us=None if first_day is None else START_US + int(first_day * DAY_US),
                last_purchase_us=None if last_day is None else START_US + int(last_day * DAY_US))
     return rec
@@ -44,9 +51,8 @@ def training_records() -> list[dict]:
     rows = []
     for g, size in enumerate(SIZES):
         for i in range(size):
-            first, last = (1.0 + i, 20.0 + i / 2) if v[g, MODEL_FEATURES.index("purchase_days")] > 1 else (
-                (3.0 + i, 3.0 + i) if v[g, MODEL_FEATURES.index("purchase_days")] == 1 else (None, None))
-            rows.append(record(f"t{g}-{i:02d}", v[g], first, last))
+            first, last = ((1.0 + i, 20.0 + i / 2) if PURCHASE_DAYS[g] > 1 else (None, None))
+            rows.append(record(f"t{g}-{i:02d}", v[g], PURCHASE_DAYS[g], first, last))
     return rows
 
 

@@ -296,10 +296,10 @@ def test_template_argv_applies_defaults_booleans_and_sdk_image(template_args):
 
 def test_template_argv_parses_with_the_pipeline_options(template_args):
     argv = template_args.template_argv(
-        ["--input=gs://b/e.avro", "--demo_key=true", "--window_size_days=7"],
+        ["--input=gs://b/e.avro", "--demo_key=true", "--history_days=7"],
         {"warehouse": "bigquery"}, template_args.boolean_flags([SegmentsOptions, BatchOptions]), environ={})
     options = PipelineOptions(argv).view_as(BatchOptions)
-    assert (options.warehouse, options.demo_key, options.window_size_days, options.input) == \
+    assert (options.warehouse, options.demo_key, options.history_days, options.input) == \
         ("bigquery", True, 7, ["gs://b/e.avro"])
 
 

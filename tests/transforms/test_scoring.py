@@ -13,8 +13,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from models.artifact import load_card
 from models.handler import SegmentScorer, assignment_handler, score_batch, scoring_vector
 from tests.support.bgnbd_reference import expected_direct, p_alive_direct
-from tests.support.models import END_US, PARAMS, SIZES, START_US, DAY_US, group_vectors, record, save_small_model
-from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, SKEWED_FEATURES
+from tests.support.models import DAY_US, END_US, PARAMS, SIZES, group_vectors, record, save_small_model
+from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS, SKEWED_FEATURES
 from transforms.contracts.outcomes import DeadLetter, ErrorCode, Stage
 from transforms.scoring import AssignSegments, FailedToDeadLetters
 
@@ -35,9 +35,12 @@ def scaled(X: np.ndarray) -> np.ndarray:
 
 
 def rfm_scores(values: np.ndarray) -> tuple[int, int, int]:
-    train = np.repeat(group_vectors(), SIZES, axis=0)
+    """R, F, M with cut points at the 20/40/60/80 % quantiles of the training CUSTOMERS (groups 0, 1)."""
+    if values[MODEL_FEATURES.index("orders")] <= 0:
+        return 0, 0, 0
+    train = np.repeat(group_vectors()[:2], SIZES[:2], axis=0)
     scores = []
-    for name in ("recency_days", "frequency", "monetary_total"):
+    for name in ("recency_days", "orders", "spend_total"):
         i = MODEL_FEATURES.index(name)
         cuts = np.quantile(train[:, i], [0.2, 0.4, 0.6, 0.8])
         scores.append(1 + sum(1 for c in cuts if c < values[i]))
@@ -60,27 +63,27 @@ def expected_assignment(rec: dict, card: dict) -> dict:
     d = np.sqrt(((scaled(values[None, :])[0] - centroids) ** 2).sum(axis=1))
     nearest = int(d.argmin())
     r, f, m = rfm_scores(values)
-    if rec["purchase_days"] > 0:
-        first = (rec["first_purchase_us"] - START_US) / DAY_US
+    customer = rec["purchase_days"] > 0
+    if customer:
         x = rec["purchase_days"] - 1
         t_x = (rec["last_purchase_us"] - rec["first_purchase_us"]) / DAY_US
-        T = (END_US - rec["first_purchase_us"]) / DAY_US
-        assert first >= 0
+        T = (rec["as_of_us"] - rec["first_purchase_us"]) / DAY_US
+        alive, expected = p_alive_direct(PARAMS, x, t_x, T), expected_direct(PARAMS, 30.0, x, t_x, T)
     else:
-        x, t_x, T = 0, 0.0, 30.0
-    alive = p_alive_direct(PARAMS, x, t_x, T)
+        alive = expected = None  # BG/NBD describes customers only
     names = {s["segment_id"]: s["name"] for s in card["segments"]}
     return {
-        "user_key": rec["user_key"], "window_start_us": START_US, "window_end_us": END_US, "pane": {"index": 0},
+        "user_key": rec["user_key"], "as_of_us": rec["as_of_us"], "scoring": "daily",
         "segment_id": nearest,  # group g has the g-th largest size, so its fresh id is g
         "segment_name": names[nearest],
         "distance": float(d[nearest]),
         "margin": float(np.sort(d)[1] - d[nearest]),
-        "rfm": {"r": r, "f": f, "m": m, "rfm_segment": RF_TABLE[r][f - 1]},
+        "rfm": {"r": r, "f": f, "m": m, "rfm_segment": RF_TABLE[r][f - 1] if r else "Prospect"},
         "p_alive": alive,
-        "expected_purchases_30d": expected_direct(PARAMS, 30.0, x, t_x, T),
-        "churn_risk": 1.0 - alive,
+        "expected_purchases_30d": expected,
+        "churn_risk": None if alive is None else 1.0 - alive,
         "features": {n: float(rec[n]) for n in MODEL_FEATURES},
+        "profile": {n: rec[n] for n in PROFILE_FACTS},
         "feature_version": FEATURE_VERSION,
         "model_version": card["model_version"],
         "event_count": 7,
@@ -88,6 +91,8 @@ def expected_assignment(rec: dict, card: dict) -> dict:
 
 
 def _close(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
     if isinstance(a, float) or isinstance(b, float):
@@ -107,14 +112,12 @@ def approx_rows(expected: list[dict]):
 
 def inputs() -> list[dict]:
     v = group_vectors()
-    between = v[0].copy()
-    free = np.array([n not in ("purchase_days",) for n in MODEL_FEATURES])
-    between[free] = 0.7 * v[0][free] + 0.3 * v[1][free]
+    between = 0.7 * v[0] + 0.3 * v[1]
     return [
-        record("at-0", v[0], first_day=2.0, last_day=25.5),
-        record("at-1", v[1], first_day=10.0, last_day=12.0),
-        record("at-2", v[2]),  # no purchase in the window
-        record("between", between, first_day=0.0, last_day=29.0),
+        record("at-0", v[0], 4, first_day=2.0, last_day=25.5),
+        record("at-1", v[1], 2, first_day=10.0, last_day=12.0, as_of_us=END_US + 40 * DAY_US),  # silent 40 days more
+        record("at-2", v[2], 0),  # never bought
+        record("between", between, 3, first_day=0.0, last_day=29.0),
     ]
 
 
@@ -124,7 +127,7 @@ def test_assignments_exact(model_dir):
     expected = [expected_assignment(rec, card) for rec in good]
     assert [e["segment_id"] for e in expected] == [0, 1, 2, 0]
     assert expected[0]["distance"] == pytest.approx(0.0, abs=1e-9)  # the points sit on the centroids
-    missing = {k: v for k, v in good[0].items() if k != "sessions"}
+    missing = {k: v for k, v in good[0].items() if k != "sessions_30d"}
     missing["user_key"] = "missing-feature"
     nan = dict(good[1], user_key="nan-feature", bounce_rate=float("nan"))
     with TestPipeline() as p:
@@ -144,7 +147,8 @@ def test_score_batch_directly(model_dir):
     for rec, row in zip(inputs(), got):
         r, f, m = rfm_scores(np.array([rec[n] for n in MODEL_FEATURES]))
         assert (row.rfm_r, row.rfm_f, row.rfm_m) == (r, f, m)
-        assert row.rfm_segment == RF_TABLE[r][f - 1]
+        assert row.rfm_segment == (RF_TABLE[r][f - 1] if r else "Prospect")
+        assert (row.p_alive is None) == (rec["purchase_days"] == 0)
         assert row.model_version == card["model_version"]
 
 

@@ -85,7 +85,8 @@ def view_digest(sql: str) -> str:
     return hashlib.sha256(sql.encode("utf-8")).hexdigest()[:63]
 
 
-_DDL_TYPES = {"STRING": "STRING", "INT64": "INT64", "FLOAT64": "FLOAT64", "BOOL": "BOOL", "TIMESTAMP": "TIMESTAMP"}
+_DDL_TYPES = {"STRING": "STRING", "INT64": "INT64", "FLOAT64": "FLOAT64", "BOOL": "BOOL", "TIMESTAMP": "TIMESTAMP",
+              "DATE": "DATE"}
 
 
 def _ddl_type(field: Field) -> str:
@@ -112,7 +113,9 @@ def render_ddl(spec: TableSpec, project: str = "${project}", dataset: str = "${d
         ")",
     ]
     if spec.partition_field:
-        lines.append(f"PARTITION BY DATE({spec.partition_field})")
+        kind = next(f["type"] for f in spec.schema if f["name"] == spec.partition_field)
+        lines.append(f"PARTITION BY {spec.partition_field}" if kind == "DATE"
+                     else f"PARTITION BY DATE({spec.partition_field})")
     if spec.clustering:
         lines.append(f"CLUSTER BY {', '.join(spec.clustering)}")
     lines.append(f"OPTIONS (description = {json.dumps(spec.description)});")

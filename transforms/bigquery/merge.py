@@ -1,7 +1,17 @@
-"""The MERGE that makes writes idempotent: staged rows into a table, on its merge key.
+"""The MERGE that makes writes idempotent and reruns authoritative: staged rows into a table, on its key.
 
-Shared by the production batch path (after Beam's FILE_LOADS into a staging table),
-the local sink, and the analyst views' notion of "most final" (`pane_rank_sql`).
+Shared by the production batch path (after Beam's FILE_LOADS into a staging table) and
+the local sink. The rule, for a row of `segment_assignments` (one per user, day and model
+version):
+
+* an unseen key is inserted;
+* an existing row is replaced by a scoring as of a later time (a later update of the same
+  day), or by a scoring as of the same time whose content differs: a rerun over corrected
+  input replaces the rows of the days it recomputed, while writing the same rows again
+  changes nothing (``assigned_at`` included), because their ``content_sha256`` is equal;
+* a scoring as of an earlier time never replaces a later one.
+
+Among the staged rows themselves, the latest scoring per key wins.
 """
 
 from __future__ import annotations
@@ -11,26 +21,12 @@ from typing import Sequence
 from transforms.bigquery.tables import TableSpec
 
 
-def pane_rank_sql(column: str) -> str:
-    """How final a pane is: late 2, on_time/unknown 1, early 0 (same rule as the views)."""
-    return (
-        f"CASE LOWER({column}) WHEN 'late' THEN 2 WHEN 'on_time' THEN 1 "
-        f"WHEN 'unknown' THEN 1 ELSE 0 END"
-    )
-
-
 def merge_sql(spec: TableSpec, target_table: str, staging_tables: Sequence[str]) -> str:
-    """MERGE staged rows (one staging table or several) into the target on the spec's merge key.
-
-    Unseen keys are inserted. A key already present is replaced only by a more final
-    row (higher pane rank, or equal rank and more events), so re-merging the same rows
-    is a no-op. Within the staged rows the most final row per key wins.
-    """
+    """MERGE staged rows (one staging table or several) into the target (the rule: module docstring)."""
     if spec.merge_key != "row_key":
         raise ValueError(f"{spec.name} has no MERGE rule")
     staged = "\n  UNION ALL\n".join(f"  SELECT * FROM `{table}`" for table in staging_tables)
     cols = [f["name"] for f in spec.schema]
-    rank_s, rank_t = pane_rank_sql("s.pane"), pane_rank_sql("t.pane")
     return (
         f"MERGE `{target_table}` AS t\n"
         f"USING (\n"
@@ -38,11 +34,11 @@ def merge_sql(spec: TableSpec, target_table: str, staging_tables: Sequence[str])
         f"  WHERE TRUE\n"
         f"  QUALIFY ROW_NUMBER() OVER (\n"
         f"    PARTITION BY row_key\n"
-        f"    ORDER BY {pane_rank_sql('pane')} DESC, event_count DESC, assigned_at DESC) = 1\n"
+        f"    ORDER BY as_of DESC, event_count DESC, content_sha256 DESC, assigned_at DESC) = 1\n"
         f") AS s\n"
         f"ON t.row_key = s.row_key\n"
-        f"WHEN MATCHED AND ({rank_s} > {rank_t}\n"
-        f"  OR ({rank_s} = {rank_t} AND s.event_count > t.event_count)) THEN\n"
+        f"WHEN MATCHED AND (s.as_of > t.as_of\n"
+        f"  OR (s.as_of = t.as_of AND s.content_sha256 != t.content_sha256)) THEN\n"
         f"  UPDATE SET {', '.join(f'{c} = s.{c}' for c in cols if c != 'row_key')}\n"
         f"WHEN NOT MATCHED THEN\n"
         f"  INSERT ({', '.join(cols)})\n"

@@ -3,8 +3,8 @@
 Row representation (one per table, shared by the production and the local paths):
 plain ``dict`` of JSON-compatible Python values; TIMESTAMP columns are strings in
 BigQuery's canonical form ``"YYYY-MM-DD HH:MM:SS.ffffff UTC"`` (accepted by load jobs,
-streaming inserts and the local sink's newline-delimited JSON loads);
-RECORD columns are nested dicts; REPEATED columns are lists.
+streaming inserts and the local sink's newline-delimited JSON loads); DATE columns are
+``"YYYY-MM-DD"``; RECORD columns are nested dicts; REPEATED columns are lists.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import json
 import math
 from collections import abc
 from typing import Any, Mapping, Optional, Sequence
+
+import orjson
 
 from transforms.bigquery.tables import Field, NULLABLE, REPEATED, REQUIRED, Table
 from transforms.contracts.outcomes import DeadLetter, ErrorCode, Stage
@@ -105,10 +107,32 @@ def _ts(micros: Any) -> Any:
     return micros  # left for validate_row to reject
 
 
-def row_key(user_key: Any, window_start_us: Any, window_end_us: Any, model_version: Any) -> str:
-    """Deterministic identity of an assignment: the same on every rerun."""
-    text = "\x1f".join(str(_plain(v)) for v in (user_key, window_start_us, window_end_us, model_version))
+def date_text(day_number: int) -> str:
+    """A UTC day number (days since the epoch) as BigQuery's DATE text, ``YYYY-MM-DD``."""
+    return _second_text(int(day_number) * 86_400)[:10]
+
+
+def score_date(as_of_us: int) -> str:
+    """The UTC day a scoring as of `as_of_us` describes: the day of its last included microsecond.
+
+    A scoring as of a midnight closes the day before it.
+    """
+    return date_text((int(as_of_us) - 1) // 86_400_000_000)
+
+
+def row_key(user_key: Any, day: Any, model_version: Any) -> str:
+    """Deterministic identity of an assignment row: one per user, score date and model version."""
+    text = "\x1f".join(str(_plain(v)) for v in (user_key, day, model_version))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _profile_values(profile: Any) -> Any:
+    """The profile facts with `_us` times as TIMESTAMP text under their names without the suffix."""
+    if not isinstance(profile, abc.Mapping):
+        return profile
+    return {(name[:-3] if name.endswith("_us") else name): (_ts(v) if name.endswith("_us") and v is not None
+                                                            else _plain(v))
+            for name, v in profile.items()}
 
 
 def assignment_row(assignment: Mapping[str, Any], assigned_at_us: int) -> dict:
@@ -119,38 +143,49 @@ def assignment_row(assignment: Mapping[str, Any], assigned_at_us: int) -> dict:
     assignment that are not columns are not copied.
 
     Args:
-        assignment: user_key, window_start_us, window_end_us, pane, segment_id,
-            segment_name, distance, margin, rfm {r, f, m, rfm_segment}, p_alive,
-            expected_purchases_30d, churn_risk, features {name: float},
-            feature_version, model_version, event_count.
+        assignment: user_key, as_of_us, scoring, segment_id, segment_name, distance, margin,
+            rfm {r, f, m, rfm_segment}, p_alive, expected_purchases_30d, churn_risk,
+            features {name: float}, profile {fact: value}, feature_version, model_version,
+            event_count (`models.handler.to_assignment`).
         assigned_at_us: processing time of the write, UTC microseconds.
 
     Returns:
-        The row, with `row_key` and `assigned_at` added.
+        The row, with `row_key`, `score_date`, `is_final`, `content_sha256` and `assigned_at` added.
     """
     a = assignment
-    rfm = a.get("rfm")
-    features = a.get("features")
-    return {
-        "row_key": row_key(a.get("user_key"), a.get("window_start_us"), a.get("window_end_us"), a.get("model_version")),
+    as_of = _plain(a.get("as_of_us"))
+    valid_time = isinstance(as_of, int) and not isinstance(as_of, bool)
+    day = score_date(as_of) if valid_time else None
+    row = {
+        "row_key": row_key(a.get("user_key"), day, a.get("model_version")),
         "user_key": a.get("user_key"),
-        "window_start": _ts(a.get("window_start_us")),
-        "window_end": _ts(a.get("window_end_us")),
-        "pane": a.get("pane"),
+        "score_date": day,
+        "as_of": _ts(as_of),
+        "is_final": valid_time and as_of % 86_400_000_000 == 0,
+        "scoring": a.get("scoring"),
         "segment_id": _plain(a.get("segment_id")),
         "segment_name": a.get("segment_name"),
         "distance": _plain(a.get("distance")),
         "margin": _plain(a.get("margin")),
-        "rfm": _plain_values(rfm),
+        "rfm": _plain_values(a.get("rfm")),
         "p_alive": _plain(a.get("p_alive")),
         "expected_purchases_30d": _plain(a.get("expected_purchases_30d")),
         "churn_risk": _plain(a.get("churn_risk")),
-        "features": _plain_values(features),
+        "features": _plain_values(a.get("features")),
+        "profile": _profile_values(a.get("profile")),
         "feature_version": a.get("feature_version"),
         "model_version": a.get("model_version"),
         "event_count": _plain(a.get("event_count")),
-        "assigned_at": format_timestamp(assigned_at_us),
     }
+    row["content_sha256"] = content_sha256(row)
+    row["assigned_at"] = format_timestamp(assigned_at_us)
+    return row
+
+
+def content_sha256(row: Mapping[str, Any]) -> str:
+    """The digest of a row's content: every column but `row_key`, `content_sha256` and `assigned_at`."""
+    content = {k: v for k, v in row.items() if k not in ("row_key", "content_sha256", "assigned_at")}
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=repr)).hexdigest()
 
 
 def dead_letter_row(dl: DeadLetter, run_id: str | None) -> dict:
@@ -282,6 +317,14 @@ def _check_value(value: Any, type_: str, subfields: Optional[Sequence[Field]], p
         ok = False
     elif type_ == "BOOL":
         ok = isinstance(value, bool)
+    elif type_ == "DATE":
+        if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
+            try:
+                dt.date.fromisoformat(value)
+                return []
+            except ValueError:
+                pass
+        return [f"{path}: DATE not in 'YYYY-MM-DD' form: {value!r}"[:300]]
     elif type_ == "TIMESTAMP":
         if not isinstance(value, str):
             ok = False

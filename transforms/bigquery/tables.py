@@ -14,7 +14,7 @@ import dataclasses
 import enum
 from typing import Any, Mapping, Sequence
 
-from transforms.contracts.feature_spec import MODEL_FEATURES
+from transforms.contracts.feature_spec import MODEL_FEATURES, PROFILE_FACTS
 
 REQUIRED = "REQUIRED"
 NULLABLE = "NULLABLE"
@@ -41,32 +41,37 @@ class Table(str, enum.Enum):
 
 # The features RECORD is derived from the model-input contract, never retyped.
 FEATURES_FIELDS: tuple[dict, ...] = tuple(_f(name, "FLOAT64") for name in MODEL_FEATURES)
+# The profile facts, from the same contract: `_us` fields become TIMESTAMPs without the suffix.
+PROFILE_FIELDS: tuple[dict, ...] = tuple(_f(name.removesuffix("_us"), kind) for name, kind in PROFILE_FACTS.items())
 
 RFM_FIELDS: tuple[dict, ...] = (
-    _f("r", "INT64"),
+    _f("r", "INT64"),  # 1-5; 0 for a prospect (no purchase yet)
     _f("f", "INT64"),
     _f("m", "INT64"),
     _f("rfm_segment", "STRING"),
 )
 
 SEGMENT_ASSIGNMENTS_SCHEMA: tuple[dict, ...] = (
-    _f("row_key", "STRING", REQUIRED),  # sha256(user_key, window_start, window_end, model_version)
+    _f("row_key", "STRING", REQUIRED),  # sha256(user_key, score_date, model_version)
     _f("user_key", "STRING", REQUIRED),
-    _f("window_start", "TIMESTAMP", REQUIRED),
-    _f("window_end", "TIMESTAMP", REQUIRED),
-    _f("pane", "STRING", REQUIRED),  # early | on_time | late | unknown
+    _f("score_date", "DATE", REQUIRED),  # the UTC day this scoring describes: DATE(as_of - 1 microsecond)
+    _f("as_of", "TIMESTAMP", REQUIRED),  # the profile read every event before this time, none after
+    _f("is_final", "BOOL", REQUIRED),  # as_of is the end of score_date: the day's last word
+    _f("scoring", "STRING", REQUIRED),  # daily (the clock passed a midnight) | event (the user acted)
     _f("segment_id", "INT64", REQUIRED),
     _f("segment_name", "STRING", REQUIRED),
     _f("distance", "FLOAT64"),
     _f("margin", "FLOAT64"),
     _f("rfm", "RECORD", NULLABLE, RFM_FIELDS),
-    _f("p_alive", "FLOAT64"),
+    _f("p_alive", "FLOAT64"),  # NULL for a prospect: BG/NBD describes customers
     _f("expected_purchases_30d", "FLOAT64"),
     _f("churn_risk", "FLOAT64"),
     _f("features", "RECORD", NULLABLE, FEATURES_FIELDS),
+    _f("profile", "RECORD", NULLABLE, PROFILE_FIELDS),
     _f("feature_version", "STRING", REQUIRED),
     _f("model_version", "STRING", REQUIRED),
-    _f("event_count", "INT64", REQUIRED),
+    _f("event_count", "INT64", REQUIRED),  # the user's events before as_of
+    _f("content_sha256", "STRING", REQUIRED),  # every column above but row_key: what a rerun compares
     _f("assigned_at", "TIMESTAMP", REQUIRED),  # processing time, separate from event time
 )
 
@@ -105,7 +110,7 @@ class TableSpec:
     Attributes:
         table: which table.
         schema: the fields (REST representation, with modes).
-        partition_field: TIMESTAMP column of DAY time partitioning, or None.
+        partition_field: TIMESTAMP or DATE column of DAY time partitioning, or None.
         clustering: clustering columns, in order.
         merge_key: column that identifies a row across reruns; writes MERGE on it
             instead of appending. None means append-only.
@@ -128,10 +133,11 @@ TABLES: dict[Table, TableSpec] = {
     Table.SEGMENT_ASSIGNMENTS: TableSpec(
         Table.SEGMENT_ASSIGNMENTS,
         SEGMENT_ASSIGNMENTS_SCHEMA,
-        partition_field="window_end",
+        partition_field="score_date",
         clustering=("segment_id", "user_key"),
         merge_key="row_key",
-        description="One row per user, window and model version: the segment and the features behind it.",
+        description="One row per user, day and model version: the user's segment as of the latest scoring of "
+                    "that day, with the scores and the profile behind it.",
     ),
     Table.DEAD_LETTERS: TableSpec(
         Table.DEAD_LETTERS,

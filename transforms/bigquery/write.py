@@ -13,18 +13,19 @@ validation (`transforms.bigquery.rows`) and the MERGE statement (`transforms.big
     Java expansion service jar fetched from Maven, which breaks the offline
     ``DataflowRunner --dry_run`` build and adds a JVM to the launcher. Streaming inserts
     are pure Python, give per-row errors (``failed_rows_with_errors``, routed to the
-    dead letters) and best-effort de-duplication by insert id. Rows of successive
-    panes of one window share a ``row_key``; the views pick the most final one.
+    dead letters) and best-effort de-duplication by insert id. Successive scorings of a
+    user's day share a ``row_key``; the views pick the latest.
   - Tables are created if needed from the schema constants, with partitioning and
     clustering passed as ``additional_bq_parameters`` (``transforms.bigquery.admin.setup``
     creates them ahead of time in the normal flow).
 
 * **Local** (``BigQueryTarget.endpoint`` set): `transforms.bigquery.local_sink`.
 
-Idempotent reruns: ``row_key = sha256(user_key, window_start, window_end,
-model_version)``. The MERGE inserts unseen keys and replaces an existing row only when
-the new one is more final (later pane, or same pane with more events), so writing the
-same assignments again changes nothing, ``assigned_at`` included.
+Idempotent, authoritative reruns: ``row_key = sha256(user_key, score_date, model_version)``.
+The MERGE inserts unseen keys and replaces an existing row with a later scoring, or with
+one as of the same time whose content differs (`transforms.bigquery.merge`), so writing
+the same assignments again changes nothing, ``assigned_at`` included, while a rerun over
+corrected input replaces the days it recomputed.
 
 Every row is validated against its schema first; a row that fails (or that BigQuery
 refuses) becomes a ``DeadLetter`` (``ErrorCode.ROW_REJECTED``, ``Stage.WRITE``, the row
@@ -146,8 +147,8 @@ class WriteTable(beam.PTransform):
         self._to_row = to_row
 
     def expand(self, rows: beam.PCollection[dict]) -> beam.PCollection[DeadLetter]:
-        # Rows carry their window bounds as columns; batching across windows turns a
-        # user's 30 overlapping windows into one load instead of 30.
+        # Rows carry their day as a column; rows from a windowed stage are loaded together,
+        # across windows, rather than in one load per window.
         if not rows.windowing.is_default():  # bounded runs are in the global window already
             rows = rows | "AcrossWindows" >> beam.WindowInto(window.GlobalWindows())
         checked = (rows

@@ -62,6 +62,7 @@ PROPERTY_FIELDS: dict[str, str] = {
     "search_query": "string",
     "campaign": "string",
     "duration_s": "number",
+    "order_id": "string",
 }
 # Accepted alternative duration units, normalised to seconds: name -> seconds per unit.
 DURATION_ALIASES: dict[str, float] = {"duration_ms": 0.001, "duration_min": 60.0}
@@ -93,6 +94,10 @@ class Event(NamedTuple):
     duration_s: Optional[float] = None  # seconds
     consent_analytics: Optional[bool] = None
     consent_personalization: Optional[bool] = None
+    order_id: Optional[str] = None  # groups the purchase lines of one order
+    # The UTC offset the timestamp was written with, in minutes (None: epoch milliseconds):
+    # local time of day is read in it.
+    utc_offset_min: Optional[int] = None
     source: str = ""  # where it came from: "path:line", "path#record" or "pubsub:<message id>"
 
 
@@ -110,6 +115,7 @@ EXAMPLE_EVENT: dict = {
         "value": 89.90,
         "currency": "EUR",
         "quantity": 1,
+        "order_id": "o-7781",
     },
     "consent": {"analytics": True, "personalization": True},
 }

@@ -1,12 +1,9 @@
-"""The batch notion of "now": windows that end after the data do not exist yet.
+"""The batch notion of "now": the time a bounded run scores its users as of.
 
-In streaming a sliding window fires when the watermark passes its end, so a
-window that ends in the future has not fired. A bounded run's watermark jumps
-to the end of time, which would also fire the ~30 windows that start during the
-data and end after it, each describing a future nobody has seen (a user would
-look dormant in all of them). `KeepWindowsEndingBy` drops those: it keeps the
-records whose window ends at or before the as-of time, by default the midnight
-(UTC) after the latest event.
+A streaming job scores users as the event-time clock passes each midnight; a bounded
+run's clock jumps to the end of time, so it is told when "now" is: ``--as_of`` (a UTC
+date, at midnight), or by default the midnight (UTC) after the latest event, so that
+the last day of data is a whole day and nothing after the data is invented.
 """
 
 from __future__ import annotations
@@ -64,19 +61,3 @@ class _LatestEventTime(beam.CombineFn):
 
     def extract_output(self, latest: Optional[int]) -> Optional[int]:
         return latest
-
-
-class KeepWindowsEndingBy(beam.PTransform):
-    """Keeps feature records whose `window_end_us` is at or before the as-of time.
-
-    Args:
-      as_of_us: the singleton made by `AsOfMicros`.
-    """
-
-    def __init__(self, as_of_us: beam.PCollection[int]):
-        super().__init__()
-        self._as_of_us = as_of_us
-
-    def expand(self, records: beam.PCollection[dict]) -> beam.PCollection[dict]:
-        return records | "EndedByAsOf" >> beam.Filter(
-            lambda record, as_of: record["window_end_us"] <= as_of, beam.pvalue.AsSingleton(self._as_of_us))

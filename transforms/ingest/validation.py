@@ -118,7 +118,7 @@ def validate_record(obj: Any, source: str, config: ValidationConfig) -> Event:
         raise InvalidEvent(ErrorCode.UNKNOWN_EVENT_TYPE, f"event_type {event_type[:64]!r} is not one of the contract's")
     if "timestamp" not in obj or obj["timestamp"] is None:
         raise InvalidEvent(ErrorCode.MISSING_FIELD, "timestamp is required")
-    timestamp_us = _timestamp_us(obj["timestamp"])
+    timestamp_us, utc_offset_min = _timestamp_us(obj["timestamp"])
     if not config.earliest_us <= timestamp_us <= config.latest_us:
         raise InvalidEvent(
             ErrorCode.TIMESTAMP_OUT_OF_RANGE,
@@ -175,6 +175,8 @@ def validate_record(obj: Any, source: str, config: ValidationConfig) -> Event:
         _duration_s(props),
         consent_values["analytics"],
         consent_values["personalization"],
+        _text(props, "order_id", label="properties.order_id"),
+        utc_offset_min,
         source,
     ))
 
@@ -231,11 +233,12 @@ def _duration_s(props: Mapping) -> Optional[float]:
     return seconds
 
 
-def _timestamp_us(value: Any) -> int:
+def _timestamp_us(value: Any) -> tuple[int, Optional[int]]:
+    """(UTC microseconds, the offset it was written with in minutes; None for epoch milliseconds)."""
     if isinstance(value, bool):
         raise InvalidEvent(ErrorCode.BAD_TYPE, "timestamp is a bool")
     if isinstance(value, int):  # epoch milliseconds
-        return value * 1000
+        return value * 1000, None
     if not isinstance(value, str):
         raise InvalidEvent(ErrorCode.BAD_TYPE, f"timestamp is a {type(value).__name__}, not a string or integer")
     try:
@@ -244,8 +247,8 @@ def _timestamp_us(value: Any) -> int:
         raise InvalidEvent(ErrorCode.BAD_TIMESTAMP, f"timestamp {value[:64]!r} is not RFC 3339") from None
     if parsed.tzinfo is None:
         raise InvalidEvent(ErrorCode.BAD_TIMESTAMP, f"timestamp {value[:64]!r} has no UTC offset")
-    delta = parsed - _EPOCH
-    return _micros(delta)
+    offset = parsed.utcoffset()
+    return _micros(parsed - _EPOCH), (offset.days * 86_400 + offset.seconds) // 60
 
 
 def _render_us(timestamp_us: int) -> str:

@@ -2,9 +2,10 @@
 CREATE TABLE IF NOT EXISTS `${project}.${dataset}.segment_assignments` (
   row_key STRING NOT NULL,
   user_key STRING NOT NULL,
-  window_start TIMESTAMP NOT NULL,
-  window_end TIMESTAMP NOT NULL,
-  pane STRING NOT NULL,
+  score_date DATE NOT NULL,
+  as_of TIMESTAMP NOT NULL,
+  is_final BOOL NOT NULL,
+  scoring STRING NOT NULL,
   segment_id INT64 NOT NULL,
   segment_name STRING NOT NULL,
   distance FLOAT64,
@@ -13,12 +14,14 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.segment_assignments` (
   p_alive FLOAT64,
   expected_purchases_30d FLOAT64,
   churn_risk FLOAT64,
-  features STRUCT<recency_days FLOAT64, frequency FLOAT64, purchase_days FLOAT64, monetary_total FLOAT64, monetary_avg FLOAT64, email_opens FLOAT64, email_clicks FLOAT64, email_ctr FLOAT64, social_interactions FLOAT64, sessions FLOAT64, avg_session_duration_s FLOAT64, pages_per_session FLOAT64, bounce_rate FLOAT64, active_days FLOAT64, product_views FLOAT64, searches FLOAT64, intensity FLOAT64, funnel_stage FLOAT64, cart_adds FLOAT64, cart_abandonment_rate FLOAT64, checkout_starts FLOAT64, top_category_share FLOAT64, category_entropy FLOAT64, tenure_days FLOAT64, share_night FLOAT64, share_morning FLOAT64, share_afternoon FLOAT64, share_evening FLOAT64>,
+  features STRUCT<active_days_7d FLOAT64, active_days_30d FLOAT64, active_days_90d FLOAT64, sessions_30d FLOAT64, days_since_last_event FLOAT64, tenure_days FLOAT64, page_views_per_session FLOAT64, product_views_per_session FLOAT64, searches_per_session FLOAT64, cart_adds_per_session FLOAT64, avg_session_duration_s FLOAT64, bounce_rate FLOAT64, cart_abandonment_rate FLOAT64, purchase_session_share FLOAT64, funnel_stage_7d FLOAT64, social_share FLOAT64, app_share FLOAT64, store_share FLOAT64, mobile_share FLOAT64, email_opens_30d FLOAT64, email_ctr FLOAT64, share_night FLOAT64, share_morning FLOAT64, share_afternoon FLOAT64, share_evening FLOAT64, weekend_share FLOAT64, top_category_share FLOAT64, category_entropy FLOAT64, orders FLOAT64, orders_90d FLOAT64, recency_days FLOAT64, spend_total FLOAT64, avg_order_value FLOAT64, refund_rate FLOAT64>,
+  profile STRUCT<first_seen TIMESTAMP, last_event TIMESTAMP, first_purchase TIMESTAMP, last_purchase TIMESTAMP, purchase_days INT64, unpriced_lines INT64, top_category_30d STRING, funnel_stage_30d STRING, reporting_currency STRING>,
   feature_version STRING NOT NULL,
   model_version STRING NOT NULL,
   event_count INT64 NOT NULL,
+  content_sha256 STRING NOT NULL,
   assigned_at TIMESTAMP NOT NULL
 )
-PARTITION BY DATE(window_end)
+PARTITION BY score_date
 CLUSTER BY segment_id, user_key
-OPTIONS (description = "One row per user, window and model version: the segment and the features behind it.");
+OPTIONS (description = "One row per user, day and model version: the user's segment as of the latest scoring of that day, with the scores and the profile behind it.");

@@ -1,9 +1,12 @@
-"""The analyst views, run on the local warehouse over hand-made assignments and checked
-against plain-Python computations over the same assignments; plus the DDL files."""
+"""The analyst views, run on the local warehouse over hand-made assignments; plus the DDL files.
+
+Expected rows are written out (segments, days, counts, shares) or, for feature statistics,
+computed with plain Python (`statistics`) over the same assignments.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import math
 import random
 import re
 import statistics
@@ -12,16 +15,17 @@ from collections import defaultdict
 import pytest
 
 from devtools import query
+from tests.support.assignments import (
+    DAY_US, MODEL_A, MODEL_B, T0, assignment, calendar_day, closing, during, utc,
+)
 from transforms.bigquery import admin as bq_admin
 from transforms.bigquery import rows as bq_rows
 from transforms.bigquery import tables as bt
-from transforms.contracts.feature_spec import MODEL_FEATURES
 from transforms.bigquery.loads import load_rows
+from transforms.contracts.feature_spec import MODEL_FEATURES
 
-UTC = dt.timezone.utc
-DAY_US = 86_400_000_000
-T0 = 1_704_067_200_000_000  # 2024-01-01 00:00:00 UTC
-PANE_RANK = {"early": 0, "on_time": 1, "late": 2}  # the documented finality order
+A, B = MODEL_A, MODEL_B
+D0, D1, D2, D3 = (calendar_day(d) for d in range(4))  # 2024-01-01 .. 2024-01-04
 
 
 # ----------------------------------------------------------------------------- files
@@ -38,7 +42,12 @@ def test_ddl_lists_every_column_with_its_mode():
     for f in bt.SEGMENT_ASSIGNMENTS_SCHEMA:
         line = next(line for line in text.splitlines() if line.strip().startswith(f["name"] + " "))
         assert line.rstrip(",").endswith("NOT NULL") == (f["mode"] == "REQUIRED")
-    assert "PARTITION BY DATE(window_end)" in text and "CLUSTER BY segment_id, user_key" in text
+    lines = text.splitlines()
+    assert "  score_date DATE NOT NULL," in lines and "  is_final BOOL NOT NULL," in lines
+    # A DATE column partitions as itself; a TIMESTAMP one by its DATE.
+    assert "PARTITION BY score_date" in lines and "CLUSTER BY segment_id, user_key" in lines
+    dead = bq_admin.render_ddl(bt.TABLES[bt.Table.DEAD_LETTERS]).splitlines()
+    assert "PARTITION BY DATE(processing_time)" in dead
 
 
 @pytest.mark.parametrize("name", bq_admin.VIEWS)
@@ -54,107 +63,99 @@ def test_view_templates_resolve_every_placeholder(name):
 # ----------------------------------------------------------------------------- data
 
 
-def _features(rng: random.Random, with_null: bool = False) -> dict:
-    values = {name: round(rng.uniform(0, 10) * (1 + 9 * (i % 3 == 0)), 2) for i, name in enumerate(MODEL_FEATURES)}
-    if with_null:
-        values[MODEL_FEATURES[1]] = None
-    return values
+def _random_features(rng: random.Random) -> dict:
+    return {name: round(rng.uniform(0, 10) * (1 + 9 * (i % 3 == 0)), 2) for i, name in enumerate(MODEL_FEATURES)}
 
 
-def _assignment(user, day, segment, pane="on_time", events=5, model="m-1", assigned_at_us=None, rng=None, **kw):
-    a = {
-        "user_key": user,
-        "window_start_us": T0 + day * DAY_US,
-        "window_end_us": T0 + (day + 1) * DAY_US,
-        "pane": pane,
-        "segment_id": segment,
-        "segment_name": f"{model}-segment-{segment}",
-        "distance": 1.0,
-        "margin": 0.5,
-        "rfm": {"r": 1, "f": 1, "m": 1, "rfm_segment": "x"},
-        "p_alive": 0.5,
-        "expected_purchases_30d": 1.0,
-        "churn_risk": 0.5,
-        "features": _features(rng, kw.pop("with_null", False)),
-        "feature_version": "v1",
-        "model_version": model,
-        "event_count": events,
-    }
-    a.update(kw)
-    return a, assigned_at_us if assigned_at_us is not None else T0 + 10 * DAY_US
+def _flat(**values: float) -> dict:
+    """Model B's features: 1.0 (no spread: left out of the top changes) except `values`."""
+    return {name: float(values.get(name, 1.0)) for name in MODEL_FEATURES}
 
 
-def make_data():
-    """(assignment, assigned_at_us) pairs covering panes, days, users and two models."""
+NULL_FEATURE = MODEL_FEATURES[1]
+
+
+def make_loads() -> list[list[dict]]:
+    """Two loads of assignments (assigned_at = as_of + 1 hour).
+
+    Days 0-3 are 2024-01-01..04. Per user and model the segments of the stored days:
+    u1 1, 2, 2, 3 (day 3 only an event scoring so far); u2 1, 3, 1 (day 1: an event scoring
+    in segment 2, then the closing one in 3); u3 (a prospect) 2, 2 on days 1-2; u4 3 on
+    day 3 (an event); u5 1, 3, 2 under A and 6, 7 on days 1-2 under B; u6 3, 1 on days 1-2;
+    u7 1 and u8 6 (B) on day 2. The second load re-sends u3's day 2 with an earlier scoring.
+    """
     rng = random.Random(7)
-    rows = [
-        # u1: 1 -> 2 -> 2 -> 3; day 1 has an early pane superseded by on_time.
-        _assignment("u1", 0, 1, rng=rng),
-        _assignment("u1", 1, 1, pane="early", events=2, rng=rng),
-        _assignment("u1", 1, 2, pane="on_time", events=4, rng=rng),
-        _assignment("u1", 2, 2, rng=rng),
-        _assignment("u1", 3, 3, rng=rng, with_null=True),
-        # u2: 1 -> 3 -> 1; a late firing overrides on_time on day 1.
-        _assignment("u2", 0, 1, rng=rng),
-        _assignment("u2", 1, 2, pane="on_time", events=3, rng=rng),
-        _assignment("u2", 1, 3, pane="late", events=6, rng=rng),
-        _assignment("u2", 2, 1, rng=rng),
-        # u3: 2 -> 2, then only an early pane on day 3 (current: the final day-2 one).
-        _assignment("u3", 1, 2, rng=rng),
-        _assignment("u3", 2, 2, rng=rng),
-        _assignment("u3", 3, 1, pane="early", events=1, rng=rng),
-        # u4: only early so far.
-        _assignment("u4", 3, 3, pane="early", events=1, rng=rng),
-        # u5: 1 -> 3 on day 1 -> 2 ; plus a second model version re-scoring day 2 later.
-        _assignment("u5", 0, 1, rng=rng),
-        _assignment("u5", 1, 3, rng=rng),
-        _assignment("u5", 2, 2, rng=rng),
-        _assignment("u5", 2, 7, model="m-2", assigned_at_us=T0 + 11 * DAY_US, rng=rng),
-        # u6, u7: more members for the medians (even and odd counts).
-        _assignment("u6", 2, 1, rng=rng),
-        _assignment("u7", 2, 1, rng=rng),
-        _assignment("u6", 1, 3, rng=rng),
+
+    def a(user, as_of, segment, model=A, prospect=False, **feature_values):
+        if model == B:
+            values = _flat(**feature_values)
+        else:
+            values = dict(_random_features(rng), **feature_values)
+        return assignment(user, as_of, segment, model=model, prospect=prospect, feature_values=values)
+
+    first = [
+        a("u1", during(0, 10), 1), a("u1", closing(0), 1), a("u1", closing(1), 2), a("u1", closing(2), 2),
+        a("u1", during(3, 9), 3, spend_total=10.0, **{NULL_FEATURE: None}),
+        a("u2", closing(0), 1), a("u2", during(1, 8), 2), a("u2", closing(1), 3),
+        a("u2", closing(2), 1, spend_total=5.0),
+        a("u3", closing(1), 2, prospect=True), a("u3", closing(2), 2, prospect=True),
+        a("u4", during(3, 15), 3, spend_total=25.0),
+        a("u5", closing(0), 1), a("u5", closing(1), 3), a("u5", closing(2), 2),
+        a("u5", closing(1), 6, B, spend_total=10, orders=1, recency_days=3, tenure_days=10),
+        a("u5", closing(2), 7, B, spend_total=30, orders=2, recency_days=1, tenure_days=11),
+        a("u6", closing(1), 3), a("u6", closing(2), 1, spend_total=40.0),
+        a("u7", closing(2), 1, spend_total=9.0),
+        a("u8", closing(2), 6, B, spend_total=20, orders=1, recency_days=4, tenure_days=100),
     ]
-    return rows
+    second = [a("u3", during(2, 12), 1, prospect=True)]  # earlier than the stored closing(2): ignored
+    return [first, second]
 
 
-def _day(us):
-    return (dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=us)).date()
-
-
-def _history(data):
-    """Python: one row per (user, window, model), the most final pane, with previous segment."""
+def _stored(loads) -> dict:
+    """Plain Python: per (user, UTC day of as_of - 1 us, model), the assignment with the latest as_of."""
     best = {}
-    for a, at in data:
-        key = (a["user_key"], a["window_start_us"], a["window_end_us"], a["model_version"])
-        rank = (PANE_RANK[a["pane"]], a["event_count"], at)
-        if key not in best or rank > best[key][0]:
-            best[key] = (rank, a, at)
-    by_user = defaultdict(list)
-    for rank, a, at in best.values():
-        by_user[(a["user_key"], a["model_version"])].append(dict(a, assigned_at=at, is_final=rank[0] > 0))
-    out = []
-    for rows in by_user.values():
-        rows.sort(key=lambda r: (r["window_end_us"], r["window_start_us"]))
-        prev = None
-        for r in rows:
-            out.append(dict(r, previous=prev))
-            prev = r
-    return out
+    for batch in loads:
+        for a in batch:
+            key = (a["user_key"], calendar_day((a["as_of_us"] - 1 - T0) // DAY_US), a["model_version"])
+            if key not in best or a["as_of_us"] > best[key]["as_of_us"]:
+                best[key] = a
+    return best
 
 
-# ----------------------------------------------------------------------------- views
+# (user, model, score_date, as_of, is_final, scoring, segment_id, previous_segment_id, changed)
+HISTORY = [
+    ("u1", A, D0, closing(0), True, "daily", 1, None, False),
+    ("u1", A, D1, closing(1), True, "daily", 2, 1, True),
+    ("u1", A, D2, closing(2), True, "daily", 2, 2, False),
+    ("u1", A, D3, during(3, 9), False, "event", 3, 2, True),
+    ("u2", A, D0, closing(0), True, "daily", 1, None, False),
+    ("u2", A, D1, closing(1), True, "daily", 3, 1, True),
+    ("u2", A, D2, closing(2), True, "daily", 1, 3, True),
+    ("u3", A, D1, closing(1), True, "daily", 2, None, False),
+    ("u3", A, D2, closing(2), True, "daily", 2, 2, False),
+    ("u4", A, D3, during(3, 15), False, "event", 3, None, False),
+    ("u5", A, D0, closing(0), True, "daily", 1, None, False),
+    ("u5", A, D1, closing(1), True, "daily", 3, 1, True),
+    ("u5", A, D2, closing(2), True, "daily", 2, 3, True),
+    ("u5", B, D1, closing(1), True, "daily", 6, None, False),
+    ("u5", B, D2, closing(2), True, "daily", 7, 6, True),
+    ("u6", A, D1, closing(1), True, "daily", 3, None, False),
+    ("u6", A, D2, closing(2), True, "daily", 1, 3, True),
+    ("u7", A, D2, closing(2), True, "daily", 1, None, False),
+    ("u8", B, D2, closing(2), True, "daily", 6, None, False),
+]
 
 
 @pytest.fixture(scope="module")
 def views_dataset(warehouse):
     name = "test_views"
-    data = make_data()
+    loads = make_loads()
     bq_admin.setup(warehouse.client, name)
-    rows = [bq_rows.assignment_row(a, at) for a, at in data]
     spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
-    load_rows(warehouse.client, spec, f"{warehouse.project}.{name}.segment_assignments", rows)
-    yield name, data
+    for batch in loads:
+        rows = [bq_rows.assignment_row(a, a["as_of_us"] + 3_600_000_000) for a in batch]
+        load_rows(warehouse.client, spec, f"{warehouse.project}.{name}.segment_assignments", rows)
+    yield name, _stored(loads)
     warehouse.client.delete_dataset(f"{warehouse.project}.{name}", delete_contents=True, not_found_ok=True)
 
 
@@ -162,142 +163,171 @@ def _query(warehouse, sql):
     return [dict(r) for r in warehouse.client.query(sql).result()]
 
 
+# ----------------------------------------------------------------------------- views
+
+
+def test_the_expected_history_is_the_latest_scoring_per_user_day_and_model():
+    # The written-out HISTORY and the plain-Python selection the feature statistics use agree.
+    stored = _stored(make_loads())
+    assert {(u, d, m): (t, seg) for u, m, d, t, _, _, seg, _, _ in HISTORY} == {
+        key: (a["as_of_us"], a["segment_id"]) for key, a in stored.items()}
+
+
 def test_user_segment_history(warehouse, views_dataset):
-    name, data = views_dataset
-    got = _query(warehouse, f"SELECT user_key, window_end, model_version, pane, is_final, segment_id, "
-                            f"previous_segment_id, changed, event_count "
-                            f"FROM `{warehouse.project}.{name}.user_segment_history`")
-    expected = [
-        {
-            "user_key": r["user_key"],
-            "window_end": _day(r["window_end_us"]),
-            "model_version": r["model_version"],
-            "pane": r["pane"],
-            "is_final": r["is_final"],
-            "segment_id": r["segment_id"],
-            "previous_segment_id": r["previous"]["segment_id"] if r["previous"] else None,
-            "changed": bool(r["previous"]) and r["previous"]["segment_id"] != r["segment_id"],
-            "event_count": r["event_count"],
-        }
-        for r in _history(data)
-    ]
-    for g in got:
-        g["window_end"] = g["window_end"].date()
-    key = lambda r: (r["user_key"], r["model_version"], r["window_end"])  # noqa: E731
-    assert sorted(got, key=key) == sorted(expected, key=key)
-
-
-def _current(data):
-    current = {}
-    for r in _history(data):
-        rank = (r["is_final"], r["window_end_us"], r["assigned_at"], r["window_start_us"], r["model_version"])
-        if r["user_key"] not in current or rank > current[r["user_key"]][0]:
-            current[r["user_key"]] = (rank, r)
-    return {u: r for u, (_, r) in current.items()}
+    name, _ = views_dataset
+    got = _query(warehouse, f"SELECT user_key, model_version, score_date, as_of, is_final, scoring, segment_id, "
+                            f"previous_segment_id, changed, previous_segment_name, p_alive "
+                            f"FROM `{warehouse.project}.{name}.user_segment_history` "
+                            f"ORDER BY user_key, model_version, score_date")
+    assert [(g["user_key"], g["model_version"], g["score_date"], g["as_of"], g["is_final"], g["scoring"],
+             g["segment_id"], g["previous_segment_id"], g["changed"]) for g in got] == [
+        (u, m, d, utc(t), final, scoring, seg, prev, changed)
+        for u, m, d, t, final, scoring, seg, prev, changed in HISTORY]
+    by_key = {(g["user_key"], g["model_version"], g["score_date"]): g for g in got}
+    assert by_key[("u2", A, D2)]["previous_segment_name"] == "segment-3"
+    assert by_key[("u3", A, D2)]["p_alive"] is None  # a prospect: no BG/NBD scores
+    assert by_key[("u1", A, D2)]["p_alive"] == 0.75
 
 
 def test_current_segment(warehouse, views_dataset):
-    name, data = views_dataset
-    got = _query(warehouse, f"SELECT user_key, segment_id, model_version, pane, is_final "
+    name, _ = views_dataset
+    got = _query(warehouse, f"SELECT user_key, model_version, score_date, as_of, is_final, segment_id "
                             f"FROM `{warehouse.project}.{name}.current_segment` ORDER BY user_key")
-    expected = [
-        {"user_key": u, "segment_id": r["segment_id"], "model_version": r["model_version"], "pane": r["pane"], "is_final": r["is_final"]}
-        for u, r in sorted(_current(data).items())
+    assert [tuple(g.values()) for g in got] == [
+        ("u1", A, D3, utc(during(3, 9)), False, 3),  # the latest as_of: today's event, not yesterday's final row
+        ("u2", A, D2, utc(closing(2)), True, 1),
+        ("u3", A, D2, utc(closing(2)), True, 2),  # the earlier scoring loaded afterwards did not replace it
+        ("u4", A, D3, utc(during(3, 15)), False, 3),
+        ("u5", B, D2, utc(closing(2)), True, 7),  # A and B scored the same time: the later model version
+        ("u6", A, D2, utc(closing(2)), True, 1),
+        ("u7", A, D2, utc(closing(2)), True, 1),
+        ("u8", B, D2, utc(closing(2)), True, 6),
     ]
-    assert got == expected
-    # Spelled out for the cases the data was built for:
-    by_user = {r["user_key"]: r for r in got}
-    assert by_user["u3"]["segment_id"] == 2 and by_user["u3"]["is_final"]  # early day-3 pane ignored
-    assert by_user["u4"]["pane"] == "early" and not by_user["u4"]["is_final"]  # nothing final yet
-    assert by_user["u5"]["model_version"] == "m-2"  # same window, later assignment
 
 
 def test_segment_sizes_daily(warehouse, views_dataset):
-    name, data = views_dataset
-    got = _query(warehouse, f"SELECT day, model_version, segment_id, users, share "
+    name, _ = views_dataset
+    got = _query(warehouse, f"SELECT day, model_version, segment_id, segment_name, users, share "
                             f"FROM `{warehouse.project}.{name}.segment_sizes_daily`")
-    last = {}
-    for r in _history(data):
-        key = (_day(r["window_end_us"]), r["model_version"], r["user_key"])
-        rank = (r["is_final"], r["window_end_us"], r["assigned_at"], r["window_start_us"])
-        if key not in last or rank > last[key][0]:
-            last[key] = (rank, r)
-    sizes = defaultdict(int)
-    for (day, model, _user), (_, r) in last.items():
-        sizes[(day, model, r["segment_id"])] += 1
-    totals = defaultdict(int)
-    for (day, model, _), n in sizes.items():
-        totals[(day, model)] += n
-    expected = {k: (n, n / totals[k[:2]]) for k, n in sizes.items()}
-    assert {(g["day"], g["model_version"], g["segment_id"]): (g["users"], pytest.approx(g["share"])) for g in got} == expected
+    assert {(g["day"], g["model_version"], g["segment_id"]): (g["users"], pytest.approx(g["share"])) for g in got} == {
+        (D0, A, 1): (3, 1.0),  # u1 (its event and closing scorings: one row), u2, u5
+        (D1, A, 2): (2, 0.4),  # u1, u3
+        (D1, A, 3): (3, 0.6),  # u2 (closing: 3, not its earlier event's 2), u5, u6
+        (D1, B, 6): (1, 1.0),
+        (D2, A, 1): (3, 0.5),  # u2, u6, u7
+        (D2, A, 2): (3, 0.5),  # u1, u3, u5
+        (D2, B, 6): (1, 0.5),
+        (D2, B, 7): (1, 0.5),
+        (D3, A, 3): (2, 1.0),  # u1, u4
+    }
+    shares = defaultdict(float)
+    for g in got:
+        assert g["segment_name"] == f"segment-{g['segment_id']}"
+        shares[(g["day"], g["model_version"])] += g["share"]
+    assert all(math.isclose(total, 1.0) for total in shares.values())
+
+
+def _expected_top_changes(stored, pairs, model):
+    """Plain Python: the top 3 features by |mean change / population sd over the model's stored rows|."""
+    spread = {}
+    for f in MODEL_FEATURES:
+        values = [a["features"][f] for (_, _, m), a in stored.items() if m == model and a["features"][f] is not None]
+        spread[f] = statistics.pstdev(values)
+    changes = []
+    for f in MODEL_FEATURES:
+        deltas = [later["features"][f] - earlier["features"][f] for earlier, later in pairs
+                  if later["features"][f] is not None and earlier["features"][f] is not None]
+        if deltas and spread[f] > 0:
+            mean = statistics.fmean(deltas)
+            changes.append((f, mean, mean / spread[f]))
+    changes.sort(key=lambda c: (-abs(c[2]), c[0]))
+    return changes[:3]
 
 
 def test_segment_transitions(warehouse, views_dataset):
-    name, data = views_dataset
+    name, stored = views_dataset
     got = _query(warehouse, f"SELECT * FROM `{warehouse.project}.{name}.segment_transitions`")
-    history = _history(data)
-    spread = {}
-    for model in {r["model_version"] for r in history}:
-        for f in MODEL_FEATURES:
-            values = [r["features"][f] for r in history if r["model_version"] == model and r["features"][f] is not None]
-            spread[(model, f)] = statistics.pstdev(values)
-    groups = defaultdict(list)
-    for r in history:
-        if r["previous"]:
-            groups[(_day(r["window_end_us"]), r["model_version"], r["previous"]["segment_id"], r["segment_id"])].append(r)
-    expected = {}
-    for (day, model, frm, to), rs in groups.items():
-        changes = []
-        for f in MODEL_FEATURES:
-            deltas = [r["features"][f] - r["previous"]["features"][f] for r in rs
-                      if r["features"][f] is not None and r["previous"]["features"][f] is not None]
-            if deltas and spread[(model, f)] > 0:
-                mean = statistics.fmean(deltas)
-                changes.append((f, mean, mean / spread[(model, f)]))
-        changes.sort(key=lambda c: (-abs(c[2]), c[0]))
-        expected[(day, model, frm, to)] = (len(rs), changes[:3])
-    assert len(got) == len(expected)
-    for g in got:
-        n, top = expected[(g["day"], g["model_version"], g["from_segment_id"], g["to_segment_id"])]
-        assert g["transitions"] == n
-        assert [t["feature"] for t in g["top_changed_features"]] == [t[0] for t in top]
-        assert [t["mean_change"] for t in g["top_changed_features"]] == pytest.approx([t[1] for t in top])
-        assert [t["change_sd"] for t in g["top_changed_features"]] == pytest.approx([t[2] for t in top])
-    # u2 went 1 -> 3 on day 2 (its late pane), u5 too: one group of two.
-    assert expected[(dt.date(2024, 1, 3), "m-1", 1, 3)][0] == 2
+    by_group = {(g["day"], g["model_version"], g["from_segment_id"], g["to_segment_id"]): g for g in got}
+    # Consecutive days per user and model; staying counts as from = to.
+    users = {
+        (D1, A, 1, 2): ["u1"],
+        (D1, A, 1, 3): ["u2", "u5"],
+        (D2, A, 2, 2): ["u1", "u3"],
+        (D2, A, 3, 1): ["u2", "u6"],
+        (D2, A, 3, 2): ["u5"],
+        (D2, B, 6, 7): ["u5"],
+        (D3, A, 2, 3): ["u1"],
+    }
+    assert {k: g["transitions"] for k, g in by_group.items()} == {k: len(v) for k, v in users.items()}
+    assert len(got) == len(by_group)
+    assert by_group[(D2, A, 3, 1)]["from_segment_name"] == "segment-3"
+    assert by_group[(D2, A, 3, 1)]["to_segment_name"] == "segment-1"
+
+    # Model B, by hand: spend_total 10 -> 30 (B's rows: 10, 30, 20; sd sqrt(200/3)), orders 1 -> 2
+    # (1, 2, 1; sd sqrt(2/9)), recency_days 3 -> 1 (3, 1, 4; sd sqrt(14/9)); tenure_days 10 -> 11
+    # (10, 11, 100) ranks fourth; every other feature is 1.0 everywhere (no spread: left out).
+    top = by_group[(D2, B, 6, 7)]["top_changed_features"]
+    assert [t["feature"] for t in top] == ["spend_total", "orders", "recency_days"]
+    assert [t["mean_change"] for t in top] == pytest.approx([20.0, 1.0, -2.0])
+    assert [t["change_sd"] for t in top] == pytest.approx([math.sqrt(6), 3 / math.sqrt(2), -6 / math.sqrt(14)])
+
+    # Model A, computed over the stored assignments.
+    for (day, model, frm, to), members in users.items():
+        previous = calendar_day((day - D0).days - 1)
+        pairs = [(stored[(u, previous, model)], stored[(u, day, model)]) for u in members]
+        assert [stored[(u, previous, model)]["segment_id"] for u in members] == [frm] * len(members)
+        expected = _expected_top_changes(stored, pairs, model)
+        top = by_group[(day, model, frm, to)]["top_changed_features"]
+        assert [t["feature"] for t in top] == [e[0] for e in expected]
+        assert [t["mean_change"] for t in top] == pytest.approx([e[1] for e in expected])
+        assert [t["change_sd"] for t in top] == pytest.approx([e[2] for e in expected])
 
 
 def test_segment_profiles(warehouse, views_dataset):
-    name, data = views_dataset
+    name, stored = views_dataset
     got = _query(warehouse, f"SELECT segment_id, model_version, feature_index, feature, users, mean, median "
                             f"FROM `{warehouse.project}.{name}.segment_profiles`")
-    members = defaultdict(list)
-    for r in _current(data).values():
-        members[(r["segment_id"], r["model_version"])].append(r)
-    expected = {}
-    for (seg, model), rs in members.items():
+    by_key = {(g["model_version"], g["segment_id"], g["feature"]): g for g in got}
+    # Members: each user's current row (see test_current_segment).
+    members = {(A, 1): [("u2", D2), ("u6", D2), ("u7", D2)], (A, 2): [("u3", D2)], (A, 3): [("u1", D3), ("u4", D3)],
+               (B, 6): [("u8", D2)], (B, 7): [("u5", D2)]}
+    assert len(got) == len(members) * len(MODEL_FEATURES)
+    # Written out: spend_total of (A, 1) is 5, 40, 9; of (A, 3) 10, 25 (an interpolated median).
+    assert (by_key[(A, 1, "spend_total")]["users"], by_key[(A, 1, "spend_total")]["mean"],
+            by_key[(A, 1, "spend_total")]["median"]) == (3, pytest.approx(18.0), pytest.approx(9.0))
+    assert (by_key[(A, 3, "spend_total")]["mean"], by_key[(A, 3, "spend_total")]["median"]) == (
+        pytest.approx(17.5), pytest.approx(17.5))
+    assert (by_key[(B, 7, "spend_total")]["mean"], by_key[(B, 7, "orders")]["median"]) == (30.0, 2.0)
+    # A NULL value is left out of mean and median; the user still counts.
+    only_u4 = stored[("u4", D3, A)]["features"][NULL_FEATURE]
+    assert (by_key[(A, 3, NULL_FEATURE)]["users"], by_key[(A, 3, NULL_FEATURE)]["mean"],
+            by_key[(A, 3, NULL_FEATURE)]["median"]) == (2, pytest.approx(only_u4), pytest.approx(only_u4))
+    for (model, segment), users in members.items():
+        rows = [stored[(u, d, model)] for u, d in users]
         for i, f in enumerate(MODEL_FEATURES):
-            values = [r["features"][f] for r in rs if r["features"][f] is not None]
-            expected[(seg, model, i, f)] = (len(rs), statistics.fmean(values) if values else None,
-                                            statistics.median(values) if values else None)
-    assert len(got) == len(expected)
-    for g in got:
-        users, mean, median = expected[(g["segment_id"], g["model_version"], g["feature_index"], g["feature"])]
-        assert g["users"] == users
-        assert g["mean"] == pytest.approx(mean)
-        assert g["median"] == pytest.approx(median)
-    assert any(n % 2 == 0 and n > 1 for n, _, _ in expected.values())  # an interpolated median is exercised
+            g = by_key[(model, segment, f)]
+            values = [r["features"][f] for r in rows if r["features"][f] is not None]
+            assert (g["feature_index"], g["users"]) == (i, len(users))
+            assert g["mean"] == pytest.approx(statistics.fmean(values))
+            assert g["median"] == pytest.approx(statistics.median(values))
 
 
-def test_run_view_prints_a_readable_table(warehouse, views_dataset):
+@pytest.mark.parametrize("view", bq_admin.VIEWS)
+def test_run_view_prints_a_readable_table(warehouse, views_dataset, view):
     name, _ = views_dataset
-    text = query.run_view(warehouse.client, name, "segment_sizes_daily", project=warehouse.project)
+    text = query.run_view(warehouse.client, name, view, project=warehouse.project)
     lines = text.splitlines()
-    assert re.split(r"\s+", lines[0]) == ["day", "model_version", "segment_id", "segment_name", "users", "share"]
+    columns = [f.name for f in warehouse.client.query(
+        f"SELECT * FROM `{warehouse.project}.{name}.{view}` LIMIT 0").result().schema]
+    assert re.split(r"\s+", lines[0]) == columns
     assert set(lines[1].replace(" ", "")) == {"-"}
-    assert lines[-1] == f"({len(lines) - 3} rows)"
+    (count,) = _query(warehouse, f"SELECT COUNT(*) AS n FROM `{warehouse.project}.{name}.{view}`")
+    assert lines[-1] == f"({count['n']} rows)" == f"({len(lines) - 3} rows)"
+
+
+def test_run_view_refuses_an_unknown_view(warehouse):
     with pytest.raises(ValueError):
-        query.run_view(warehouse.client, name, "no_such_view")
+        query.run_view(warehouse.client, "test_views", "no_such_view")
 
 
 def test_format_table():

@@ -6,14 +6,19 @@ import datetime as dt
 import hashlib
 import json
 import re
+import time
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.bigquery import admin as bq_admin
 from devtools import warehouse as wh
+from tests.support.assignments import (
+    DAY_US, HOUR_US, MODEL_A, T0, UTC, assignment, closing, during, expected_content_sha256, expected_row_key,
+    features, utc,
+)
+from transforms.bigquery import admin as bq_admin
 from transforms.bigquery import rows as bq_rows
 from transforms.bigquery import tables as bt
 from transforms.bigquery import loads as bq_loads
@@ -26,34 +31,10 @@ from transforms.bigquery.loads import load_rows, write_audit
 
 pytestmark = pytest.mark.integration
 
-UTC = dt.timezone.utc
-DAY_US = 86_400_000_000
-T0 = 1_704_067_200_000_000  # 2024-01-01 00:00:00 UTC
-
-
-def assignment(user, day, segment, pane="on_time", events=5, model="m-1"):
-    return {
-        "user_key": user,
-        "window_start_us": T0 + day * DAY_US,
-        "window_end_us": T0 + (day + 1) * DAY_US,
-        "pane": pane,
-        "segment_id": segment,
-        "segment_name": f"segment-{segment}",
-        "distance": 0.125 * segment,
-        "margin": 0.5,
-        "rfm": {"r": 1, "f": 2, "m": 3, "rfm_segment": "new"},
-        "p_alive": 0.75,
-        "expected_purchases_30d": 1.25,
-        "churn_risk": 0.25,
-        "features": {name: float(i) + events / 8 for i, name in enumerate(MODEL_FEATURES)},
-        "feature_version": "v1",
-        "model_version": model,
-        "event_count": events,
-    }
-
 
 def read_assignments(warehouse, dataset):
-    sql = f"SELECT * FROM `{warehouse.project}.{dataset}.segment_assignments` ORDER BY user_key, window_end"
+    sql = (f"SELECT * FROM `{warehouse.project}.{dataset}.segment_assignments` "
+           f"ORDER BY user_key, score_date, model_version")
     return [dict(r) for r in warehouse.client.query(sql).result()]
 
 
@@ -123,10 +104,11 @@ def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
     assert again["tables"] == ["segment_assignments", "dead_letters", "run_audit"]
     unique_dataset = module_dataset
     table = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.segment_assignments")
-    assert table.time_partitioning.field == "window_end"
+    assert table.time_partitioning.field == "score_date"
     assert table.time_partitioning.type_ == "DAY"
     assert table.clustering_fields == ["segment_id", "user_key"]
     assert [(f.name, f.mode) for f in table.schema] == [(f["name"], f["mode"]) for f in bt.SEGMENT_ASSIGNMENTS_SCHEMA]
+    assert {f.name: f.field_type for f in table.schema}["score_date"] == "DATE"
     names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
     assert names == {"segment_assignments", "dead_letters", "run_audit", *bq_admin.VIEWS}
 
@@ -164,53 +146,158 @@ def test_setup_replaces_only_the_views_whose_statement_changed(warehouse, module
 # ----------------------------------------------------------------------------- local sink
 
 
+def _json_form(value):
+    """A value read back from the warehouse in the rows' JSON form (DATE and TIMESTAMP as text)."""
+    if isinstance(value, dict):
+        return {k: _json_form(v) for k, v in value.items()}
+    if isinstance(value, dt.datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
 def test_local_sink_writes_exact_values(warehouse, dataset):
     target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
-    a = assignment("u1", 0, 2)
-    run_write(target, [a])
-    (row,) = read_assignments(warehouse, dataset)
+    before = utc(time.time_ns() // 1000 - 1)
+    run_write(target, [assignment("u1", during(0, 10.5), 2), assignment("p1", closing(0), 1, prospect=True)])
+    after = utc(time.time_ns() // 1000 + 1)
+    prospect, row = read_assignments(warehouse, dataset)
     assigned_at = row.pop("assigned_at")
-    assert isinstance(assigned_at, dt.datetime)
-    assert row == {
-        "row_key": bq_rows.row_key("u1", a["window_start_us"], a["window_end_us"], "m-1"),
+    assert before <= assigned_at <= after and before <= prospect.pop("assigned_at") <= after
+    expected = {
+        "row_key": expected_row_key("u1", "2024-01-01", MODEL_A),
         "user_key": "u1",
-        "window_start": dt.datetime(2024, 1, 1, tzinfo=UTC),
-        "window_end": dt.datetime(2024, 1, 2, tzinfo=UTC),
-        "pane": "on_time",
+        "score_date": dt.date(2024, 1, 1),
+        "as_of": dt.datetime(2024, 1, 1, 10, 30, tzinfo=UTC),
+        "is_final": False,
+        "scoring": "event",
         "segment_id": 2,
         "segment_name": "segment-2",
         "distance": 0.25,
         "margin": 0.5,
-        "rfm": {"r": 1, "f": 2, "m": 3, "rfm_segment": "new"},
+        "rfm": {"r": 4, "f": 2, "m": 3, "rfm_segment": "Loyal"},
         "p_alive": 0.75,
         "expected_purchases_30d": 1.25,
         "churn_risk": 0.25,
-        "features": a["features"],
-        "feature_version": "v1",
-        "model_version": "m-1",
+        "features": {name: 0.625 + i for i, name in enumerate(MODEL_FEATURES)},
+        "profile": {
+            "first_seen": dt.datetime(2023, 12, 22, 10, 30, tzinfo=UTC),
+            "last_event": dt.datetime(2024, 1, 1, 9, 30, tzinfo=UTC),
+            "first_purchase": dt.datetime(2023, 12, 23, 10, 30, tzinfo=UTC),
+            "last_purchase": dt.datetime(2023, 12, 30, 10, 30, tzinfo=UTC),
+            "purchase_days": 3,
+            "unpriced_lines": 0,
+            "top_category_30d": "shoes",
+            "funnel_stage_30d": "purchase",
+            "reporting_currency": "EUR",
+        },
+        "feature_version": "v2",
+        "model_version": MODEL_A,
         "event_count": 5,
     }
+    expected["content_sha256"] = expected_content_sha256(_json_form(expected))
+    assert row == expected
+
+    # A prospect (no purchase: no BG/NBD scores, RFM 0) scored as of midnight: the day before, final.
+    assert (prospect["score_date"], prospect["as_of"], prospect["is_final"], prospect["scoring"]) == (
+        dt.date(2024, 1, 1), dt.datetime(2024, 1, 2, tzinfo=UTC), True, "daily")
+    assert (prospect["p_alive"], prospect["expected_purchases_30d"], prospect["churn_risk"]) == (None, None, None)
+    assert prospect["rfm"] == {"r": 0, "f": 0, "m": 0, "rfm_segment": "Prospect"}
+    assert (prospect["profile"]["first_purchase"], prospect["profile"]["last_purchase"]) == (None, None)
+    assert prospect["row_key"] == expected_row_key("p1", "2024-01-01", MODEL_A)
+    assert prospect["content_sha256"] == expected_content_sha256(_json_form(prospect))
 
 
-def test_microsecond_timestamps_round_trip(warehouse, dataset):
+def test_microsecond_timestamps_and_dates_round_trip(warehouse, dataset):
     spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
-    a = dict(assignment("u1", 0, 1), window_end_us=T0 + DAY_US - 1)
-    load_rows(warehouse.client, spec, f"{warehouse.project}.{dataset}.segment_assignments",
-              [bq_rows.assignment_row(a, T0 + 123_457)])
-    (row,) = read_assignments(warehouse, dataset)
-    assert row["window_end"] == dt.datetime(2024, 1, 1, 23, 59, 59, 999999, tzinfo=UTC)
-    assert row["assigned_at"] == dt.datetime(2024, 1, 1, 0, 0, 0, 123457, tzinfo=UTC)
+    rows = [bq_rows.assignment_row(assignment("u1", T0 + DAY_US - 1, 1), T0 + 123_457),  # the day's last microsecond
+            bq_rows.assignment_row(assignment("u2", T0 + 60 * DAY_US, 1), T0)]  # the midnight closing 2024-02-29
+    load_rows(warehouse.client, spec, f"{warehouse.project}.{dataset}.segment_assignments", rows)
+    last_microsecond, leap_day = read_assignments(warehouse, dataset)
+    assert last_microsecond["as_of"] == dt.datetime(2024, 1, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    assert (last_microsecond["score_date"], last_microsecond["is_final"]) == (dt.date(2024, 1, 1), False)
+    assert last_microsecond["profile"]["last_event"] == dt.datetime(2024, 1, 1, 22, 59, 59, 999999, tzinfo=UTC)
+    assert last_microsecond["assigned_at"] == dt.datetime(2024, 1, 1, 0, 0, 0, 123457, tzinfo=UTC)
+    assert (leap_day["score_date"], leap_day["as_of"], leap_day["is_final"]) == (
+        dt.date(2024, 2, 29), dt.datetime(2024, 3, 1, tzinfo=UTC), True)
 
 
 def test_rerun_leaves_identical_contents(warehouse, dataset):
     target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2)
-    batch = [assignment("u1", 0, 1), assignment("u1", 1, 2), assignment("u2", 0, 1), assignment("u3", 1, 3)]
+    batch = [assignment("u1", closing(0), 1), assignment("u1", closing(1), 2), assignment("u2", closing(0), 1),
+             assignment("u3", during(1, 5), 3, prospect=True)]
     run_write(target, batch)
     first = read_assignments(warehouse, dataset)
     run_write(target, batch)
     second = read_assignments(warehouse, dataset)
-    assert len(first) == 4
+    assert [(r["user_key"], r["score_date"]) for r in first] == [
+        ("u1", dt.date(2024, 1, 1)), ("u1", dt.date(2024, 1, 2)),
+        ("u2", dt.date(2024, 1, 1)), ("u3", dt.date(2024, 1, 2))]
     assert second == first  # assigned_at included: the rerun's rows matched and changed nothing
+
+
+def test_merge_rule(warehouse, dataset):
+    """Per row (user, day, model): a later as_of replaces; an earlier one never does; the same as_of
+    replaces only with different content (a corrected rerun); among staged rows the latest as_of wins."""
+    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
+    table_id = f"{warehouse.project}.{dataset}.segment_assignments"
+    at1, at2 = closing(5), closing(5) + HOUR_US
+    corrected_features = features(0.625, recency_days=99.0)
+
+    def load(assignments, assigned_at_us):
+        """Loads (one staging table, one MERGE); returns the table as tuples, and its rows."""
+        load_rows(warehouse.client, spec, table_id, [bq_rows.assignment_row(a, assigned_at_us) for a in assignments])
+        rows = read_assignments(warehouse, dataset)
+        return [(r["user_key"], r["score_date"].day, r["as_of"], r["is_final"], r["segment_id"], r["event_count"],
+                 r["assigned_at"]) for r in rows], rows
+
+    first, first_rows = load([
+        assignment("corrected", during(0, 12), 1),
+        assignment("earlier", during(0, 15), 2),
+        assignment("final", during(0, 18), 1),
+        assignment("identical", during(0, 12), 1),
+        assignment("next_day", during(0, 20), 1),
+        # Three scorings of one day in one load: the latest as_of wins, not the most events.
+        assignment("staged", during(0, 10), 1, events=9),
+        assignment("staged", during(0, 16), 2, events=3),
+        assignment("staged", during(0, 12), 3, events=12),
+        assignment("update", during(0, 10), 1),
+    ], at1)
+    assert first == [
+        ("corrected", 1, utc(during(0, 12)), False, 1, 5, utc(at1)),
+        ("earlier", 1, utc(during(0, 15)), False, 2, 5, utc(at1)),
+        ("final", 1, utc(during(0, 18)), False, 1, 5, utc(at1)),
+        ("identical", 1, utc(during(0, 12)), False, 1, 5, utc(at1)),
+        ("next_day", 1, utc(during(0, 20)), False, 1, 5, utc(at1)),
+        ("staged", 1, utc(during(0, 16)), False, 2, 3, utc(at1)),
+        ("update", 1, utc(during(0, 10)), False, 1, 5, utc(at1)),
+    ]
+    second, second_rows = load([
+        assignment("corrected", during(0, 12), 1, feature_values=corrected_features),  # same as_of, new content
+        assignment("earlier", during(0, 10), 1),  # earlier: never replaces
+        assignment("final", closing(0), 3),  # the midnight closing the day: final
+        assignment("identical", during(0, 12), 1),  # the same content again: nothing changes
+        assignment("next_day", during(1, 1), 2),  # another day: a row of its own
+        assignment("update", during(0, 15), 2),  # later the same day: replaces
+    ], at2)
+    assert second == [
+        ("corrected", 1, utc(during(0, 12)), False, 1, 5, utc(at2)),
+        ("earlier", 1, utc(during(0, 15)), False, 2, 5, utc(at1)),
+        ("final", 1, utc(closing(0)), True, 3, 5, utc(at2)),
+        ("identical", 1, utc(during(0, 12)), False, 1, 5, utc(at1)),
+        ("next_day", 1, utc(during(0, 20)), False, 1, 5, utc(at1)),
+        ("next_day", 2, utc(during(1, 1)), False, 2, 5, utc(at2)),
+        ("staged", 1, utc(during(0, 16)), False, 2, 3, utc(at1)),
+        ("update", 1, utc(during(0, 15)), False, 2, 5, utc(at2)),
+    ]
+    before = {r["user_key"]: r for r in first_rows}
+    after = {(r["user_key"], r["score_date"].day): r for r in second_rows}
+    assert after[("corrected", 1)]["features"] == corrected_features
+    assert after[("corrected", 1)]["content_sha256"] != before["corrected"]["content_sha256"]
+    assert after[("corrected", 1)]["content_sha256"] == expected_content_sha256(_json_form(after[("corrected", 1)]))
+    assert after[("identical", 1)] == before["identical"]
+    assert after[("final", 1)]["scoring"] == "daily"
 
 
 def _watch_staging(monkeypatch) -> tuple[list, list]:
@@ -228,14 +315,16 @@ def _watch_staging(monkeypatch) -> tuple[list, list]:
 def test_bounded_write_stages_every_batch_and_merges_once(warehouse, dataset, monkeypatch):
     loads, merges = _watch_staging(monkeypatch)
     target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2)
-    # Five rows, at most two per load; u1's window comes twice, the on_time pane must win.
-    run_write(target, [assignment("u1", 0, 1, "early", 2), assignment("u2", 0, 1), assignment("u3", 0, 2),
-                       assignment("u1", 0, 3, "on_time", 4), assignment("u4", 1, 1)])
+    # Five rows, at most two per load; u1's 2024-01-01 comes twice, the later (closing) scoring must win.
+    run_write(target, [assignment("u1", during(0, 10), 1, events=2), assignment("u2", closing(0), 1),
+                       assignment("u3", closing(0), 2), assignment("u1", closing(0), 3, events=4),
+                       assignment("u4", closing(1), 1)])
     assert len(loads) >= 3
     assert merges == [sorted(loads)]  # one MERGE, of every staged load
     rows = read_assignments(warehouse, dataset)
-    assert [(r["user_key"], r["segment_id"], r["pane"]) for r in rows] == [
-        ("u1", 3, "on_time"), ("u2", 1, "on_time"), ("u3", 2, "on_time"), ("u4", 1, "on_time")]
+    assert [(r["user_key"], r["score_date"], r["segment_id"], r["is_final"]) for r in rows] == [
+        ("u1", dt.date(2024, 1, 1), 3, True), ("u2", dt.date(2024, 1, 1), 1, True),
+        ("u3", dt.date(2024, 1, 1), 2, True), ("u4", dt.date(2024, 1, 2), 1, True)]
     tables = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{dataset}")}
     assert not [t for t in tables if "__staging" in t]
 
@@ -243,10 +332,10 @@ def test_bounded_write_stages_every_batch_and_merges_once(warehouse, dataset, mo
 def test_streaming_write_merges_each_batch(warehouse, dataset, monkeypatch):
     loads, merges = _watch_staging(monkeypatch)
     target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2, streaming=True)
-    run_write(target, [assignment(f"u{i}", 0, 1) for i in range(5)])
+    run_write(target, [assignment(f"u{i}", during(0, 10 + i), 1) for i in range(5)])
     assert len(loads) >= 3
     assert sorted(merges) == sorted([table] for table in loads)  # each load MERGEd on its own
-    assert len(read_assignments(warehouse, dataset)) == 5
+    assert [r["user_key"] for r in read_assignments(warehouse, dataset)] == ["u0", "u1", "u2", "u3", "u4"]
 
 
 def test_a_failed_final_merge_fails_the_job_and_keeps_the_staged_rows(warehouse, dataset, monkeypatch):
@@ -256,10 +345,11 @@ def test_a_failed_final_merge_fails_the_job_and_keeps_the_staged_rows(warehouse,
     monkeypatch.setattr(local_sink, "merge_staging", refuse)
     target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
     with pytest.raises(Exception, match="staged rows are kept in") as failure:
-        run_write(target, [assignment("u1", 0, 1), assignment("u2", 0, 1)])
+        run_write(target, [assignment("u1", closing(0), 1), assignment("u2", closing(0), 1)])
     staging = re.search(r"kept in (\S+):", str(failure.value)).group(1)
-    kept = list(warehouse.client.query(f"SELECT user_key FROM `{staging}` ORDER BY user_key").result())
-    assert [r["user_key"] for r in kept] == ["u1", "u2"]
+    kept = list(warehouse.client.query(f"SELECT user_key, score_date FROM `{staging}` ORDER BY user_key").result())
+    assert [(r["user_key"], r["score_date"]) for r in kept] == [
+        ("u1", dt.date(2024, 1, 1)), ("u2", dt.date(2024, 1, 1))]
     assert read_assignments(warehouse, dataset) == []
     warehouse.client.delete_table(staging)
 
@@ -281,7 +371,7 @@ def test_a_failed_load_dead_letters_exactly_its_batch(warehouse, dataset, monkey
     monkeypatch.setattr(bq_loads, "stage_rows", refuse_u3)
     target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, batch_size=2, streaming=streaming)
     with TestPipeline() as p:
-        rejected = p | beam.Create([assignment(f"u{i}", 0, 1) for i in range(1, 6)]) | WriteAssignments(target)
+        rejected = p | beam.Create([assignment(f"u{i}", closing(0), 1) for i in range(1, 6)]) | WriteAssignments(target)
         _ = rejected | WriteDeadLetters(target, run_id="run-9")
     (refused_batch,) = [b for b in batches if "u3" in b]
     assert sorted(u for b in batches for u in b) == ["u1", "u2", "u3", "u4", "u5"]
@@ -290,38 +380,27 @@ def test_a_failed_load_dead_letters_exactly_its_batch(warehouse, dataset, monkey
     assert stored == sorted({"u1", "u2", "u3", "u4", "u5"} - set(refused_batch))
     letters = warehouse.client.query(
         f"SELECT raw_payload, error_code, error_detail FROM `{warehouse.project}.{dataset}.dead_letters`").result()
-    assert sorted((json.loads(r["raw_payload"])["user_key"], r["error_code"], r["error_detail"]) for r in letters) == [
+    got = sorted(((json.loads(r["raw_payload"]), r["error_code"], r["error_detail"]) for r in letters),
+                 key=lambda g: g[0]["user_key"])
+    assert [(p["user_key"], code, detail) for p, code, detail in got] == [
         (user, "row_rejected", "load failed: 400 no u3 today") for user in sorted(refused_batch)]
-
-
-def test_later_panes_supersede_earlier_ones(warehouse, dataset):
-    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
-    table_id = f"{warehouse.project}.{dataset}.segment_assignments"
-    for segment, pane, events in [(1, "early", 2), (2, "on_time", 4), (3, "early", 9), (4, "late", 6), (5, "late", 5)]:
-        load_rows(warehouse.client, spec, table_id, [bq_rows.assignment_row(assignment("u1", 0, segment, pane, events), T0)])
-    rows = read_assignments(warehouse, dataset)
-    # early after on_time is less final; a late firing with fewer events is stale.
-    assert [(r["pane"], r["segment_id"], r["event_count"]) for r in rows] == [("late", 4, 6)]
-
-
-def test_most_final_row_wins_within_one_load(warehouse, dataset):
-    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
-    rows = [bq_rows.assignment_row(assignment("u1", 0, s, pane, events), T0) for s, pane, events in
-            [(1, "early", 2), (2, "on_time", 4), (3, "early", 9)]]
-    load_rows(warehouse.client, spec, f"{warehouse.project}.{dataset}.segment_assignments", rows)
-    assert [(r["pane"], r["segment_id"]) for r in read_assignments(warehouse, dataset)] == [("on_time", 2)]
+    assert {(p["score_date"], p["as_of"]) for p, _, _ in got} == {("2024-01-01", "2024-01-02 00:00:00.000000 UTC")}
 
 
 def test_invalid_assignments_become_dead_letters_not_rows(warehouse, dataset):
     target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
-    bad = assignment("u9", 0, 1)
+    bad = assignment("u9", closing(0), 1)
     bad["segment_name"] = None
     bad["features"]["not_a_feature"] = 1.0
+    timeless = dict(assignment("u8", closing(0), 1), as_of_us=None)
     with TestPipeline() as p:
-        rejected = p | beam.Create([assignment("u1", 0, 1), bad]) | WriteAssignments(target)
+        rejected = p | beam.Create([assignment("u1", closing(0), 1), bad, timeless]) | WriteAssignments(target)
         assert_that(
             rejected | beam.Map(lambda d: (d.error_code, d.stage, d.error_detail)),
-            equal_to([("row_rejected", "write", "segment_name: missing REQUIRED field; features.not_a_feature: unknown field")]),
+            equal_to([
+                ("row_rejected", "write", "segment_name: missing REQUIRED field; features.not_a_feature: unknown field"),
+                ("row_rejected", "write", "score_date: missing REQUIRED field; as_of: missing REQUIRED field"),
+            ]),
         )
     assert [r["user_key"] for r in read_assignments(warehouse, dataset)] == ["u1"]
 

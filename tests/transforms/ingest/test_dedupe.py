@@ -1,17 +1,14 @@
 """Dedupe keeps one canonical copy per (user, event_id), whichever step does it.
 
-Three places drop duplicates: `DedupeEvents` (bounded: a CombinePerKey), the per-user
-feature plan inside its grouping (`ComputeUserFeatures(deduplicate=True)`), and the
-windowed plan with the same flag. The expected survivors and counts are picked by hand
-from the records below.
+Two bounded places drop duplicates: `DedupeEvents` (a CombinePerKey) and the batch
+profile step inside its per-user grouping (`ComputeProfiles` on bounded input). The
+expected survivors and counts are picked by hand from the records below. (The streaming
+profile step's dedupe: `tests/transforms/features/test_profile.py` and `test_compute.py`.)
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import apache_beam as beam
-import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
@@ -19,7 +16,8 @@ from apache_beam.transforms.window import TimestampedValue
 from pipelines.summary import counters_of
 from transforms.ingest.dedupe import DEDUPE_IN, DEDUPE_OUT, DedupeEvents, unique_events
 from transforms.contracts.events import Event
-from transforms.features.compute import ComputeUserFeatures, FeaturePlan
+from transforms.features.compute import ComputeProfiles
+from transforms.features.profile import ProfileRules
 
 T0 = 1_793_000_000_000_000  # 2026-10-27, UTC microseconds
 MIN = 60_000_000
@@ -61,15 +59,12 @@ def test_dedupe_events_keeps_the_same_copies_and_counts_them():
     assert (counters[DEDUPE_IN], counters[DEDUPE_OUT]) == (6, 3)
 
 
-@pytest.mark.parametrize("plan", [FeaturePlan.PER_USER, FeaturePlan.WINDOWED])
-def test_feature_plans_drop_and_count_duplicates_when_asked(plan):
+def test_the_batch_profile_step_drops_and_counts_duplicates():
     p = TestPipeline()
-    features = (p | beam.Create(_stamped(RECORDS))
-                | ComputeUserFeatures(window_size=timedelta(days=1), window_period=timedelta(days=1),
-                                      plan=plan, deduplicate=True))
-    # One one-day window per user: alice has e1 and e2 (one purchase), bob his e1.
-    counts = features.features | beam.Map(
-        lambda r: (len(r["user_key"]), r["event_count"], r["frequency"]))
+    as_of = p | "AsOf" >> beam.Create([(T0 // 86_400_000_000 + 1) * 86_400_000_000])
+    profiles = p | beam.Create(_stamped(RECORDS)) | ComputeProfiles(ProfileRules(), as_of_us=as_of)
+    # alice has e1 and e2 (one purchase), bob his e1.
+    counts = profiles.features | beam.Map(lambda r: (len(r["user_key"]), r["event_count"], r["orders"]))
     assert_that(counts, equal_to([(5, 2, 1.0), (3, 1, 0.0)]))
     result = p.run()
     result.wait_until_finish()

@@ -120,7 +120,8 @@ def test_every_field_lands_in_its_place():
         "event_id": "e-1", "user_id": "u-1", "event_type": "purchase", "timestamp": "2026-11-01T10:00:00.5+01:00",
         "session_id": "s-1", "channel": "app", "device": "tablet",
         "properties": {"product_id": "p-1", "category": "shoes", "value": 12, "currency": "eur", "quantity": 2,
-                       "page": "/p", "search_query": "red", "campaign": "c-9", "duration_ms": 1500},
+                       "page": "/p", "search_query": "red", "campaign": "c-9", "duration_ms": 1500,
+                       "order_id": "o-3"},
         "consent": {"analytics": False, "personalization": True},
     }
     expected = Event(
@@ -128,7 +129,13 @@ def test_every_field_lands_in_its_place():
         timestamp_us=1_793_523_600_500_000,  # 09:00:00.5 UTC on 2026-11-01
         session_id="s-1", channel="app", device="tablet", product_id="p-1", category="shoes", value=12.0,
         currency="EUR", quantity=2, page="/p", search_query="red", campaign="c-9", duration_s=1.5,
-        consent_analytics=False, consent_personalization=True, source="f:7",
+        consent_analytics=False, consent_personalization=True, order_id="o-3",
+        utc_offset_min=60,  # the offset the timestamp was written with
+        source="f:7",
     )
     assert parse_event(encode(raw), "f:7", CONFIG) == expected
     assert dt.datetime(2026, 11, 1, 9, 0, 0, 500000, tzinfo=dt.timezone.utc).timestamp() * 1e6 == expected.timestamp_us
+    # Epoch milliseconds carry no offset; "Z" is offset 0; "-05:30" is -330 minutes.
+    assert parse_event(encode(dict(raw, timestamp=1_793_523_600_500)), "f:7", CONFIG).utc_offset_min is None
+    assert parse_event(encode(dict(raw, timestamp="2026-11-01T09:00:00.5Z")), "f:7", CONFIG).utc_offset_min == 0
+    assert parse_event(encode(dict(raw, timestamp="2026-11-01T03:30:00.5-05:30")), "f:7", CONFIG).utc_offset_min == -330

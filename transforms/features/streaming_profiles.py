@@ -1,0 +1,205 @@
+"""Profiles of unbounded input: one stateful step per user, updated on events and re-scored on a timer.
+
+An event-time window exists only where there are events, so it cannot see a customer who
+stopped coming. Here each user's `Profile` lives in Beam state and is scored
+
+* on their events: arriving events are buffered (a bag of packed events, cheap to append
+  to) and applied together when a processing-time timer fires, ``early_firing`` after the
+  first of them; the record is as of the latest event applied (``scoring`` = ``event``);
+* on a daily event-time timer: when the watermark passes each midnight, the user is
+  re-scored as of it (``scoring`` = ``daily``), whether or not they came back, so recency
+  and tenure grow and P(alive) falls while they are silent. Re-scoring stops after
+  ``max_silent`` without an event, or when the watermark runs a day past the wall clock
+  (a drain), and starts again with the user's next event.
+
+The daily timer is also the profile's clock: once it fired at midnight ``M``, the
+watermark has passed ``M``, so an event older than ``M - allowed_lateness`` is too late:
+it is dead-lettered (`ErrorCode.TOO_LATE`), because its day may be folded away and its id
+forgotten by the dedupe. Duplicates of a (user, event_id) seen within the lateness are
+dropped and counted like `ingest.dedupe` counts them.
+
+Each flush also emits the number of unique events it applied, as an audit tally.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Iterable, NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.coders import BooleanCoder, BytesCoder, PickleCoder, VarIntCoder
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from transforms.audit import AUDIT_UNIQUE
+from transforms.contracts.events import Event
+from transforms.contracts.outcomes import DeadLetter, ErrorCode, Stage, counter, dead_letter_counter
+from transforms.features.activity import US_PER_DAY
+from transforms.features.profile import Outcome, Profile, ProfileRules
+from transforms.ingest.dedupe import DEDUPE_IN, DEDUPE_OUT
+from transforms.ingest.event_coder import key_by_user, unpack_for_user
+
+EVENT = "event"
+DAILY = "daily"
+
+
+class ProfileTag:
+    """Outputs of `UpdateProfileFn` besides the feature records."""
+
+    TOO_LATE = "too_late"
+    TALLIES = "tallies"
+
+
+def late_dead_letter(event: Event, detail: str) -> DeadLetter:
+    """A too-late event as a dead letter carrying the event's fields as JSON."""
+    import json
+
+    return DeadLetter.of(json.dumps(event._asdict(), sort_keys=True), ErrorCode.TOO_LATE, detail, event.source,
+                         Stage.WINDOW)
+
+
+class UpdateProfileFn(beam.DoFn):
+    """``(user_key, packed event)`` -> feature records; too-late dead letters and tallies tagged.
+
+    Args:
+        rules: how profiles are built and scored.
+        early_firing: processing time between a user's first buffered event and its update.
+        rescore_every: event time between re-scorings (whole days).
+        max_silent: stop re-scoring a user silent this long (event time).
+    """
+
+    PENDING = userstate.BagStateSpec("pending", BytesCoder())
+    PROFILE = userstate.ReadModifyWriteStateSpec("profile", PickleCoder())
+    FLUSH_SET = userstate.ReadModifyWriteStateSpec("flush_set", BooleanCoder())
+    RESCORE_AT = userstate.ReadModifyWriteStateSpec("rescore_at_us", VarIntCoder())
+    FLUSH = userstate.TimerSpec("flush", TimeDomain.REAL_TIME)
+    RESCORE = userstate.TimerSpec("rescore", TimeDomain.WATERMARK)
+
+    def __init__(self, rules: ProfileRules, early_firing: dt.timedelta, rescore_every: dt.timedelta,
+                 max_silent: dt.timedelta):
+        if rescore_every < dt.timedelta(days=1) or rescore_every % dt.timedelta(days=1):
+            raise ValueError(f"rescore_every must be whole days, got {rescore_every}")
+        self._rules = rules
+        self._early_s = early_firing.total_seconds()
+        self._rescore_us = rescore_every // dt.timedelta(microseconds=1)
+        self._max_silent_us = max_silent // dt.timedelta(microseconds=1)
+
+    def setup(self):
+        self._dedupe_in = counter(DEDUPE_IN)
+        self._dedupe_out = counter(DEDUPE_OUT)
+        self._too_late = dead_letter_counter(ErrorCode.TOO_LATE)
+
+    def process(self, element: tuple[str, bytes], timestamp=beam.DoFn.TimestampParam,
+                pending=beam.DoFn.StateParam(PENDING), flush_set=beam.DoFn.StateParam(FLUSH_SET),
+                rescore_at=beam.DoFn.StateParam(RESCORE_AT), flush=beam.DoFn.TimerParam(FLUSH),
+                rescore=beam.DoFn.TimerParam(RESCORE)) -> Iterable:
+        _, packed = element
+        pending.add(packed)
+        if not flush_set.read():
+            # Processing-time timers take absolute times: the wall clock (a test clock
+            # under TestStream) plus the delay.
+            flush.set(Timestamp.now() + Duration(seconds=self._early_s))
+            flush_set.write(True)
+        if rescore_at.read() is None:
+            next_us = (timestamp.micros // US_PER_DAY + 1) * US_PER_DAY
+            rescore.set(Timestamp(micros=next_us))
+            rescore_at.write(next_us)
+        return ()
+
+    def _apply(self, user_key: str, profile: Profile, pending, before_us: Optional[int] = None) -> tuple[list, int]:
+        """Applies the buffered events (those before `before_us`; the rest stay buffered) to
+        `profile`; returns the dead letters and audit tally to emit, and how many were added."""
+        buffered = [(unpack_for_user(user_key, packed), packed) for packed in pending.read()]
+        pending.clear()
+        if before_us is not None:
+            for event, packed in buffered:
+                if event.timestamp_us >= before_us:
+                    pending.add(packed)
+            buffered = [(event, packed) for event, packed in buffered if event.timestamp_us < before_us]
+        events = sorted((event for event, _ in buffered), key=lambda e: (e.timestamp_us, e.source, e.event_id))
+        outputs, unique, added = [], 0, 0
+        for event in events:
+            self._dedupe_in.inc()
+            outcome = self._rules.add(profile, event, check=True)
+            if outcome == Outcome.DUPLICATE:
+                continue
+            self._dedupe_out.inc()
+            unique += 1
+            if outcome == Outcome.TOO_LATE:
+                self._too_late.inc()
+                clock = dt.date(1970, 1, 1) + dt.timedelta(days=profile.watermark_day)
+                outputs.append(beam.pvalue.TaggedOutput(ProfileTag.TOO_LATE, late_dead_letter(
+                    event, f"event time is more than {self._rules.allowed_lateness} before {clock} 00:00 UTC, "
+                           "which the event-time clock has passed")))
+            else:
+                added += 1
+        if unique:
+            outputs.append(beam.pvalue.TaggedOutput(ProfileTag.TALLIES, (AUDIT_UNIQUE, unique)))
+        return outputs, added
+
+    @userstate.on_timer(FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
+                 profile_state=beam.DoFn.StateParam(PROFILE), flush_set=beam.DoFn.StateParam(FLUSH_SET)):
+        flush_set.clear()
+        profile = profile_state.read() or Profile()
+        outputs, added = self._apply(key, profile, pending)
+        yield from outputs
+        profile_state.write(profile)
+        if added:
+            record = self._rules.snapshot(key, profile, profile.last_event_us, EVENT)
+            if record is not None:
+                yield record
+
+    @userstate.on_timer(RESCORE)
+    def on_rescore(self, key=beam.DoFn.KeyParam, timestamp=beam.DoFn.TimestampParam,
+                   pending=beam.DoFn.StateParam(PENDING), profile_state=beam.DoFn.StateParam(PROFILE),
+                   rescore_at=beam.DoFn.StateParam(RESCORE_AT), rescore=beam.DoFn.TimerParam(RESCORE)):
+        as_of_us = timestamp.micros
+        profile = profile_state.read() or Profile()
+        # Events at or after the midnight wait for their own update (the flush timer is set).
+        outputs, _ = self._apply(key, profile, pending, before_us=as_of_us)
+        yield from outputs
+        profile.watermark_day = as_of_us // US_PER_DAY
+        self._rules.fold(profile, profile.watermark_day - 1)
+        profile_state.write(profile)
+        record = self._rules.snapshot(key, profile, as_of_us, DAILY)
+        if record is not None:
+            yield record
+        last, next_us = profile.last_event_us, as_of_us + self._rescore_us
+        # A watermark a day past the wall clock is a drain (or the end of a test) sending
+        # it to the end of time: re-scoring every user for every day until then is no
+        # use, their next event starts it again.
+        ahead = next_us > (time.time_ns() // 1000) + US_PER_DAY
+        if last is not None and as_of_us - last < self._max_silent_us and not ahead:
+            rescore.set(Timestamp(micros=next_us))
+            rescore_at.write(next_us)
+        else:
+            rescore_at.clear()
+
+
+class StreamingProfiles(NamedTuple):
+    """Outputs of `MaintainProfiles`."""
+
+    features: beam.PCollection  # feature records
+    too_late: beam.PCollection  # DeadLetter
+    tallies: beam.PCollection  # (name, count) for the audit
+
+
+class MaintainProfiles(beam.PTransform):
+    """Unbounded events -> feature records on events and on the daily re-scoring (see the module docstring)."""
+
+    def __init__(self, rules: ProfileRules, early_firing: dt.timedelta, rescore_every: dt.timedelta,
+                 max_silent: dt.timedelta):
+        super().__init__()
+        self._fn = UpdateProfileFn(rules, early_firing, rescore_every, max_silent)
+
+    def expand(self, events: beam.PCollection[Event]) -> StreamingProfiles:
+        updated = (
+            events
+            | "KeyByUser" >> beam.Map(key_by_user).with_output_types(tuple[str, bytes])
+            | "UpdateProfiles" >> beam.ParDo(self._fn).with_outputs(
+                ProfileTag.TOO_LATE, ProfileTag.TALLIES, main="features")
+        )
+        return StreamingProfiles(updated.features, updated[ProfileTag.TOO_LATE], updated[ProfileTag.TALLIES])
