@@ -361,9 +361,9 @@ def test_bad_flags_are_clean_argparse_errors(flags, capsys):
 def test_defaults_and_format_inference():
     args = _parser().parse_args(["--out", "events.avro"])
     assert (args.users, args.days, args.seed, args.corrupt_rate, args.end, args.truth) == (2000, 30, 0, 0.0, None, None)
-    assert gen._resolve_format(args) == "avro"
-    assert gen._resolve_format(_parser().parse_args(["--out", "events.json"])) == "jsonl"
-    assert gen._resolve_format(_parser().parse_args(["--out", "e.avro", "--format", "jsonl"])) == "jsonl"
+    assert gen.writing._resolve_format(args) == "avro"
+    assert gen.writing._resolve_format(_parser().parse_args(["--out", "events.json"])) == "jsonl"
+    assert gen.writing._resolve_format(_parser().parse_args(["--out", "e.avro", "--format", "jsonl"])) == "jsonl"
     with pytest.raises(SystemExit):
         _parser().parse_args([])  # --out is required
 
