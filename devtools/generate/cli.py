@@ -53,26 +53,50 @@ def _rate(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the generator's flags to `parser`."""
     parser.add_argument("--users", type=_positive_int, metavar="N", default=2000,
-                        help="Number of simulated users. Default: 2000.")
+                        help="Number of simulated users; they arrive over the first 80%% of the --days period. "
+                             "Default: 2000.")
     parser.add_argument("--days", type=_positive_int, metavar="D", default=30,
-                        help="Length of the period, in whole UTC days. Default: 30.")
+                        help="Length of the calibration period (the --out file), in whole UTC days. Default: 30.")
+    parser.add_argument("--holdout_days", type=_non_negative_int, metavar="N", default=0,
+                        help="Also simulate N whole UTC days after the calibration period and write their events "
+                             "to --holdout_out: the simulation then covers --days + N days ending at --end. "
+                             "Default: 0 (one file, no hold-out).")
+    parser.add_argument("--holdout_out", type=pathlib.Path, metavar="PATH", default=None,
+                        help="Hold-out file, with --holdout_days (valid events only, same format as --out). "
+                             "Default: <out stem>.holdout<suffix>, e.g. events.holdout.jsonl.")
     parser.add_argument("--end", type=_date, metavar="DATE", default=None,
-                        help="End of the period, exclusive, as YYYY-MM-DD (00:00 UTC of that date). "
-                             "Default: today's date in UTC, i.e. the period is the last --days full days.")
+                        help="End of the simulated period, exclusive, as YYYY-MM-DD (00:00 UTC of that date); "
+                             "the calibration period ends --holdout_days earlier. Default: today's date in UTC, "
+                             "so no event is in the future.")
     parser.add_argument("--seed", type=_seed, metavar="SEED", default=0,
                         help="Random seed (non-negative integer); same arguments give identical bytes. Default: 0.")
     parser.add_argument("--format", choices=("jsonl", "avro"), default=None,
                         help="Output format. Default: avro if --out ends with .avro, else jsonl (JSON lines).")
     parser.add_argument("--out", type=pathlib.Path, metavar="PATH", required=True,
-                        help="Output file (parent directories are created). Required.")
+                        help="Output file of the calibration period (parent directories are created). Required.")
     parser.add_argument("--corrupt-rate", dest="corrupt_rate", type=_rate, metavar="R", default=0.0,
-                        help="Fraction of output records, in [0, 1), that are bad: invalid records of every "
-                             "dead-letter kind plus exact duplicates, round-robin. Default: 0.0.")
+                        help="Fraction of the --out file's records, in [0, 1), that are bad: invalid records of "
+                             "every dead-letter kind plus exact duplicates, round-robin (none in the hold-out "
+                             "file). Default: 0.0.")
     parser.add_argument("--truth", type=pathlib.Path, metavar="PATH", default=None,
-                        help="Also write a CSV 'user_id,archetype' of the latent archetypes. Default: not written.")
+                        help="Also write a CSV of each user's latent truth: user_id, archetype, acquired_at, "
+                             "alive_at_calibration_end, dropped_out_at, purchase_rate_per_day (lambda), "
+                             "dropout_probability (p), first_purchase_at (times RFC 3339 UTC), and "
+                             "<truth stem>.params.json with the per-archetype BG/NBD parameters (alpha per day). "
+                             "Default: not written.")
 
 
 def today_utc() -> dt.date:
