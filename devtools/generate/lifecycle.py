@@ -26,15 +26,16 @@ after each repeat purchase (not the first) the user drops out with probability p
 Dropout. A dropped-out user stops all activity for good: no visit, no e-mail open or
 click, no refund after it. A buyer drops out at the time of the order after which it
 left (its last event). A user who has not bought yet leaves with the archetype's
-constant hazard h_k per day (an Exponential(h_k) time after acquisition); if that
-comes before its first purchase, it never buys.
+constant hazard h_k per day: an Exponential(h_k) time after its first visit (2 hours
+after acquisition); if that comes before its first purchase, it never buys.
 
-Daily rhythm. The process runs in continuous time; each order is then moved within
-its local calendar day to a time of day drawn from the archetype's hour profile (so
-orders follow the user's evening-heavy rhythm, and the number of orders per local day,
-hence the purchase-day counts, is that of the process). An order that would move
-before its user's acquisition (plus 2 hours) or past the period end keeps its
-process time.
+Daily rhythm. The process runs in continuous time; each order is then given a time of
+day drawn from the archetype's hour profile, on its local calendar day, so that
+orders follow the user's evening-heavy rhythm. A user orders at most once per local
+day: an order on a day that already has one moves to the next day, so that the
+purchase days that BG/NBD counts (x = purchase days - 1) are the process's orders
+(an order moved past the period end is dropped, and its user did not leave within
+the period). An order is at least 2 hours after its user's acquisition.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ from devtools.generate.randomness import _STREAM_LIFECYCLE, local_time_ms, strea
 if TYPE_CHECKING:
     from devtools.generate.population import UserProfile
 
-# An order comes at least this long after its user's acquisition (its first visit), so
-# that its checkout session, laid out backwards from the order time, starts after it.
-FIRST_ORDER_MIN_GAP_MS = 2 * 60 * MINUTE_MS
+# Time given to the first visit: orders come at least this long after the acquisition (so
+# that an order's checkout session, laid out backwards from the order time, starts after
+# it), and a non-buyer's dropout clock starts after it.
+FIRST_VISIT_MS = 2 * 60 * MINUTE_MS
 
 
 def arrival_days(days: int) -> int:
@@ -91,7 +93,7 @@ def draw_lifecycles(population: list["UserProfile"], days: int, holdout_days: in
     day = rng.integers(0, arrival_days(days), size=n)
     acquired = day * DAY_MS + (local_time_ms(arch, rng.random(n), rng.random(n)) - tz_ms) % DAY_MS
     first = acquired + rng.exponential(1.0 / column("first_purchase_rate")) * DAY_MS
-    quit_ = acquired + rng.exponential(1.0 / column("nonbuyer_dropout")) * DAY_MS
+    quit_ = acquired + FIRST_VISIT_MS + rng.exponential(1.0 / column("nonbuyer_dropout")) * DAY_MS
     buyer = (first < quit_) & (first < total_ms)
 
     # Repeat purchases: Poisson(lambda) while alive; after each, leave with probability p.
@@ -115,7 +117,12 @@ def draw_lifecycles(population: list["UserProfile"], days: int, holdout_days: in
 
     owner_all = np.concatenate(owner)
     when_all = np.concatenate(when)
-    when_all = _in_daily_rhythm(when_all, owner_all, arch, tz_ms, acquired, total_ms, rng)
+    order = np.lexsort((when_all, owner_all))
+    owner_all, when_all = owner_all[order], when_all[order]
+    when_all, kept = _in_daily_rhythm(when_all, owner_all, arch, tz_ms, acquired, total_ms, rng)
+    # A user whose last orders moved past the period end did not leave within it.
+    left[np.unique(owner_all[~kept])] = False
+    owner_all, when_all = owner_all[kept], when_all[kept]
     order = np.lexsort((when_all, owner_all))
     owner_all, when_all = owner_all[order], when_all[order]
     bounds = np.searchsorted(owner_all, np.arange(n + 1))
@@ -134,15 +141,31 @@ def draw_lifecycles(population: list["UserProfile"], days: int, holdout_days: in
 
 
 def _in_daily_rhythm(when: np.ndarray, owner: np.ndarray, arch: np.ndarray, tz_ms: np.ndarray,
-                     acquired: np.ndarray, total_ms: int, rng: np.random.Generator) -> np.ndarray:
-    """Moves order times within their local day to a time drawn from the archetype's hour profile."""
+                     acquired: np.ndarray, total_ms: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Puts orders (sorted by owner, then time) into their users' daily rhythm, one per local day.
+
+    Each order keeps its local calendar day and gets a time of day drawn from the
+    archetype's hour profile; an order on a day that already has one of its user's
+    orders moves to the next day (so purchase days count orders). Returns the new
+    times and which orders are kept: an order moved to a day that starts after the
+    period end is dropped (it would have come after the end).
+    """
     if when.size == 0:
-        return when.astype(np.int64)
+        return when.astype(np.int64), np.ones(0, dtype=bool)
     when = np.floor(when).astype(np.int64)
     tz = tz_ms[owner]
-    local_day = (when + tz) // DAY_MS
-    moved = local_day * DAY_MS - tz + local_time_ms(arch[owner], rng.random(when.size), rng.random(when.size))
-    earliest = acquired[owner].astype(np.int64) + FIRST_ORDER_MIN_GAP_MS
-    ok = (moved >= earliest) & (moved < total_ms)
-    fallback = np.minimum(np.maximum(when, earliest), total_ms - 1)
-    return np.where(ok, moved, fallback)
+    local_day = ((when + tz) // DAY_MS).tolist()
+    owners = owner.tolist()
+    for j in range(1, len(local_day)):
+        if owners[j] == owners[j - 1] and local_day[j] <= local_day[j - 1]:
+            local_day[j] = local_day[j - 1] + 1
+    day_start = np.array(local_day, dtype=np.int64) * DAY_MS - tz
+    kept = day_start < total_ms
+    moved = day_start + local_time_ms(arch[owner], rng.random(when.size), rng.random(when.size))
+    # The last local day may end after the period: draw within its part inside it.
+    tail = moved >= total_ms
+    moved[tail] = day_start[tail] + ((moved[tail] - day_start[tail]) % np.maximum(1, total_ms - day_start[tail]))
+    earliest = acquired[owner].astype(np.int64) + FIRST_VISIT_MS
+    moved = np.where(moved >= earliest, moved, np.minimum(np.maximum(when, earliest), total_ms - 1))
+    return moved, kept

@@ -36,7 +36,7 @@ from typing import Sequence
 import orjson
 
 from devtools.generate.archetypes import ACQUISITION_SHARE, ARCHETYPE_NAMES, ARCHETYPES
-from devtools.generate.lifecycle import FIRST_ORDER_MIN_GAP_MS, arrival_days
+from devtools.generate.lifecycle import FIRST_VISIT_MS, arrival_days
 from devtools.generate.population import UserProfile
 from devtools.generate.timestamps import format_timestamp
 
@@ -114,7 +114,7 @@ def truth_params(*, start: dt.date, end: dt.date, days: int, holdout_days: int, 
                                 "(nonbuyer_dropout_per_day): an Exponential time after acquisition",
             "daily_rhythm": "each order is moved within its local day to a time drawn from the archetype's "
                             "hour profile (at least "
-                            f"{FIRST_ORDER_MIN_GAP_MS // 60_000} minutes after acquisition)",
+                            f"{FIRST_VISIT_MS // 60_000} minutes after acquisition)",
             "dropout": "a dropped-out user has no event after dropped_out_at (its last order, for a buyer)",
         },
         "archetypes": {

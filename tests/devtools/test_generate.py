@@ -586,7 +586,7 @@ def test_purchase_days_give_buyers_and_repeat_buyers(long_run):
     assert buyers >= 0.4 and three_plus >= 0.15
     # Several orders on one UTC day are rare (the pipeline counts purchase days).
     n_orders = sum(len(o) for o in orders.values())
-    assert (n_orders - sum(len(d) for d in days.values())) / n_orders < 0.05
+    assert (n_orders - sum(len(d) for d in days.values())) / n_orders < 0.01
     # The truth's first purchase is the first purchase event (over both files).
     first = {}
     for user, kind, ms, *_ in run.events:
@@ -608,10 +608,10 @@ def test_bgnbd_fit_on_the_purchase_events_recovers_each_archetypes_parameters(lo
     (chi-squared with 4 degrees of freedom, Wilks). The region is as wide as the sample
     allows and no wider: at 80-330 buyers per archetype r and alpha are loose one by one
     but tight in their ratio (the mean rate), and a and b are loose unless many buyers
-    repeat. The generator departs from BG/NBD only by merging orders on one UTC day
-    (under 2 % of orders) and by moving orders within their day; at 20,000 users the
-    statistic was at most 15 (so about 2 at this size), and on this population with
-    seeds 5, 6 and 7 it was at most 9.7.
+    repeat. The generator departs from BG/NBD only in how it puts orders into days (one
+    per local day, at a time of the daily rhythm; under 0.5 % of orders share a UTC
+    day); fitted on 200,000 users' lifecycles the statistic stayed below 5 for every
+    archetype, so at this size the departure is negligible against the limit.
 
     The test also shows that the region is tight enough to catch a wrong process:
     truths whose mean purchase rate is off by a factor 2 are outside it for every
