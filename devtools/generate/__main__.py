@@ -1,0 +1,5 @@
+"""`python -m devtools.generate ...`."""
+
+from devtools.generate.cli import run
+
+run()
