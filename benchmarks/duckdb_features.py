@@ -1,10 +1,11 @@
-"""The DuckDB SQL reference of the user-window features (variant c of the benchmark).
+"""The DuckDB SQL reference of the v2 user profiles (variant c of the benchmark).
 
-`compute` runs `duckdb_features.sql` over a JSON-lines event file and returns one dict
-per user and 30-day/1-day sliding window, keyed like the pipeline's feature records
-(`user_key` = HMAC pseudonym of the raw user id, `window_start_us`, `window_end_us`,
-the features of `REFERENCE_FEATURES`). The test suite checks that they equal the
-pipeline's records (`tests/benchmarks/test_duckdb_reference.py`).
+`compute` runs `duckdb_features.sql` over a JSON-lines event file and returns one dict per
+user: the user's feature record as of one time (`segments run` with ``--history_days 0``),
+keyed like the pipeline's records (`user_key` = HMAC pseudonym of the raw user id,
+`as_of_us`, `scoring`, `feature_version`, `event_count`, every `MODEL_FEATURES` field and
+every `PROFILE_FACTS` field; see `REFERENCE_FIELDS`). The test suite checks that they equal
+the pipeline's records (`tests/benchmarks/test_duckdb_reference.py`).
 
 Run alone::
 
@@ -16,45 +17,81 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import pathlib
+import time
 from typing import Optional
-
-import duckdb
 
 from benchmarks.pseudonyms import BENCH_KEY, pseudonymise_rows
 
 SQL_PATH = pathlib.Path(__file__).with_name("duckdb_features.sql")
+# transforms/contracts/reference/fx_rates.csv, found without importing the package.
+DEFAULT_FX_RATES = (pathlib.Path(__file__).resolve().parent.parent
+                    / "transforms" / "contracts" / "reference" / "fx_rates.csv")
 
-# The feature-record fields the SQL reproduces (every model feature plus some extras).
-REFERENCE_FEATURES: tuple[str, ...] = (
-    "event_count", "recency_days", "frequency", "purchase_days", "monetary_total", "monetary_avg",
-    "email_opens", "email_clicks", "email_ctr", "social_interactions", "sessions",
-    "avg_session_duration_s", "pages_per_session", "bounce_rate", "active_days", "product_views",
-    "searches", "intensity", "funnel_stage", "cart_adds", "cart_abandonment_rate", "checkout_starts",
-    "top_category_share", "category_entropy", "tenure_days", "share_night", "share_morning",
-    "share_afternoon", "share_evening", "top_category", "first_seen_us", "first_purchase_us",
-    "last_purchase_us",
+# The record fields both references produce, in the pipeline's order (`ProfileRules.record`);
+# `tests/benchmarks/test_duckdb_reference.py` checks them against `feature_spec`.
+IDENTITY_FIELDS: tuple[str, ...] = ("user_key", "as_of_us", "scoring", "feature_version", "event_count")
+MODEL_FIELDS: tuple[str, ...] = (
+    "active_days_7d", "active_days_30d", "active_days_90d", "sessions_30d", "days_since_last_event", "tenure_days",
+    "page_views_per_session", "product_views_per_session", "searches_per_session", "cart_adds_per_session",
+    "avg_session_duration_s", "bounce_rate", "cart_abandonment_rate", "purchase_session_share", "funnel_stage_7d",
+    "social_share", "app_share", "store_share", "mobile_share", "email_opens_30d", "email_ctr",
+    "share_night", "share_morning", "share_afternoon", "share_evening", "weekend_share",
+    "top_category_share", "category_entropy",
+    "orders", "orders_90d", "recency_days", "spend_total", "avg_order_value", "refund_rate",
 )  # fmt: skip
+FACT_FIELDS: tuple[str, ...] = (
+    "first_seen_us", "last_event_us", "first_purchase_us", "last_purchase_us", "purchase_days", "unpriced_lines",
+    "top_category_30d", "funnel_stage_30d", "reporting_currency",
+)  # fmt: skip
+REFERENCE_FIELDS: tuple[str, ...] = IDENTITY_FIELDS + MODEL_FIELDS + FACT_FIELDS
+
+US_PER_DAY = 86_400_000_000
+# The validator's defaults (transforms.ingest.validation.ValidationConfig).
+MAX_EVENT_BYTES = 16 * 1024
+MAX_FUTURE_SKEW = dt.timedelta(days=1)
+MAX_AGE = dt.timedelta(days=3650)
 
 
-def compute_raw(path: str, session_gap: dt.timedelta = dt.timedelta(minutes=30), window_days: int = 30,
-                as_of_us: Optional[int] = None, threads: Optional[int] = None) -> list[dict]:
-    """Runs the SQL; one dict per (raw user id, window), `user_id` not pseudonymised.
+def validity_range(now_us: Optional[int] = None) -> tuple[int, int]:
+    """The event times the validator accepts around `now_us` (default: the wall clock), inclusive."""
+    if now_us is None:
+        now_us = time.time_ns() // 1000
+    return (now_us - MAX_AGE // dt.timedelta(microseconds=1),
+            now_us + MAX_FUTURE_SKEW // dt.timedelta(microseconds=1))
+
+
+def compute_raw(path: str, session_gap: dt.timedelta = dt.timedelta(minutes=30), as_of_us: Optional[int] = None,
+                fx_rates: Optional[str] = None, reporting_currency: str = "EUR", now_us: Optional[int] = None,
+                threads: Optional[int] = None) -> list[dict]:
+    """Runs the SQL; one dict per raw user id (`user_id`, not pseudonymised).
 
     Args:
         path: JSON-lines file (or glob).
         session_gap: inactivity that closes a session.
-        window_days: window size in days (period: one day).
-        as_of_us: keep windows ending by this time; None = midnight after the latest event.
+        as_of_us: the scoring time; None = the midnight after the latest event.
+        fx_rates: exchange-rate CSV; None = the shipped table.
+        reporting_currency: currency of the money features.
+        now_us: "now" of the validator's time range; None = the wall clock.
         threads: DuckDB threads; None = DuckDB's default (all cores).
     """
+    import duckdb  # here, so that the Python loop can share this module's constants without loading DuckDB
+
     con = duckdb.connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
-    cursor = con.execute(SQL_PATH.read_text(), {
+    earliest_us, latest_us = validity_range(now_us)
+    *setup, query = con.extract_statements(SQL_PATH.read_text())
+    for statement in setup:  # the macros
+        con.execute(statement)
+    cursor = con.execute(query, {
         "path": str(path),
+        "fx_path": str(fx_rates or DEFAULT_FX_RATES),
+        "reporting_currency": reporting_currency,
         "gap_us": session_gap // dt.timedelta(microseconds=1),
-        "size_days": int(window_days),
         "as_of_us": as_of_us,
+        "earliest_us": earliest_us,
+        "latest_us": latest_us,
+        "max_event_bytes": MAX_EVENT_BYTES,
     })
     names = [column[0] for column in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
@@ -70,7 +107,7 @@ def main(argv=None) -> None:
     parser.add_argument("input", help="JSON-lines event file")
     args = parser.parse_args(argv)
     rows = compute(args.input, BENCH_KEY)
-    print(f"{len(rows)} user windows")
+    print(f"{len(rows)} user profiles")
 
 
 if __name__ == "__main__":

@@ -1,227 +1,415 @@
--- Reference implementation of the per-user window features (transforms/features/FEATURES.md) in
--- plain DuckDB SQL, for the throughput benchmark (variant c) and the equality test
--- (tests/benchmarks/test_duckdb_reference.py). Run through `benchmarks.duckdb_features.compute`.
+-- Reference implementation of the v2 user profile (transforms/features/FEATURES.md) in plain
+-- DuckDB SQL, for the throughput benchmark (variant c) and the equality test
+-- (tests/benchmarks/test_duckdb_reference.py). Run through `benchmarks.duckdb_features.compute`,
+-- which executes the macros first and the final query with these parameters:
 --
--- Parameters (DuckDB prepared-statement names):
---   $path        JSON-lines event file(s) (a path or a glob)
---   $gap_us      session gap, microseconds (default 30 min)
---   $size_days   window size in days (default 30); the period is one day
---   $as_of_us    keep windows ending at or before this; NULL = the midnight (UTC) after
---                the latest valid, consented, unique event (what `segments run` does)
+--   $path               JSON-lines event file(s) (a path or a glob)
+--   $fx_path            exchange-rate table, CSV date,currency,units_per_eur ('#' lines are comments)
+--   $reporting_currency currency of the money features (EUR)
+--   $gap_us             session gap, microseconds (30 min)
+--   $as_of_us           the scoring time; NULL = the midnight (UTC) after the latest valid,
+--                       consented event, duplicates included (what `segments run` does)
+--   $earliest_us, $latest_us, $max_event_bytes   the validator's limits (ValidationConfig)
 --
--- Scope: valid events as the generator writes them (known event type, parseable
--- timestamp), consent.personalization = true (a missing consent object denies),
--- deduplicated on (user_id, event_id) keeping the earliest (timestamp, position). Users stay raw
--- ids here; the caller pseudonymises them (HMAC has no SQL built-in).
+-- Output: one row per user with an event before the as-of time: the feature record of
+-- `segments run --history_days 0` (identity, event_count, MODEL_FEATURES, PROFILE_FACTS), with
+-- the raw `user_id` (the caller pseudonymises it: HMAC has no SQL built-in).
+--
+-- Input handling, as the pipeline's reader and validator (transforms/ingest/): one record per
+-- non-blank line; a record is read only if it is at most $max_event_bytes, a JSON object, and
+-- every field the contract knows has its type, length and range. Then consent.personalization
+-- must be true (no consent object denies) and each (user_id, event_id) keeps its copy with the
+-- smallest (timestamp, source), source being 'file:line'. Known gaps (see README): timestamps
+-- are read in the RFC 3339 forms (Python's fromisoformat accepts more ISO 8601 spellings),
+-- DuckDB's JSON parser accepts NaN, Infinity and trailing commas outside the contract's fields
+-- and keeps the first of duplicate keys, and the 32-category cap is not applied.
+
+-- The contract's fields, in the order of the `ty`/`tx` lists below.
+CREATE OR REPLACE TEMP MACRO bench_paths() AS [
+    '$.event_id', '$.user_id', '$.event_type', '$.timestamp', '$.session_id', '$.channel', '$.device',
+    '$.properties', '$.consent', '$.properties.value', '$.properties.currency', '$.properties.quantity',
+    '$.properties.product_id', '$.properties.category', '$.properties.page', '$.properties.search_query',
+    '$.properties.campaign', '$.properties.order_id', '$.properties.duration_s', '$.properties.duration_ms',
+    '$.properties.duration_min', '$.consent.analytics', '$.consent.personalization'];
+-- Checks of one field from its JSON type t (NULL: absent; 'NULL': null) and its text s (a
+-- string unquoted, a number as written; NULL for null).
+CREATE OR REPLACE TEMP MACRO bench_given(t) AS coalesce(t <> 'NULL', false);
+CREATE OR REPLACE TEMP MACRO bench_required_text_ok(t, s, max_chars) AS
+    coalesce(t = 'VARCHAR' AND length(s) BETWEEN 1 AND max_chars, false);
+-- Absent or null, or a string of 1..max_chars characters.
+CREATE OR REPLACE TEMP MACRO bench_text_ok(t, s, max_chars) AS
+    NOT bench_given(t) OR bench_required_text_ok(t, s, max_chars);
+CREATE OR REPLACE TEMP MACRO bench_number(t, s) AS
+    CASE WHEN t IN ('UBIGINT', 'BIGINT', 'DOUBLE') THEN TRY_CAST(s AS DOUBLE) END;
+-- Absent or null, or a finite number (a JSON boolean is not one).
+CREATE OR REPLACE TEMP MACRO bench_number_ok(t, s) AS
+    NOT bench_given(t) OR coalesce(isfinite(bench_number(t, s)), false);
+CREATE OR REPLACE TEMP MACRO bench_type_ok(t, json_type) AS
+    NOT bench_given(t) OR t = json_type;
+-- A ratio; 0 with a zero (or no) denominator.
+CREATE OR REPLACE TEMP MACRO bench_ratio(a, b) AS
+    CASE WHEN b > 0 THEN CAST(a AS DOUBLE) / b ELSE 0.0 END;
+
 WITH
-raw AS (
-    SELECT *, row_number() OVER () AS line_no
-    FROM read_json($path, format = 'newline_delimited', columns = {
-        event_id: 'VARCHAR', user_id: 'VARCHAR', event_type: 'VARCHAR', "timestamp": 'JSON',
-        session_id: 'VARCHAR', channel: 'VARCHAR', device: 'VARCHAR',
-        properties: 'STRUCT(category VARCHAR, "value" DOUBLE)',
-        consent: 'STRUCT(personalization BOOLEAN)'})
+lines AS (
+    -- One row per line (a blank line is a NULL row, so positions are line numbers; a line the
+    -- CSV reader refuses, such as invalid UTF-8, is skipped: it could not be an event anyway).
+    SELECT filename, row_number() OVER () AS pos, line
+    FROM read_csv($path, columns = {'line': 'VARCHAR'}, header = false, auto_detect = false,
+                  delim = E'\x01', quote = '', escape = '', new_line = '\r\n', filename = true,
+                  ignore_errors = true, strict_mode = false)
+),
+numbered AS (
+    SELECT filename || ':' || (pos - min(pos) OVER (PARTITION BY filename) + 1) AS source, line
+    FROM lines
+),
+objects AS (
+    -- The JSON type (ty) and text (tx) of each field of `bench_paths()`, parsed once; NULL for
+    -- a blank line, a record over $max_event_bytes, or one that is not JSON. (A JSON value
+    -- other than an object has no fields, so it fails the required ones.)
+    SELECT source,
+        CASE WHEN line IS NOT NULL AND trim(line, E' \t\r\x0b\x0c') <> '' AND strlen(line) <= $max_event_bytes
+                  AND json_valid(line) THEN struct_pack(ty := json_type(line, bench_paths()),
+                                                        tx := json_extract_string(line, bench_paths())) END AS f
+    FROM numbered
+),
+records AS (
+    -- A window over the parsed fields keeps the filters below from being pushed into the
+    -- parse, which would then run once per reference to a field.
+    SELECT source, f, row_number() OVER () AS barrier
+    FROM objects
+),
+fields AS (
+    SELECT source,
+        f.ty[1] AS event_id_t, f.tx[1] AS event_id, f.ty[2] AS user_id_t, f.tx[2] AS user_id,
+        f.ty[3] AS event_type_t, f.tx[3] AS event_type, f.ty[4] AS timestamp_t, f.tx[4] AS ts_text,
+        f.ty[5] AS session_id_t, f.tx[5] AS session_id, f.ty[6] AS channel_t, f.tx[6] AS channel,
+        f.ty[7] AS device_t, f.tx[7] AS device, f.ty[8] AS properties_t, f.ty[9] AS consent_t,
+        f.ty[10] AS value_t, f.tx[10] AS value_text, f.ty[11] AS currency_t, f.tx[11] AS currency_text,
+        f.ty[12] AS quantity_t, f.tx[12] AS quantity_text, f.ty[13] AS product_id_t, f.tx[13] AS product_id,
+        f.ty[14] AS category_t, f.tx[14] AS category, f.ty[15] AS page_t, f.tx[15] AS page,
+        f.ty[16] AS search_query_t, f.tx[16] AS search_query, f.ty[17] AS campaign_t, f.tx[17] AS campaign,
+        f.ty[18] AS order_id_t, f.tx[18] AS order_id, f.ty[19] AS duration_s_t, f.tx[19] AS duration_s,
+        f.ty[20] AS duration_ms_t, f.tx[20] AS duration_ms, f.ty[21] AS duration_min_t, f.tx[21] AS duration_min,
+        f.ty[22] AS analytics_t, f.ty[23] AS personalization_t, f.tx[23] AS personalization_text
+    FROM records
+    WHERE f IS NOT NULL
+),
+checked AS (
+    -- After the fields_ok filter, a text field's value is its text (NULL when absent or null).
+    SELECT
+        source, event_id, user_id, event_type, session_id, channel, device, category, order_id,
+        bench_number(value_t, value_text) AS value,
+        upper(currency_text) AS currency,
+        coalesce(personalization_t = 'BOOLEAN' AND personalization_text = 'true', false) AS personalization,
+        -- Integer epoch milliseconds, or an RFC 3339 string with an offset.
+        CASE WHEN timestamp_t IN ('UBIGINT', 'BIGINT') THEN TRY_CAST(ts_text AS HUGEINT) * 1000 END AS epoch_us,
+        CASE WHEN timestamp_t = 'VARCHAR' THEN regexp_extract(
+            ts_text,
+            '^(\d{4}-\d{2}-\d{2})[Tt ](\d{2})(?::(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?(Z|([+-])(\d{2})(?::?(\d{2}))?)$',
+            ['date', 'h', 'mi', 's', 'frac', 'tz', 'sign', 'oh', 'om']) END AS t,
+        bench_required_text_ok(event_id_t, event_id, 128)
+        AND bench_required_text_ok(user_id_t, user_id, 256)
+        AND coalesce(event_type_t = 'VARCHAR' AND event_type IN (
+                'page_view', 'product_view', 'search', 'add_to_cart', 'remove_from_cart', 'checkout_start',
+                'purchase', 'refund', 'email_open', 'email_click', 'app_open', 'social_share', 'signup'), false)
+        AND bench_text_ok(channel_t, channel, 1024)
+        AND (NOT bench_given(channel_t) OR channel IN ('web', 'app', 'email', 'social', 'store', 'other'))
+        AND bench_text_ok(session_id_t, session_id, 1024) AND bench_text_ok(device_t, device, 1024)
+        AND bench_type_ok(properties_t, 'OBJECT') AND bench_type_ok(consent_t, 'OBJECT')
+        AND bench_type_ok(analytics_t, 'BOOLEAN') AND bench_type_ok(personalization_t, 'BOOLEAN')
+        AND bench_number_ok(value_t, value_text) AND coalesce(bench_number(value_t, value_text) >= 0, true)
+        AND (bench_given(value_t) OR event_type NOT IN ('purchase', 'refund'))
+        AND bench_text_ok(currency_t, currency_text, 1024)
+        AND coalesce(regexp_full_match(upper(currency_text), '[A-Z]{3}'), true)
+        AND (NOT bench_given(quantity_t)
+             OR coalesce(quantity_t IN ('UBIGINT', 'BIGINT') AND TRY_CAST(quantity_text AS HUGEINT) >= 1, false))
+        AND bench_text_ok(product_id_t, product_id, 1024) AND bench_text_ok(category_t, category, 1024)
+        AND bench_text_ok(page_t, page, 1024) AND bench_text_ok(search_query_t, search_query, 1024)
+        AND bench_text_ok(campaign_t, campaign, 1024) AND bench_text_ok(order_id_t, order_id, 1024)
+        -- A duration: duration_s, else the first of duration_ms, duration_min given; never negative.
+        AND CASE WHEN bench_given(duration_s_t)
+                     THEN coalesce(isfinite(bench_number(duration_s_t, duration_s))
+                                   AND bench_number(duration_s_t, duration_s) >= 0, false)
+                 WHEN bench_given(duration_ms_t)
+                     THEN coalesce(isfinite(bench_number(duration_ms_t, duration_ms))
+                                   AND bench_number(duration_ms_t, duration_ms) >= 0, false)
+                 WHEN bench_given(duration_min_t)
+                     THEN coalesce(isfinite(bench_number(duration_min_t, duration_min))
+                                   AND bench_number(duration_min_t, duration_min) >= 0, false)
+                 ELSE true END
+            AS fields_ok
+    FROM fields
+),
+timed AS (
+    -- The parts of an RFC 3339 string ('' where absent; all '' when it does not match).
+    SELECT *,
+        CASE WHEN t.tz = 'Z' THEN CAST(0 AS BIGINT)
+             WHEN t.tz <> '' THEN (CASE WHEN t.sign = '-' THEN -1 ELSE 1 END)
+                                  * (TRY_CAST(t.oh AS BIGINT) * 60 + coalesce(TRY_CAST(t.om AS BIGINT), 0)) END
+            AS offset_min,
+        coalesce(TRY_CAST(t.date AS DATE) IS NOT NULL
+                 AND TRY_CAST(t.h AS INTEGER) <= 23
+                 AND coalesce(TRY_CAST(t.mi AS INTEGER), 0) <= 59
+                 AND coalesce(TRY_CAST(t.s AS INTEGER), 0) <= 59
+                 AND (t.tz = 'Z' OR (TRY_CAST(t.oh AS INTEGER) <= 23 AND coalesce(TRY_CAST(t.om AS INTEGER), 0) <= 59)),
+                 false) AS text_time_ok
+    FROM checked
+    WHERE fields_ok
+),
+valid AS (
+    SELECT
+        source, event_id, user_id, event_type, session_id, channel, device, category, value, currency,
+        order_id, personalization,
+        offset_min,  -- NULL for epoch milliseconds: local time is UTC
+        CAST(coalesce(epoch_us,
+                      CASE WHEN text_time_ok THEN
+                          (TRY_CAST(t.date AS DATE) - DATE '1970-01-01') * 86400000000
+                          + TRY_CAST(t.h AS BIGINT) * 3600000000
+                          + coalesce(TRY_CAST(t.mi AS BIGINT), 0) * 60000000
+                          + coalesce(TRY_CAST(t.s AS BIGINT), 0) * 1000000
+                          + coalesce(TRY_CAST(rpad(left(t.frac, 6), 6, '0') AS BIGINT), 0)
+                          - offset_min * 60000000 END) AS HUGEINT) AS ts_huge
+    FROM timed
 ),
 events AS (
-    SELECT
-        event_id, user_id, event_type, session_id, channel, line_no,
-        properties.category AS category,
-        coalesce(properties."value", 0.0) AS value,
-        CASE WHEN json_type("timestamp") IN ('UBIGINT', 'BIGINT')
-             THEN CAST("timestamp" AS BIGINT) * 1000
-             ELSE epoch_us(CAST(json_extract_string("timestamp", '$') AS TIMESTAMPTZ)) END AS ts_us
-    FROM raw
-    WHERE consent.personalization
-      AND event_id IS NOT NULL AND user_id IS NOT NULL
-      AND event_type IN ('page_view', 'product_view', 'search', 'add_to_cart', 'remove_from_cart',
-                         'checkout_start', 'purchase', 'refund', 'email_open', 'email_click',
-                         'app_open', 'social_share', 'signup')
-),
-unique_events AS (
-    SELECT *, ts_us // 86400000000 AS day
-    FROM events
-    QUALIFY row_number() OVER (PARTITION BY user_id, event_id ORDER BY ts_us, line_no) = 1
+    SELECT * EXCLUDE (ts_huge, personalization), CAST(ts_huge AS BIGINT) AS ts_us
+    FROM valid
+    WHERE ts_huge BETWEEN $earliest_us AND $latest_us
+      AND personalization  -- consent: personalisation granted (a missing consent object denies)
 ),
 as_of AS (
-    SELECT coalesce($as_of_us, (max(ts_us) // 86400000000 + 1) * 86400000000) AS as_of_us
-    FROM unique_events
+    SELECT
+        coalesce($as_of_us, (max(ts_us) // 86400000000 + 1) * 86400000000) AS as_of_us,
+        -- Days that begin before as_of: day numbers < end_day (as_of at a midnight: its day number).
+        (coalesce($as_of_us, (max(ts_us) // 86400000000 + 1) * 86400000000) + 86400000000 - 1) // 86400000000
+            AS end_day
+    FROM events
 ),
--- Sessions: per user and session_id (NULL ids form one group), a new session starts
--- when the previous event is at least the gap earlier.
+unique_events AS (
+    SELECT *
+    FROM events
+    QUALIFY row_number() OVER (PARTITION BY user_id, event_id ORDER BY ts_us, source) = 1
+),
+scored AS (
+    SELECT u.*,
+        u.ts_us // 86400000000 AS day,
+        a.end_day,
+        (u.ts_us + coalesce(u.offset_min, 0) * 60000000) AS local_us,  -- local time in the timestamp's offset
+        CASE u.event_type WHEN 'purchase' THEN 3 WHEN 'add_to_cart' THEN 2 WHEN 'checkout_start' THEN 2
+                          WHEN 'product_view' THEN 1 WHEN 'search' THEN 1 ELSE 0 END AS funnel
+    FROM unique_events u, as_of a
+    WHERE u.ts_us < a.as_of_us
+),
+-- Sessions: per user and session_id, a new session starts when the previous event of that
+-- id is at least the gap earlier (Beam Sessions). Events without a session_id have none.
 session_marks AS (
     SELECT *,
-        CASE WHEN ts_us - lag(ts_us) OVER w < $gap_us THEN 0 ELSE 1 END AS starts_session
-    FROM unique_events
-    WINDOW w AS (PARTITION BY user_id, session_id ORDER BY ts_us)
+        CASE WHEN session_id IS NULL THEN NULL
+             WHEN ts_us - lag(ts_us) OVER w < $gap_us THEN 0 ELSE 1 END AS opens_session
+    FROM scored
+    WINDOW w AS (PARTITION BY user_id, session_id ORDER BY ts_us, event_id)
 ),
-session_numbers AS (
-    SELECT *, sum(starts_session) OVER (PARTITION BY user_id, session_id ORDER BY ts_us
-                                        ROWS UNBOUNDED PRECEDING) AS session_no
+sessioned AS (
+    SELECT *,
+        sum(opens_session) OVER (PARTITION BY user_id, session_id ORDER BY ts_us, event_id
+                                 ROWS UNBOUNDED PRECEDING) AS session_no
     FROM session_marks
 ),
 sessions AS (
     SELECT
-        user_id,
-        min(ts_us) // 86400000000 AS day,  -- a session counts on the day it started
+        user_id, any_value(end_day) AS end_day,
+        min(ts_us) // 86400000000 AS start_day,  -- a session counts on the day it started
         max(ts_us) - min(ts_us) AS duration_us,
         count(*) AS n_events,
         count_if(event_type = 'page_view') AS page_views,
-        bool_or(event_type = 'add_to_cart') AS reached_cart,
-        bool_or(event_type = 'purchase') AS reached_purchase
-    FROM session_numbers
-    GROUP BY user_id, session_id, session_no
-),
--- Daily partials per user.
-daily_events AS (
-    SELECT
-        user_id, day,
-        count(*) AS events,
-        min(ts_us) AS first_seen_us,
-        count_if(event_type = 'purchase') AS purchases,
-        sum(value) FILTER (WHERE event_type = 'purchase') AS purchase_value,
-        sum(value) FILTER (WHERE event_type = 'refund') AS refund_value,
-        min(ts_us) FILTER (WHERE event_type = 'purchase') AS first_purchase_us,
-        max(ts_us) FILTER (WHERE event_type = 'purchase') AS last_purchase_us,
-        count_if(event_type = 'email_open') AS email_opens,
-        count_if(event_type = 'email_click') AS email_clicks,
-        count_if(event_type = 'social_share' OR channel = 'social') AS social,
         count_if(event_type = 'product_view') AS product_views,
         count_if(event_type = 'search') AS searches,
         count_if(event_type = 'add_to_cart') AS cart_adds,
-        count_if(event_type = 'checkout_start') AS checkout_starts,
-        max(CASE WHEN event_type = 'purchase' THEN 3
-                 WHEN event_type IN ('add_to_cart', 'checkout_start') THEN 2
-                 WHEN event_type IN ('product_view', 'search') THEN 1
-                 ELSE 0 END) AS funnel,
-        count_if(ts_us % 86400000000 < 21600000000) AS night,
-        count_if(ts_us % 86400000000 >= 21600000000 AND ts_us % 86400000000 < 43200000000) AS morning,
-        count_if(ts_us % 86400000000 >= 43200000000 AND ts_us % 86400000000 < 64800000000) AS afternoon,
-        count_if(ts_us % 86400000000 >= 64800000000) AS evening
-    FROM unique_events
-    GROUP BY user_id, day
+        count_if(event_type = 'purchase') AS purchases
+    FROM sessioned
+    WHERE session_id IS NOT NULL
+    GROUP BY user_id, session_id, session_no
 ),
-daily_sessions AS (
+session_totals AS (
     SELECT
-        user_id, day,
+        user_id,
         count(*) AS sessions,
         sum(duration_us) AS duration_us,
         sum(page_views) AS page_views,
+        sum(product_views) AS product_views,
+        sum(searches) AS searches,
+        sum(cart_adds) AS cart_adds,
         count_if(n_events = 1) AS bounces,
-        count_if(reached_cart) AS cart_sessions,
-        count_if(reached_cart AND NOT reached_purchase) AS abandoned
+        count_if(cart_adds > 0) AS cart_sessions,
+        count_if(cart_adds > 0 AND purchases = 0) AS abandoned,
+        count_if(purchases > 0) AS purchase_sessions
     FROM sessions
-    GROUP BY user_id, day
+    WHERE start_day >= end_day - 30
+    GROUP BY user_id
 ),
-daily_categories AS (
-    SELECT user_id, day, category, count(*) AS n
-    FROM unique_events
-    WHERE category IS NOT NULL
-    GROUP BY user_id, day, category
+-- Orders: the purchase lines of one order id; without one, of one session id; else each line.
+-- An order counts on the day of its first line.
+orders AS (
+    SELECT user_id, any_value(end_day) AS end_day, min(day) AS first_day
+    FROM sessioned
+    WHERE event_type = 'purchase'
+    GROUP BY user_id,
+             CASE WHEN order_id IS NOT NULL THEN 'o:' || order_id
+                  WHEN session_id IS NOT NULL THEN 's:' || session_id
+                  ELSE 'e:' || event_id END
 ),
--- Sliding windows [end_day - size_days, end_day) in days: every window that contains a
--- day with activity and ends by the as-of time.
-windows AS (
-    SELECT DISTINCT d.user_id, w.end_day
-    FROM daily_events d, unnest(range(d.day + 1, d.day + 1 + $size_days)) AS w(end_day)
-    WHERE w.end_day * 86400000000 <= (SELECT as_of_us FROM as_of)
+order_totals AS (
+    SELECT user_id, count(*) AS orders, count_if(first_day >= end_day - 90) AS orders_90d
+    FROM orders
+    GROUP BY user_id
 ),
-window_events AS (
+-- Money: units per EUR from the row of the currency dated on or before the event's UTC day
+-- (the first row for earlier days); a currency without rows has no rate.
+rate_rows AS (
+    SELECT upper(trim(currency)) AS currency, CAST(trim(date) AS DATE) - DATE '1970-01-01' AS day,
+           max(units_per_eur) AS units
+    FROM read_csv($fx_path, comment = '#', header = true, auto_detect = false,
+                  columns = {'date': 'VARCHAR', 'currency': 'VARCHAR', 'units_per_eur': 'DOUBLE'})
+    GROUP BY ALL
+),
+rates AS (
+    SELECT currency, units,
+        CASE WHEN row_number() OVER w = 1 THEN -9223372036854775807 ELSE day END AS from_day,
+        coalesce(lead(day) OVER w, 9223372036854775807) AS to_day
+    FROM rate_rows
+    WINDOW w AS (PARTITION BY currency ORDER BY day)
+),
+priced AS (
+    SELECT s.user_id, s.event_type,
+        CASE WHEN coalesce(s.currency, $reporting_currency) = $reporting_currency THEN s.value
+             ELSE s.value / r.units * t.units END AS amount  -- NULL: no rate
+    FROM scored s
+    LEFT JOIN rates r
+           ON r.currency = coalesce(s.currency, $reporting_currency) AND s.day >= r.from_day AND s.day < r.to_day
+    LEFT JOIN rates t
+           ON t.currency = $reporting_currency AND s.day >= t.from_day AND s.day < t.to_day
+    WHERE s.event_type IN ('purchase', 'refund')
+),
+money AS (
     SELECT
-        w.user_id, w.end_day,
-        sum(d.events) AS events,
-        count(*) AS active_days,
-        min(d.first_seen_us) AS first_seen_us,
-        sum(d.purchases) AS purchases,
-        count_if(d.purchases > 0) AS purchase_days,
-        coalesce(sum(d.purchase_value), 0.0) AS purchase_value,
-        coalesce(sum(d.refund_value), 0.0) AS refund_value,
-        min(d.first_purchase_us) AS first_purchase_us,
-        max(d.last_purchase_us) AS last_purchase_us,
-        sum(d.email_opens) AS email_opens,
-        sum(d.email_clicks) AS email_clicks,
-        sum(d.social) AS social,
-        sum(d.product_views) AS product_views,
-        sum(d.searches) AS searches,
-        sum(d.cart_adds) AS cart_adds,
-        sum(d.checkout_starts) AS checkout_starts,
-        max(d.funnel) AS funnel,
-        sum(d.night) AS night, sum(d.morning) AS morning,
-        sum(d.afternoon) AS afternoon, sum(d.evening) AS evening
-    FROM windows w
-    JOIN daily_events d
-      ON d.user_id = w.user_id AND d.day >= w.end_day - $size_days AND d.day < w.end_day
-    GROUP BY w.user_id, w.end_day
+        user_id,
+        coalesce(sum(amount) FILTER (WHERE event_type = 'purchase'), 0.0) AS spend,
+        coalesce(sum(amount) FILTER (WHERE event_type = 'refund'), 0.0) AS refunded,
+        count_if(amount IS NULL) AS unpriced_lines
+    FROM priced
+    GROUP BY user_id
 ),
-window_sessions AS (
+category_counts AS (
+    SELECT user_id, category, count(*) AS n
+    FROM scored
+    WHERE category IS NOT NULL AND day >= end_day - 30
+    GROUP BY user_id, category
+),
+category_totals AS (
     SELECT
-        w.user_id, w.end_day,
-        sum(s.sessions) AS sessions,
-        sum(s.duration_us) AS duration_us,
-        sum(s.page_views) AS page_views,
-        sum(s.bounces) AS bounces,
-        sum(s.cart_sessions) AS cart_sessions,
-        sum(s.abandoned) AS abandoned
-    FROM windows w
-    JOIN daily_sessions s
-      ON s.user_id = w.user_id AND s.day >= w.end_day - $size_days AND s.day < w.end_day
-    GROUP BY w.user_id, w.end_day
+        user_id,
+        arg_min(category, (-n, category)) AS top_category,  -- ties: the smallest name
+        max(n) AS top_n,
+        sum(n) AS categorised,
+        -sum((n / total) * ln(n / total)) AS entropy
+    FROM (SELECT *, sum(n) OVER (PARTITION BY user_id) AS total FROM category_counts)
+    GROUP BY user_id
 ),
-window_category_counts AS (
-    SELECT w.user_id, w.end_day, c.category, sum(c.n) AS n
-    FROM windows w
-    JOIN daily_categories c
-      ON c.user_id = w.user_id AND c.day >= w.end_day - $size_days AND c.day < w.end_day
-    GROUP BY w.user_id, w.end_day, c.category
-),
-window_categories AS (
+totals AS (
     SELECT
-        user_id, end_day,
-        arg_min(category, (-n, category)) AS top_category,
-        max(n) / sum(n) AS top_category_share,
-        -sum((n / t) * ln(n / t)) AS category_entropy
-    FROM (SELECT *, sum(n) OVER (PARTITION BY user_id, end_day) AS t FROM window_category_counts)
-    GROUP BY user_id, end_day
+        user_id, any_value(end_day) AS end_day,
+        count(*) AS events,
+        min(ts_us) AS first_us,
+        max(ts_us) AS last_us,
+        count(DISTINCT day) FILTER (WHERE day >= end_day - 7) AS active_7,
+        count(DISTINCT day) FILTER (WHERE day >= end_day - 30) AS active_30,
+        count(DISTINCT day) FILTER (WHERE day >= end_day - 90) AS active_90,
+        max(funnel) FILTER (WHERE day >= end_day - 7) AS funnel_7,
+        max(funnel) FILTER (WHERE day >= end_day - 30) AS funnel_30,
+        count(*) FILTER (WHERE day >= end_day - 30) AS events_30,
+        count(*) FILTER (WHERE day >= end_day - 30 AND (event_type = 'social_share' OR channel = 'social')) AS social,
+        count(*) FILTER (WHERE day >= end_day - 30 AND channel = 'app') AS app,
+        count(*) FILTER (WHERE day >= end_day - 30 AND channel = 'store') AS store,
+        count(*) FILTER (WHERE day >= end_day - 30 AND lower(device) = 'mobile') AS mobile,
+        count(*) FILTER (WHERE day >= end_day - 30 AND event_type = 'email_open') AS email_opens,
+        count(*) FILTER (WHERE day >= end_day - 30 AND event_type = 'email_click') AS email_clicks,
+        count(*) FILTER (WHERE day >= end_day - 30 AND local_us % 86400000000 < 21600000000) AS night,
+        count(*) FILTER (WHERE day >= end_day - 30 AND local_us % 86400000000 >= 21600000000
+                                                   AND local_us % 86400000000 < 43200000000) AS morning,
+        count(*) FILTER (WHERE day >= end_day - 30 AND local_us % 86400000000 >= 43200000000
+                                                   AND local_us % 86400000000 < 64800000000) AS afternoon,
+        count(*) FILTER (WHERE day >= end_day - 30 AND local_us % 86400000000 >= 64800000000) AS evening,
+        -- 1970-01-01 was a Thursday: weekday (Monday 0) = (day + 3) % 7; Saturday 5, Sunday 6.
+        count(*) FILTER (WHERE day >= end_day - 30 AND (local_us // 86400000000 + 3) % 7 >= 5) AS weekend,
+        count(*) FILTER (WHERE event_type = 'purchase') AS purchase_lines,
+        count(*) FILTER (WHERE event_type = 'refund') AS refunds,
+        count(DISTINCT day) FILTER (WHERE event_type = 'purchase') AS purchase_days,
+        min(ts_us) FILTER (WHERE event_type = 'purchase') AS first_purchase_us,
+        max(ts_us) FILTER (WHERE event_type = 'purchase') AS last_purchase_us
+    FROM scored
+    GROUP BY user_id
 )
 SELECT
     e.user_id,
-    (e.end_day - $size_days) * 86400000000 AS window_start_us,
-    e.end_day * 86400000000 AS window_end_us,
+    a.as_of_us,
+    'daily' AS scoring,
+    'v2' AS feature_version,
     e.events AS event_count,
-    CASE WHEN e.last_purchase_us IS NULL THEN CAST($size_days AS DOUBLE)
-         ELSE (e.end_day * 86400000000 - e.last_purchase_us) / 86400e6 END AS recency_days,
-    CAST(e.purchases AS DOUBLE) AS frequency,
-    CAST(e.purchase_days AS DOUBLE) AS purchase_days,
-    greatest(0.0, e.purchase_value - e.refund_value) AS monetary_total,
-    CASE WHEN e.purchases > 0 THEN greatest(0.0, e.purchase_value - e.refund_value) / e.purchases
-         ELSE 0.0 END AS monetary_avg,
-    CAST(e.email_opens AS DOUBLE) AS email_opens,
-    CAST(e.email_clicks AS DOUBLE) AS email_clicks,
+    -- Activity level
+    CAST(e.active_7 AS DOUBLE) AS active_days_7d,
+    CAST(e.active_30 AS DOUBLE) AS active_days_30d,
+    CAST(e.active_90 AS DOUBLE) AS active_days_90d,
+    CAST(coalesce(s.sessions, 0) AS DOUBLE) AS sessions_30d,
+    (a.as_of_us - e.last_us) / 86400e6 AS days_since_last_event,
+    (a.as_of_us - e.first_us) / 86400e6 AS tenure_days,
+    -- Behaviour per session (30 days)
+    bench_ratio(s.page_views, s.sessions) AS page_views_per_session,
+    bench_ratio(s.product_views, s.sessions) AS product_views_per_session,
+    bench_ratio(s.searches, s.sessions) AS searches_per_session,
+    bench_ratio(s.cart_adds, s.sessions) AS cart_adds_per_session,
+    bench_ratio(s.duration_us / 1e6, s.sessions) AS avg_session_duration_s,
+    bench_ratio(s.bounces, s.sessions) AS bounce_rate,
+    bench_ratio(s.abandoned, s.cart_sessions) AS cart_abandonment_rate,
+    bench_ratio(s.purchase_sessions, s.sessions) AS purchase_session_share,
+    CAST(coalesce(e.funnel_7, 0) AS DOUBLE) AS funnel_stage_7d,
+    -- Channels, devices, e-mail (30 days)
+    bench_ratio(e.social, e.events_30) AS social_share,
+    bench_ratio(e.app, e.events_30) AS app_share,
+    bench_ratio(e.store, e.events_30) AS store_share,
+    bench_ratio(e.mobile, e.events_30) AS mobile_share,
+    CAST(e.email_opens AS DOUBLE) AS email_opens_30d,
     (e.email_clicks + 1.0) / (e.email_opens + 2.0) AS email_ctr,
-    CAST(e.social AS DOUBLE) AS social_interactions,
-    CAST(coalesce(s.sessions, 0) AS DOUBLE) AS sessions,
-    CASE WHEN s.sessions > 0 THEN s.duration_us / 1e6 / s.sessions ELSE 0.0 END AS avg_session_duration_s,
-    CASE WHEN s.sessions > 0 THEN s.page_views / s.sessions ELSE 0.0 END AS pages_per_session,
-    CASE WHEN s.sessions > 0 THEN s.bounces / s.sessions ELSE 0.0 END AS bounce_rate,
-    CAST(e.active_days AS DOUBLE) AS active_days,
-    CAST(e.product_views AS DOUBLE) AS product_views,
-    CAST(e.searches AS DOUBLE) AS searches,
-    e.events / e.active_days AS intensity,
-    CAST(e.funnel AS DOUBLE) AS funnel_stage,
-    CAST(e.cart_adds AS DOUBLE) AS cart_adds,
-    CASE WHEN s.cart_sessions > 0 THEN s.abandoned / s.cart_sessions ELSE 0.0 END AS cart_abandonment_rate,
-    CAST(e.checkout_starts AS DOUBLE) AS checkout_starts,
-    coalesce(c.top_category_share, 0.0) AS top_category_share,
-    coalesce(c.category_entropy, 0.0) AS category_entropy,
-    (e.end_day * 86400000000 - e.first_seen_us) / 86400e6 AS tenure_days,
-    e.night / e.events AS share_night,
-    e.morning / e.events AS share_morning,
-    e.afternoon / e.events AS share_afternoon,
-    e.evening / e.events AS share_evening,
-    c.top_category,
-    e.first_seen_us,
+    -- Time pattern, local time (30 days)
+    bench_ratio(e.night, e.events_30) AS share_night,
+    bench_ratio(e.morning, e.events_30) AS share_morning,
+    bench_ratio(e.afternoon, e.events_30) AS share_afternoon,
+    bench_ratio(e.evening, e.events_30) AS share_evening,
+    bench_ratio(e.weekend, e.events_30) AS weekend_share,
+    -- Affinity (30 days)
+    bench_ratio(c.top_n, c.categorised) AS top_category_share,
+    coalesce(c.entropy, 0.0) + 0.0 AS category_entropy,
+    -- Value (lifetime, reporting currency)
+    CAST(coalesce(o.orders, 0) AS DOUBLE) AS orders,
+    CAST(coalesce(o.orders_90d, 0) AS DOUBLE) AS orders_90d,
+    (a.as_of_us - CASE WHEN e.purchase_lines > 0 THEN e.last_purchase_us ELSE e.first_us END) / 86400e6 AS recency_days,
+    greatest(0.0, coalesce(m.spend, 0.0) - coalesce(m.refunded, 0.0)) AS spend_total,
+    bench_ratio(greatest(0.0, coalesce(m.spend, 0.0) - coalesce(m.refunded, 0.0)), o.orders) AS avg_order_value,
+    bench_ratio(e.refunds, e.purchase_lines) AS refund_rate,
+    -- Profile facts
+    e.first_us AS first_seen_us,
+    e.last_us AS last_event_us,
     e.first_purchase_us,
-    e.last_purchase_us
-FROM window_events e
-LEFT JOIN window_sessions s USING (user_id, end_day)
-LEFT JOIN window_categories c USING (user_id, end_day)
-ORDER BY e.user_id, e.end_day
+    e.last_purchase_us,
+    e.purchase_days,
+    coalesce(m.unpriced_lines, 0) AS unpriced_lines,
+    c.top_category AS top_category_30d,
+    ['awareness', 'consideration', 'intent', 'purchase'][coalesce(e.funnel_30, 0) + 1] AS funnel_stage_30d,
+    $reporting_currency AS reporting_currency
+FROM totals e
+CROSS JOIN as_of a
+LEFT JOIN session_totals s USING (user_id)
+LEFT JOIN order_totals o USING (user_id)
+LEFT JOIN money m USING (user_id)
+LEFT JOIN category_totals c USING (user_id)
+ORDER BY e.user_id

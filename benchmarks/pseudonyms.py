@@ -16,12 +16,12 @@ BENCH_KEY = b"segments-demo-key--not-a-secret"
 
 
 def pseudonymise_rows(rows: list[dict], key: bytes) -> list[dict]:
-    """Replaces each row's `user_id` by `user_key` = HMAC-SHA256(key, user_id), hex."""
+    """Replaces each row's `user_id` by `user_key` = HMAC-SHA256(key, user_id), hex, as its first field."""
     pseudonyms: dict[str, str] = {}
-    for row in rows:
+    for i, row in enumerate(rows):
         raw_id = row.pop("user_id")
         user_key = pseudonyms.get(raw_id)
         if user_key is None:
             user_key = pseudonyms[raw_id] = hmac.new(key, raw_id.encode("utf-8"), hashlib.sha256).hexdigest()
-        row["user_key"] = user_key
+        rows[i] = {"user_key": user_key, **row}
     return rows

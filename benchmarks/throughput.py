@@ -1,14 +1,17 @@
 """Side-by-side throughput benchmark: the Beam pipeline against DuckDB and a plain Python loop.
 
 For each size (events) it generates one input (`segments generate --days 30`, JSON lines
-and Avro, same seed, no corruption), then runs every variant in its own subprocess:
+and Avro, same seed, no corruption; the number of users is calibrated on a small run of
+the generator, so that the file holds about that many events), then runs every variant in
+its own subprocess. All of them compute every known user's profile record (feature
+version v2) as of the midnight after the latest event, as `segments run` does:
 
 * ``a``      the full batch job, ``segments run`` into an ephemeral local warehouse
-             (read, validate, privacy, dedupe, features, model, warehouse writes);
-* ``b``      the feature stage alone on DirectRunner: read, privacy, dedupe,
-             `ComputeUserFeatures`, windows ending by the as-of time, count;
+             (read, validate, privacy, dedupe, profiles, model, warehouse writes);
+* ``b``      the feature stage alone on DirectRunner: read, privacy, as-of time,
+             `ComputeProfiles` (dedupe inside the per-user grouping, one record per user), count;
 * ``b-avro`` the same over the Avro file (not in the default set);
-* ``c``      the same features and windows in DuckDB SQL (`benchmarks/duckdb_features.sql`);
+* ``c``      the same records in DuckDB SQL (`benchmarks/duckdb_features.sql`);
 * ``d``      the same in a plain Python loop (`benchmarks/python_loop.py`).
 
 Each child runs under ``/usr/bin/time -v`` (peak RSS of the largest process of the
@@ -48,14 +51,15 @@ from typing import Callable, Optional, Sequence
 
 VARIANTS: dict[str, str] = {
     "a": "full batch job (segments run -> local warehouse)",
-    "b": "feature stage (read -> privacy -> dedupe -> ComputeUserFeatures), JSONL",
+    "b": "feature stage (read -> privacy -> ComputeProfiles as of the end), JSONL",
     "b-avro": "feature stage, Avro input",
-    "c": "DuckDB SQL (same features and windows)",
+    "c": "DuckDB SQL (the same profile records)",
     "d": "plain Python loop (orjson + dicts)",
 }
 DEFAULT_VARIANTS = ("a", "b", "c", "d")
 DEFAULT_SIZES = (20_000, 40_000)
-EVENTS_PER_USER_30_DAYS = 54  # what the generator produces on average
+DAYS = 30
+CALIBRATION_USERS = 1_000  # users of the small run that measures the generator's events per user
 SEED = 7
 TIME_BIN = "/usr/bin/time"
 # Without /usr/bin/time: a parent that runs only this one child reports the child tree's
@@ -92,9 +96,10 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.batch import BatchOptions, read_consented_events
+    from pipelines.batch import BatchOptions
     from transforms.features.as_of import AsOfMicros
-    from transforms.ingest.privacy import DEMO_ID_KEY
+    from transforms.ingest.files import ReadEventFiles
+    from transforms.ingest.privacy import DEMO_ID_KEY, ApplyPrivacy
 
     def work() -> int:
         options = PipelineOptions(["--input", path, "--demo_key"])
@@ -105,11 +110,14 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
             records.inc()
             return record
 
+        # The head of `pipelines.batch.build_pipeline`, same labels, without scoring and writes.
         with beam.Pipeline(options=options) as p:
-            events, _ = read_consented_events(p, batch, DEMO_ID_KEY)
-            as_of = events | "AsOf" >> AsOfMicros(None)
-            computed = events | "Features" >> batch.feature_transform(ends_by=as_of, deduplicate=True)
-            _ = computed.features | "Count" >> beam.Map(count)
+            parsed = p | "ReadEvents" >> ReadEventFiles(batch.input, batch.validation_config())
+            events = parsed.events | "Privacy" >> ApplyPrivacy(DEMO_ID_KEY, batch.suppression_list,
+                                                               batch.consent_default)
+            as_of_us = events | "AsOf" >> AsOfMicros(batch.as_of)
+            profiles = events | "Profiles" >> batch.profile_transform(as_of_us, batch.history_days)
+            _ = profiles.features | "Count" >> beam.Map(count)
         found = p.result.metrics().query(MetricsFilter().with_name("feature_records"))["counters"]
         return int(sum(c.committed or c.attempted or 0 for c in found))
 
@@ -117,6 +125,8 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
 
 
 def _child_duckdb(path: str) -> Callable[[], int]:
+    import duckdb  # noqa: F401  (imported before the clock starts, like the other variants' modules)
+
     from benchmarks import duckdb_features
     from benchmarks.pseudonyms import BENCH_KEY
 
@@ -189,7 +199,7 @@ class Measurement:
     wall_s: float  # the whole subprocess
     peak_rss_mib: float  # largest process of the tree (/usr/bin/time -v or getrusage)
     tree_rss_mib: float  # sampled peak of the summed RSS of the tree
-    outputs: int  # feature records (b, c, d) or assignments (a)
+    outputs: int  # profile records (b, c, d) or assignment rows (a): one per user
 
     @property
     def events_per_s(self) -> float:
@@ -237,15 +247,25 @@ def measure(variant: str, size: int, events: int, path: str, warehouse: Optional
 # -- inputs ----------------------------------------------------------------------------
 
 
-def generate_inputs(size: int, workdir: pathlib.Path) -> tuple[int, dict[str, str]]:
-    """Generates ~`size` events over 30 days as JSONL and Avro; returns (events, paths)."""
+def events_per_user(workdir: pathlib.Path) -> float:
+    """Valid events per user the generator writes over `DAYS` days (measured on a small run)."""
     from devtools import generate
 
-    users = max(1, round(size / EVENTS_PER_USER_30_DAYS))
+    path = workdir / "calibration.jsonl"
+    stats = generate.generate_events(path, users=CALIBRATION_USERS, days=DAYS, seed=SEED, fmt="jsonl")
+    path.unlink()
+    return stats.events / CALIBRATION_USERS
+
+
+def generate_inputs(size: int, workdir: pathlib.Path, per_user: float) -> tuple[int, dict[str, str]]:
+    """Generates ~`size` events over `DAYS` days as JSONL and Avro; returns (events, paths)."""
+    from devtools import generate
+
+    users = max(1, round(size / per_user))
     paths = {}
     for fmt in ("jsonl", "avro"):
         path = workdir / f"events-{size}.{fmt}"
-        stats = generate.generate_events(path, users=users, days=30, seed=SEED, fmt=fmt)
+        stats = generate.generate_events(path, users=users, days=DAYS, seed=SEED, fmt=fmt)
         paths[fmt] = str(path)
     with open(paths["jsonl"], "rb") as handle:
         events = sum(1 for line in handle if line.strip())
@@ -305,10 +325,12 @@ def run_benchmark(sizes: Sequence[int], variants: Sequence[str], repeat: int, wo
     from devtools import warehouse as wh
 
     results: list[Measurement] = []
+    per_user = events_per_user(workdir)
+    log(f"# generator: {per_user:.1f} events per user over {DAYS} days (seed {SEED}, {CALIBRATION_USERS} users)")
     with wh.ephemeral() if "a" in variants else _nothing() as house:
         for size in sizes:
             started = time.perf_counter()
-            events, paths = generate_inputs(size, workdir)
+            events, paths = generate_inputs(size, workdir, per_user)
             log(f"# size {size}: {events} events generated in {time.perf_counter() - started:.1f} s "
                 f"({', '.join(paths.values())})")
             for variant in variants:
@@ -355,8 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput",
                                      description="Pipeline vs DuckDB vs Python loop, side by side.")
     parser.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES),
-                        help="Comma-separated event counts (approximate; users = size / 54, 30 days). "
-                             "Default: 20000,40000.")
+                        help="Comma-separated event counts (approximate: users = size / the generator's events "
+                             "per user over 30 days, measured first). Default: 20000,40000.")
     parser.add_argument("--variants", type=_variants, default=list(DEFAULT_VARIANTS),
                         help=f"Comma-separated subset of {', '.join(VARIANTS)}. Default: a,b,c,d.")
     parser.add_argument("--repeat", type=int, default=1, help="Runs per variant and size (median). Default: 1.")

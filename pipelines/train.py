@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import math
 import os
+import pathlib
 import tempfile
 from typing import Callable, Optional, Sequence
 
@@ -28,7 +30,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models import clustering
 from models.artifact import save_artifact
 from models.bgnbd import BgNbdParams
-from models.evaluation import HoldoutActivity, evaluate_holdout, format_holdout
+from models.evaluation import (HoldoutActivity, bgnbd_recovery, evaluate_holdout, format_holdout,
+                               format_recovery)
 from models.training import format_report, train_model
 from pipelines.options import FileInputOptions, iso_date, positive_int
 from pipelines.summary import RunSummary, counters_of
@@ -201,15 +204,30 @@ def run(argv: Optional[Sequence[str]] = None, say: Callable[[str], None] = print
         k_range=(train.k_min, train.k_max), seed=train.random_state,
         money=rules.rates.card(rules.reporting_currency))
     fields = trained.card_fields
+    recovery = _recovery(rows, truth, train.truth) if truth is not None else None
+    if recovery:
+        fields = dict(fields, bgnbd_recovery=recovery)
     if holdout is not None:
         say(f"hold-out input: {holdout_summary.console_line()}")
         fields = dict(fields, holdout=_evaluate(rows, holdout, fields, train))
     card = save_artifact(train.out, trained.pipeline, fields)
     say(format_report(card))
+    if recovery:
+        say(format_recovery(recovery))
     if holdout is not None:
         say(format_holdout(card["holdout"]))
     say(f"model {card['model_version']} written to {train.out}")
     return card
+
+
+def _recovery(rows: list[dict], truth: dict[str, str], truth_path: str) -> Optional[list[dict]]:
+    """BG/NBD recovery per archetype when the generator's parameters sit next to its truth file."""
+    params_path = pathlib.Path(truth_path).with_suffix(".params.json")
+    if not params_path.exists():
+        return None
+    archetypes = json.loads(params_path.read_text())["archetypes"]
+    params = {name: BgNbdParams.from_card(a["bgnbd"]) for name, a in archetypes.items() if "bgnbd" in a}
+    return bgnbd_recovery(rows, truth, params)
 
 
 def _evaluate(rows: list[dict], holdout: list[dict], fields: dict, options: TrainOptions) -> dict:

@@ -266,7 +266,7 @@ class ProfileRules:
 
     def record(self, user_key: str, as_of_us: int, scoring: str, life: Activity,
                windows: dict[int, Activity]) -> dict:
-        """The feature record (keys: `records.FEATURE_RECORD_FIELDS` order) from lifetime and window totals."""
+        """The feature record from lifetime and window totals (fields: `transforms/features/FEATURES.md`)."""
         day = US_PER_DAY
         w7, w30, w90 = windows[7], windows[30], windows[90]
         sessions = max(w30.sessions, 0)
