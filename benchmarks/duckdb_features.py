@@ -1,4 +1,4 @@
-"""The DuckDB SQL reference of the v2 user profiles (variant c of the benchmark).
+"""The DuckDB SQL reference of the v3 user profiles (variant c of the benchmark).
 
 `compute` runs `duckdb_features.sql` over a JSON-lines event file and returns one dict per
 user: the user's feature record as of one time (`segments run` with ``--history_days 0``),
@@ -38,6 +38,12 @@ MODEL_FIELDS: tuple[str, ...] = (
     "share_night", "share_morning", "share_afternoon", "share_evening", "weekend_share",
     "top_category_share", "category_entropy",
     "orders", "orders_90d", "recency_days", "spend_total", "avg_order_value", "refund_rate",
+    "lifetime_page_views_per_session", "lifetime_product_views_per_session", "lifetime_searches_per_session",
+    "lifetime_cart_adds_per_session", "lifetime_avg_session_duration_s", "lifetime_bounce_rate",
+    "lifetime_purchase_session_share", "lifetime_cart_abandonment_rate", "lifetime_social_share",
+    "lifetime_app_share", "lifetime_email_channel_share", "lifetime_mobile_share", "lifetime_desktop_share",
+    "lifetime_category_entropy", "lifetime_email_ctr", "lifetime_email_opens_per_session",
+    "lifetime_sessions", "lifetime_events", "lifetime_cart_sessions", "lifetime_email_opens",
 )  # fmt: skip
 FACT_FIELDS: tuple[str, ...] = (
     "first_seen_us", "last_event_us", "first_purchase_us", "last_purchase_us", "purchase_days", "unpriced_lines",

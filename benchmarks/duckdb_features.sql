@@ -1,4 +1,4 @@
--- Reference implementation of the v2 user profile (transforms/features/FEATURES.md) in plain
+-- Reference implementation of the v3 user profile (transforms/features/FEATURES.md) in plain
 -- DuckDB SQL, for the throughput benchmark (variant c) and the equality test
 -- (tests/benchmarks/test_duckdb_reference.py). Run through `benchmarks.duckdb_features.compute`,
 -- which executes the macros first and the final query with these parameters:
@@ -234,18 +234,28 @@ sessions AS (
 session_totals AS (
     SELECT
         user_id,
-        count(*) AS sessions,
-        sum(duration_us) AS duration_us,
-        sum(page_views) AS page_views,
-        sum(product_views) AS product_views,
-        sum(searches) AS searches,
-        sum(cart_adds) AS cart_adds,
-        count_if(n_events = 1) AS bounces,
-        count_if(cart_adds > 0) AS cart_sessions,
-        count_if(cart_adds > 0 AND purchases = 0) AS abandoned,
-        count_if(purchases > 0) AS purchase_sessions
+        count(*) FILTER (WHERE start_day >= end_day - 30) AS sessions,
+        sum(duration_us) FILTER (WHERE start_day >= end_day - 30) AS duration_us,
+        sum(page_views) FILTER (WHERE start_day >= end_day - 30) AS page_views,
+        sum(product_views) FILTER (WHERE start_day >= end_day - 30) AS product_views,
+        sum(searches) FILTER (WHERE start_day >= end_day - 30) AS searches,
+        sum(cart_adds) FILTER (WHERE start_day >= end_day - 30) AS cart_adds,
+        count_if(n_events = 1 AND start_day >= end_day - 30) AS bounces,
+        count_if(cart_adds > 0 AND start_day >= end_day - 30) AS cart_sessions,
+        count_if(cart_adds > 0 AND purchases = 0 AND start_day >= end_day - 30) AS abandoned,
+        count_if(purchases > 0 AND start_day >= end_day - 30) AS purchase_sessions,
+        -- Lifetime: every session before as_of.
+        count(*) AS life_sessions,
+        sum(duration_us) AS life_duration_us,
+        sum(page_views) AS life_page_views,
+        sum(product_views) AS life_product_views,
+        sum(searches) AS life_searches,
+        sum(cart_adds) AS life_cart_adds,
+        count_if(n_events = 1) AS life_bounces,
+        count_if(cart_adds > 0) AS life_cart_sessions,
+        count_if(cart_adds > 0 AND purchases = 0) AS life_abandoned,
+        count_if(purchases > 0) AS life_purchase_sessions
     FROM sessions
-    WHERE start_day >= end_day - 30
     GROUP BY user_id
 ),
 -- Orders: the purchase lines of one order id; without one, of one session id; else each line.
@@ -316,6 +326,13 @@ category_totals AS (
     FROM (SELECT *, sum(n) OVER (PARTITION BY user_id) AS total FROM category_counts)
     GROUP BY user_id
 ),
+life_category_totals AS (
+    SELECT user_id, -sum((n / total) * ln(n / total)) AS entropy
+    FROM (SELECT *, sum(n) OVER (PARTITION BY user_id) AS total
+          FROM (SELECT user_id, category, count(*) AS n FROM scored WHERE category IS NOT NULL
+                GROUP BY user_id, category))
+    GROUP BY user_id
+),
 totals AS (
     SELECT
         user_id, any_value(end_day) AS end_day,
@@ -342,6 +359,13 @@ totals AS (
         count(*) FILTER (WHERE day >= end_day - 30 AND local_us % 86400000000 >= 64800000000) AS evening,
         -- 1970-01-01 was a Thursday: weekday (Monday 0) = (day + 3) % 7; Saturday 5, Sunday 6.
         count(*) FILTER (WHERE day >= end_day - 30 AND (local_us // 86400000000 + 3) % 7 >= 5) AS weekend,
+        count(*) FILTER (WHERE event_type = 'social_share' OR channel = 'social') AS life_social,
+        count(*) FILTER (WHERE channel = 'app') AS life_app,
+        count(*) FILTER (WHERE channel = 'email') AS life_email_channel,
+        count(*) FILTER (WHERE lower(device) = 'mobile') AS life_mobile,
+        count(*) FILTER (WHERE lower(device) = 'desktop') AS life_desktop,
+        count(*) FILTER (WHERE event_type = 'email_open') AS life_email_opens,
+        count(*) FILTER (WHERE event_type = 'email_click') AS life_email_clicks,
         count(*) FILTER (WHERE event_type = 'purchase') AS purchase_lines,
         count(*) FILTER (WHERE event_type = 'refund') AS refunds,
         count(DISTINCT day) FILTER (WHERE event_type = 'purchase') AS purchase_days,
@@ -354,7 +378,7 @@ SELECT
     e.user_id,
     a.as_of_us,
     'daily' AS scoring,
-    'v2' AS feature_version,
+    'v3' AS feature_version,
     e.events AS event_count,
     -- Activity level
     CAST(e.active_7 AS DOUBLE) AS active_days_7d,
@@ -396,6 +420,27 @@ SELECT
     greatest(0.0, coalesce(m.spend, 0.0) - coalesce(m.refunded, 0.0)) AS spend_total,
     bench_ratio(greatest(0.0, coalesce(m.spend, 0.0) - coalesce(m.refunded, 0.0)), o.orders) AS avg_order_value,
     bench_ratio(e.refunds, e.purchase_lines) AS refund_rate,
+    -- Behaviour over the whole history, and the evidence of each rate
+    bench_ratio(s.life_page_views, s.life_sessions) AS lifetime_page_views_per_session,
+    bench_ratio(s.life_product_views, s.life_sessions) AS lifetime_product_views_per_session,
+    bench_ratio(s.life_searches, s.life_sessions) AS lifetime_searches_per_session,
+    bench_ratio(s.life_cart_adds, s.life_sessions) AS lifetime_cart_adds_per_session,
+    bench_ratio(s.life_duration_us / 1e6, s.life_sessions) AS lifetime_avg_session_duration_s,
+    bench_ratio(s.life_bounces, s.life_sessions) AS lifetime_bounce_rate,
+    bench_ratio(s.life_purchase_sessions, s.life_sessions) AS lifetime_purchase_session_share,
+    bench_ratio(s.life_abandoned, s.life_cart_sessions) AS lifetime_cart_abandonment_rate,
+    bench_ratio(e.life_social, e.events) AS lifetime_social_share,
+    bench_ratio(e.life_app, e.events) AS lifetime_app_share,
+    bench_ratio(e.life_email_channel, e.events) AS lifetime_email_channel_share,
+    bench_ratio(e.life_mobile, e.events) AS lifetime_mobile_share,
+    bench_ratio(e.life_desktop, e.events) AS lifetime_desktop_share,
+    coalesce(lc.entropy, 0.0) + 0.0 AS lifetime_category_entropy,
+    bench_ratio(e.life_email_clicks, e.life_email_opens) AS lifetime_email_ctr,
+    e.life_email_opens / greatest(coalesce(s.life_sessions, 0), 1.0) AS lifetime_email_opens_per_session,
+    CAST(coalesce(s.life_sessions, 0) AS DOUBLE) AS lifetime_sessions,
+    CAST(e.events AS DOUBLE) AS lifetime_events,
+    CAST(coalesce(s.life_cart_sessions, 0) AS DOUBLE) AS lifetime_cart_sessions,
+    CAST(e.life_email_opens AS DOUBLE) AS lifetime_email_opens,
     -- Profile facts
     e.first_us AS first_seen_us,
     e.last_us AS last_event_us,
@@ -412,4 +457,5 @@ LEFT JOIN session_totals s USING (user_id)
 LEFT JOIN order_totals o USING (user_id)
 LEFT JOIN money m USING (user_id)
 LEFT JOIN category_totals c USING (user_id)
+LEFT JOIN life_category_totals lc USING (user_id)
 ORDER BY e.user_id

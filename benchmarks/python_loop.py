@@ -1,4 +1,4 @@
-"""Variant d of the benchmark: the v2 user profiles in a plain Python loop (orjson + dicts).
+"""Variant d of the benchmark: the v3 user profiles in a plain Python loop (orjson + dicts).
 
 Same scope and output as `benchmarks.duckdb_features.compute` (one dict per user: the
 feature record as of one time, the fields of `duckdb_features.REFERENCE_FIELDS`), so the
@@ -31,7 +31,7 @@ US_PER_SECOND = 1_000_000
 US_PER_MINUTE = 60 * US_PER_SECOND
 US_PER_HOUR = 3_600 * US_PER_SECOND
 US_PER_DAY = 86_400 * US_PER_SECOND
-FEATURE_VERSION = "v2"  # what this reference computes (the test compares it with the pipeline's)
+FEATURE_VERSION = "v3"  # what this reference computes (the test compares it with the pipeline's)
 FUNNEL_NAMES = ("awareness", "consideration", "intent", "purchase")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 # The event contract (transforms/contracts/events.py), spelled out.
@@ -206,6 +206,15 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else 0.0
 
 
+def _entropy(counts: dict[str, int]) -> float:
+    """Shannon entropy (nats) of a category distribution."""
+    total = sum(counts.values())
+    entropy = 0.0
+    for n in counts.values():
+        entropy -= n / total * math.log(n / total)
+    return entropy
+
+
 def profile(user_id: str, events: list, as_of_us: int, gap_us: int, rates: Rates, currency: str) -> dict:
     """The record of one user's events (unique, consented, before as_of, in time order)."""
     end_day = -(-as_of_us // US_PER_DAY)
@@ -215,6 +224,9 @@ def profile(user_id: str, events: list, as_of_us: int, gap_us: int, rates: Rates
     events30 = social = app = store = mobile = opens = clicks = weekend = 0
     parts = [0, 0, 0, 0]
     categories: dict[str, int] = {}
+    # Lifetime: every event before as_of.
+    life_social = life_app = life_email = life_mobile = life_desktop = life_opens = life_clicks = 0
+    life_categories: dict[str, int] = {}
     purchase_lines = refunds = unpriced = 0
     spend = refunded = 0.0
     first_purchase = last_purchase = None
@@ -224,6 +236,15 @@ def profile(user_id: str, events: list, as_of_us: int, gap_us: int, rates: Rates
     for event_id, e in events:
         ts, kind = e[TS], e[KIND]
         day = ts // US_PER_DAY
+        life_social += kind == "social_share" or e[CHANNEL] == "social"
+        life_app += e[CHANNEL] == "app"
+        life_email += e[CHANNEL] == "email"
+        life_mobile += e[DEVICE] is not None and e[DEVICE].lower() == "mobile"
+        life_desktop += e[DEVICE] is not None and e[DEVICE].lower() == "desktop"
+        life_opens += kind == "email_open"
+        life_clicks += kind == "email_click"
+        if e[CATEGORY] is not None:
+            life_categories[e[CATEGORY]] = life_categories.get(e[CATEGORY], 0) + 1
         if day >= from90:
             days90.add(day)
             if day >= from30:
@@ -290,26 +311,18 @@ def profile(user_id: str, events: list, as_of_us: int, gap_us: int, rates: Rates
                     unpriced += 1
                 else:
                     refunded += amount
-    n_sessions = duration_us = page_views = product_views = searches = cart_adds = 0
-    bounces = cart_sessions = abandoned = purchase_sessions = 0
+    # Session sums: [sessions, duration, page views, product views, searches, cart adds, bounces,
+    # cart sessions, abandoned, purchase sessions], over 30 days and over the lifetime.
+    recent, life = [0] * 10, [0] * 10
     for _, start, end, n, pv, prv, se, ca, pu in sessions:
-        if start // US_PER_DAY < from30:
-            continue
-        n_sessions += 1
-        duration_us += end - start
-        page_views += pv
-        product_views += prv
-        searches += se
-        cart_adds += ca
-        bounces += n == 1
-        cart_sessions += ca > 0
-        abandoned += ca > 0 and pu == 0
-        purchase_sessions += pu > 0
+        sums = (1, end - start, pv, prv, se, ca, n == 1, ca > 0, ca > 0 and pu == 0, pu > 0)
+        life = [a + b for a, b in zip(life, sums)]
+        if start // US_PER_DAY >= from30:
+            recent = [a + b for a, b in zip(recent, sums)]
+    n_sessions, duration_us, page_views, product_views, searches, cart_adds = recent[:6]
+    bounces, cart_sessions, abandoned, purchase_sessions = recent[6:]
     categorised = sum(categories.values())
     top, top_n = min(categories.items(), key=lambda kv: (-kv[1], kv[0])) if categories else (None, 0)
-    entropy = 0.0
-    for n in categories.values():
-        entropy -= n / categorised * math.log(n / categorised)
     first_ts, last_ts = events[0][1][TS], events[-1][1][TS]
     n_orders = len(orders)
     total = max(0.0, spend - refunded)
@@ -346,13 +359,33 @@ def profile(user_id: str, events: list, as_of_us: int, gap_us: int, rates: Rates
         "share_evening": _ratio(parts[3], events30),
         "weekend_share": _ratio(weekend, events30),
         "top_category_share": _ratio(top_n, categorised),
-        "category_entropy": entropy,
+        "category_entropy": _entropy(categories),
         "orders": float(n_orders),
         "orders_90d": float(sum(day >= from90 for day in orders.values())),
         "recency_days": (as_of_us - (last_purchase if purchase_lines else first_ts)) / US_PER_DAY,
         "spend_total": total,
         "avg_order_value": _ratio(total, n_orders),
         "refund_rate": _ratio(refunds, purchase_lines),
+        "lifetime_page_views_per_session": _ratio(life[2], life[0]),
+        "lifetime_product_views_per_session": _ratio(life[3], life[0]),
+        "lifetime_searches_per_session": _ratio(life[4], life[0]),
+        "lifetime_cart_adds_per_session": _ratio(life[5], life[0]),
+        "lifetime_avg_session_duration_s": _ratio(life[1] / US_PER_SECOND, life[0]),
+        "lifetime_bounce_rate": _ratio(life[6], life[0]),
+        "lifetime_purchase_session_share": _ratio(life[9], life[0]),
+        "lifetime_cart_abandonment_rate": _ratio(life[8], life[7]),
+        "lifetime_social_share": _ratio(life_social, len(events)),
+        "lifetime_app_share": _ratio(life_app, len(events)),
+        "lifetime_email_channel_share": _ratio(life_email, len(events)),
+        "lifetime_mobile_share": _ratio(life_mobile, len(events)),
+        "lifetime_desktop_share": _ratio(life_desktop, len(events)),
+        "lifetime_category_entropy": _entropy(life_categories),
+        "lifetime_email_ctr": _ratio(life_clicks, life_opens),
+        "lifetime_email_opens_per_session": life_opens / max(life[0], 1),
+        "lifetime_sessions": float(life[0]),
+        "lifetime_events": float(len(events)),
+        "lifetime_cart_sessions": float(life[7]),
+        "lifetime_email_opens": float(life_opens),
         "first_seen_us": first_ts,
         "last_event_us": last_ts,
         "first_purchase_us": first_purchase,

@@ -4,7 +4,7 @@ For each size (events) it generates one input (`segments generate --days 30`, JS
 and Avro, same seed, no corruption; the number of users is calibrated on a small run of
 the generator, so that the file holds about that many events), then runs every variant in
 its own subprocess. All of them compute every known user's profile record (feature
-version v2) as of the midnight after the latest event, as `segments run` does:
+version v3) as of the midnight after the latest event, as `segments run` does:
 
 * ``a``      the full batch job, ``segments run`` into an ephemeral local warehouse
              (read, validate, privacy, dedupe, profiles, model, warehouse writes);

@@ -304,7 +304,9 @@ def test_the_input_exercises_the_features(events_file, pipeline_records):
     assert len(records) > 300
     assert set(records[0]) == set(duckdb_features.REFERENCE_FIELDS)
     for name in ("sessions_30d", "orders", "orders_90d", "spend_total", "refund_rate", "email_opens_30d",
-                 "app_share", "store_share", "mobile_share", "weekend_share", "category_entropy"):
+                 "app_share", "store_share", "mobile_share", "weekend_share", "category_entropy",
+                 "lifetime_email_channel_share", "lifetime_desktop_share", "lifetime_email_ctr",
+                 "lifetime_cart_abandonment_rate", "lifetime_category_entropy", "lifetime_email_opens_per_session"):
         assert sum(r[name] for r in records) > 0, name
     assert sum(r["unpriced_lines"] for r in records) > 0
     assert {r["funnel_stage_30d"] for r in records} == {"awareness", "consideration", "intent", "purchase"}

@@ -35,7 +35,9 @@ from transforms.features.activity import (DAY_PARTS, FUNNEL_STAGES, US_PER_DAY, 
 
 _SHARE_KEYS = tuple(f"share_{name}" for name, _, _ in DAY_PARTS)
 _APP = CHANNELS.index("app")
+_EMAIL = CHANNELS.index("email")
 _STORE = CHANNELS.index("store")
+_DESKTOP = 0  # activity.DEVICES.index("desktop")
 _MOBILE = 1  # activity.DEVICES.index("mobile")
 
 
@@ -94,6 +96,49 @@ class Profile:
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else 0.0
+
+
+def category_entropy(activity: Activity) -> float:
+    """Shannon entropy (nats) of the categories of `activity`'s events (the overflow bucket counts as one)."""
+    total = sum(activity.categories.values()) + activity.other_category
+    entropy = 0.0
+    for n in list(activity.categories.values()) + [activity.other_category]:
+        if n > 0:
+            share = n / total
+            entropy -= share * math.log(share)
+    return entropy
+
+
+def lifetime_behaviour(life: Activity) -> dict[str, float]:
+    """The lifetime behaviour rates (raw ratios, 0 with a zero denominator) and their evidence.
+
+    The model shrinks each rate towards the population's rate by its evidence
+    (`transforms.contracts.feature_spec.RATE_EVIDENCE`); the record keeps them raw.
+    """
+    sessions = max(life.sessions, 0)
+    events = life.events
+    return {
+        "lifetime_page_views_per_session": _ratio(life.session_page_views, sessions),
+        "lifetime_product_views_per_session": _ratio(life.session_product_views, sessions),
+        "lifetime_searches_per_session": _ratio(life.session_searches, sessions),
+        "lifetime_cart_adds_per_session": _ratio(life.session_cart_adds, sessions),
+        "lifetime_avg_session_duration_s": _ratio(life.session_duration_us / US_PER_SECOND, sessions),
+        "lifetime_bounce_rate": _ratio(life.bounces, sessions),
+        "lifetime_purchase_session_share": _ratio(life.purchase_sessions, sessions),
+        "lifetime_cart_abandonment_rate": _ratio(life.abandoned_sessions, life.cart_sessions),
+        "lifetime_social_share": _ratio(life.social, events),
+        "lifetime_app_share": _ratio(life.channels[_APP], events),
+        "lifetime_email_channel_share": _ratio(life.channels[_EMAIL], events),
+        "lifetime_mobile_share": _ratio(life.devices[_MOBILE], events),
+        "lifetime_desktop_share": _ratio(life.devices[_DESKTOP], events),
+        "lifetime_category_entropy": category_entropy(life),
+        "lifetime_email_ctr": _ratio(life.email_clicks, life.email_opens),
+        "lifetime_email_opens_per_session": life.email_opens / max(sessions, 1),
+        "lifetime_sessions": float(sessions),
+        "lifetime_events": float(events),
+        "lifetime_cart_sessions": float(max(life.cart_sessions, 0)),
+        "lifetime_email_opens": float(life.email_opens),
+    }
 
 
 def order_key(event: Event) -> str:
@@ -275,11 +320,6 @@ class ProfileRules:
         categorised = sum(w30.categories.values()) + w30.other_category
         top, top_count = (min(w30.categories.items(), key=lambda kv: (-kv[1], kv[0])) if w30.categories
                           else (None, 0))
-        entropy = 0.0
-        for n in list(w30.categories.values()) + [w30.other_category]:
-            if n > 0:
-                share = n / categorised
-                entropy -= share * math.log(share)
         events30 = w30.events
         spend = max(0.0, life.spend - life.refunded)
         record = {
@@ -317,7 +357,7 @@ class ProfileRules:
             "weekend_share": _ratio(w30.weekend_events, events30),
             # Affinity (30 days)
             "top_category_share": _ratio(top_count, categorised),
-            "category_entropy": entropy,
+            "category_entropy": category_entropy(w30),
             # Value (lifetime, reporting currency)
             "orders": float(life.orders),
             "orders_90d": float(w90.orders),
@@ -325,6 +365,8 @@ class ProfileRules:
             "spend_total": spend,
             "avg_order_value": _ratio(spend, life.orders),
             "refund_rate": _ratio(life.refunds, life.purchase_lines),
+            # Behaviour over the whole history, and the evidence of each rate
+            **lifetime_behaviour(life),
             # Not model inputs
             "first_seen_us": life.first_event_us,
             "last_event_us": life.last_event_us,

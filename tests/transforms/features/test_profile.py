@@ -95,6 +95,19 @@ def test_a_hand_built_history_gives_the_hand_computed_record():
         "spend_total": spend,
         "avg_order_value": spend / 2,
         "refund_rate": 1 / 3,
+        # Lifetime (every event is before as_of): the same sessions, all 12 events.
+        "lifetime_page_views_per_session": 1.0, "lifetime_product_views_per_session": 0.5,
+        "lifetime_searches_per_session": 0.0, "lifetime_cart_adds_per_session": 1.0,
+        "lifetime_avg_session_duration_s": (25 * 60 + 10 * 60) / 2, "lifetime_bounce_rate": 0.0,
+        "lifetime_purchase_session_share": 0.5, "lifetime_cart_abandonment_rate": 0.5,
+        "lifetime_social_share": 0.0, "lifetime_app_share": 0.0,
+        "lifetime_email_channel_share": 2 / 12,  # the open and the click
+        "lifetime_mobile_share": 2 / 12, "lifetime_desktop_share": 1 / 12,  # e1 only; e2.. carry no device
+        "lifetime_category_entropy": -sum(s * math.log(s) for s in shares),
+        "lifetime_email_ctr": 1.0,  # one click of one open, unsmoothed: the model shrinks it
+        "lifetime_email_opens_per_session": 1 / 2,
+        "lifetime_sessions": 2.0, "lifetime_events": 12.0, "lifetime_cart_sessions": 2.0,
+        "lifetime_email_opens": 1.0,
     }
     assert set(expected) == set(MODEL_FEATURES)
     for name, value in expected.items():
@@ -124,6 +137,9 @@ def test_silence_shows_recency_and_tenure_keep_growing_and_windows_empty():
     assert [r["active_days_30d"] for r in later] == [4.0, 0.0, 0.0]  # day 40's window: days 10..39
     assert [r["active_days_90d"] for r in later] == [4.0, 4.0, 0.0]
     assert later[2]["orders"] == 2.0 and later[2]["orders_90d"] == 0.0  # lifetime stays, windows empty
+    # Behaviour: the 30-day rates empty out, the lifetime ones stay what the history says.
+    assert later[2]["cart_adds_per_session"] == 0.0 and later[2]["lifetime_cart_adds_per_session"] == 1.0
+    assert later[2]["lifetime_sessions"] == 2.0 and later[2]["sessions_30d"] == 0.0
 
 
 def test_orders_by_order_id_else_session_else_line():
