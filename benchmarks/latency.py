@@ -42,7 +42,7 @@ def _tiny_model(directory: str) -> str:
 
     trained = train_model(training_records(), until=END_US, k_range=(3, 3), silhouette_sample=100)
     path = os.path.join(directory, "model")
-    save_artifact(path, trained.pipeline, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
+    save_artifact(path, trained.model, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
     return path
 
 

@@ -2,7 +2,8 @@
 
 Layout::
 
-    <dir>/model.joblib      the fitted scikit-learn Pipeline (joblib, protocol 5, uncompressed)
+    <dir>/model.joblib      the fitted `models.clustering.SegmentModel` (joblib, protocol 5, uncompressed):
+                            the representation pipeline, the predictor and the segment centres
     <dir>/model_card.json   what the model is, how it was trained, and the sha256 of model.joblib
 
 Loading reads the card first, checks its format and `feature_version`, then
@@ -12,13 +13,13 @@ the card (and, when the caller pins one, `expected_sha256`) is ever unpickled.
 The card itself is trusted as much as the folder is: keep artifacts where only
 the training job can write, or pin the digest.
 
-Saving is deterministic: the same fitted pipeline and card fields give the same
+Saving is deterministic: the same fitted model and card fields give the same
 bytes (sorted JSON keys, no wall-clock time; `model_version` is the end date of
 the training data plus a prefix of the model digest).
 
 Example::
 
-    card = save_artifact("gs://bucket/models/2024-06-01", pipeline, card_fields)
+    card = save_artifact("gs://bucket/models/2024-06-01", model, card_fields)
     model = load_artifact("gs://bucket/models/2024-06-01")
     assigned = model.assign(X)
 """
@@ -69,17 +70,17 @@ def _dump(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def serialize_model(pipeline: Any) -> bytes:
-    """Canonical joblib bytes of a fitted pipeline.
+def serialize_model(model: Any) -> bytes:
+    """Canonical joblib bytes of a fitted model.
 
-    Pickle memoises by object identity, so a freshly fitted pipeline (whose
-    arrays share one dtype object) and the same pipeline after a load (one dtype
+    Pickle memoises by object identity, so a freshly fitted model (whose
+    arrays share one dtype object) and the same model after a load (one dtype
     object per array) pickle to different bytes. Dumping the round-tripped copy
     removes that difference: the same model always gives the same bytes, whether
     it was just fitted or loaded from an artifact. (Loading our own fresh bytes
     is safe.)
     """
-    return _dump(joblib.load(io.BytesIO(_dump(pipeline))))
+    return _dump(joblib.load(io.BytesIO(_dump(model))))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -126,19 +127,19 @@ def _read(path: str) -> bytes:
         raise ArtifactError(f"cannot read {path}: {e}") from e
 
 
-def save_artifact(directory: str, pipeline: Any, card_fields: Mapping) -> dict:
+def save_artifact(directory: str, model: Any, card_fields: Mapping) -> dict:
     """Writes model.joblib and then model_card.json (the card last: it is the commit marker).
 
     Args:
         directory: local path or gs:// URI of the artifact folder.
-        pipeline: the fitted scikit-learn Pipeline.
+        model: the fitted `models.clustering.SegmentModel`.
         card_fields: everything of the card except the digest, model_version and
             library versions (see `models.training.train_model`).
 
     Returns:
         The card as written.
     """
-    model_bytes = serialize_model(pipeline)
+    model_bytes = serialize_model(model)
     card = build_card(card_fields, model_bytes)
     if not FileSystems.exists(directory):
         FileSystems.mkdirs(directory)
@@ -181,18 +182,17 @@ class Assigned(NamedTuple):
 
 
 class LoadedModel:
-    """A verified artifact: the fitted pipeline plus its card."""
+    """A verified artifact: the fitted `SegmentModel` plus its card."""
 
-    def __init__(self, pipeline: Any, card: Mapping, path: str = ""):
-        self.pipeline = pipeline
+    def __init__(self, model: clustering.SegmentModel, card: Mapping, path: str = ""):
+        self.model = model
         self.card = dict(card)
         self.path = path
         self.model_version: str = card["model_version"]
         self.features: tuple[str, ...] = tuple(card["features"])
         segments = sorted(card["segments"], key=lambda s: int(s["cluster_index"]))
-        k = len(clustering.scaled_centers(pipeline))
-        if [int(s["cluster_index"]) for s in segments] != list(range(k)):
-            raise ArtifactError(f"{path}: model card segments do not cover the model's {k} clusters")
+        if [int(s["cluster_index"]) for s in segments] != model.labels.tolist():
+            raise ArtifactError(f"{path}: model card segments do not cover the model's {len(model.labels)} labels")
         self._ids = np.array([int(s["segment_id"]) for s in segments])
         self._names = [str(s["name"]) for s in segments]
         self.rfm = RfmThresholds.from_card(card["rfm"])
@@ -200,8 +200,9 @@ class LoadedModel:
 
     def assign(self, X: np.ndarray) -> Assigned:
         """Segments of the rows of X (columns in `self.features` order)."""
-        labels, distance, margin = clustering.scaled_distances(self.pipeline, np.asarray(X, dtype=float))
-        return Assigned(self._ids[labels], [self._names[i] for i in labels], distance, margin)
+        labels, distance, margin = self.model.assign(np.asarray(X, dtype=float))
+        position = np.searchsorted(self.model.labels, labels)
+        return Assigned(self._ids[position], [self._names[i] for i in position.tolist()], distance, margin)
 
 
 def load_artifact(directory: str, *, expected_sha256: str | None = None) -> LoadedModel:
@@ -228,5 +229,7 @@ def load_artifact(directory: str, *, expected_sha256: str | None = None) -> Load
     if versions.get("sklearn") and versions["sklearn"].split(".")[:2] != sklearn.__version__.split(".")[:2]:
         logging.warning("model %s was saved with scikit-learn %s, running %s", card["model_version"],
                         versions["sklearn"], sklearn.__version__)
-    pipeline = joblib.load(io.BytesIO(data))
-    return LoadedModel(pipeline, card, directory)
+    model = joblib.load(io.BytesIO(data))
+    if not isinstance(model, clustering.SegmentModel):
+        raise ArtifactError(f"{directory}: {MODEL_FILE} holds a {type(model).__name__}, not a SegmentModel")
+    return LoadedModel(model, card, directory)

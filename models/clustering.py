@@ -1,279 +1,181 @@
-"""Behavioural clustering: the scikit-learn pipeline, the choice of k, segment names, stable ids.
+"""Segments: fitting, the served model, segment ids and names, stable ids across retrains.
 
-Pure numpy / scikit-learn (no Beam): `models.training` calls it on the training
-matrix, `models.artifact.LoadedModel` uses `scaled_distances` at serving.
+Pure numpy / scikit-learn (no Beam): `models.training` calls `fit_segments` and
+`build_segments` on the training matrix; the artifact (`models.artifact`) stores the
+`SegmentModel` and serves it with `SegmentModel.assign`.
 
-The fitted pipeline is::
-
-    log1p on SKEWED_FEATURES columns -> StandardScaler -> KMeans (default) | GaussianMixture
-
-All distances ("scaled space") are Euclidean after the first two steps: every
-feature is a standardised (log-)value, so one unit is one population standard
-deviation.
+Fitting (`fit_segments`): the representation (`models.representation`) is fitted on the
+training rows, the number of segments is chosen (`models.k_selection`, or given), the
+algorithm (`models.algorithms`) is fitted, and its whitening is set into the
+representation. The result is one `SegmentModel` whatever the algorithm: the
+representation pipeline, the fitted predictor and the centre of each label in the model
+space, so every algorithm is served, and measured, the same way.
 
 Segment ids and names
 ---------------------
-A fresh model numbers its clusters 0..k-1 by decreasing size. Names come from
-the centroid: the rules in `_NAME_RULES` look at the centroid's scaled
-coordinates (z = how many population standard deviations the centroid's
-(log-)value lies above the population mean) and, for bargain hunting, at the
-centroid's basket value against the median basket of purchasers. The
-description quotes the most distinctive features in original units against
-the population medians.
+A fresh model numbers its segments 0..n-1 by decreasing size (the density clustering's
+Unclassified segment included). Names and descriptions come from `models.naming`.
 
-When a previous model is given (`match_previous`), its centroids (stored in
-original units) are mapped into the NEW model's scaled space and matched to the
-new centroids by optimal assignment (Hungarian method). A pair is kept only when
-the previous centroid lies within half the distance from the new centroid to
-its nearest new neighbour: by the triangle inequality that previous centroid is
-then strictly closer to its partner than to any other new centroid, i.e. the new
-model itself would put the previous cluster's centre into the partner cluster.
-Kept pairs inherit the previous id and name; other new clusters get fresh ids
-(max previous id + 1, ...).
+Each segment's `centroid` in the card is the mean of its training rows' record values,
+for every model feature (original units). When a previous model is given
+(`match_previous`), its centroids and the new ones are both mapped into the NEW model's
+space and matched by optimal assignment (Hungarian method). A pair is kept only when the
+previous centroid lies within half the distance from the new centroid to its nearest new
+neighbour: by the triangle inequality that previous centroid is then strictly closer to
+its partner than to any other new centroid. Kept pairs inherit the previous id and name;
+other new segments get fresh ids (max previous id + 1, ...). An Unclassified segment keeps
+the previous Unclassified segment's id.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
-from sklearn.cluster import KMeans
-from sklearn.metrics import davies_bouldin_score, silhouette_score
-from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from transforms.contracts.feature_spec import MODEL_FEATURES, SKEWED_FEATURES
+from models import algorithms, k_selection, naming
+from models.algorithms import DENSITY, KMEANS, UNCLASSIFIED
+from models.k_selection import KScore
+from models.representation import clustering_columns, representation_pipeline
+from transforms.contracts.feature_spec import MODEL_FEATURES
 
-KMEANS = "kmeans"
-GMM = "gmm"
-ALGORITHMS = (KMEANS, GMM)
-KMEANS_N_INIT = 10
-GMM_N_INIT = 3
-DEFAULT_K_RANGE = (4, 10)
-DEFAULT_SILHOUETTE_SAMPLE = 5000
-
-
-# --- preprocessing -----------------------------------------------------------
-
-def log1p_columns(X: np.ndarray, columns: Sequence[int] = ()) -> np.ndarray:
-    """log1p on the given columns, identity elsewhere (module-level: picklable)."""
-    out = np.array(X, dtype=float, copy=True)
-    idx = list(columns)
-    if idx:
-        out[:, idx] = np.log1p(out[:, idx])
-    return out
+ALGORITHMS = algorithms.ALGORITHMS
+DEFAULT_K_RANGE = k_selection.DEFAULT_K_RANGE
+DEFAULT_SILHOUETTE_SAMPLE = k_selection.DEFAULT_SILHOUETTE_SAMPLE
 
 
-def expm1_columns(X: np.ndarray, columns: Sequence[int] = ()) -> np.ndarray:
-    """The inverse of `log1p_columns`."""
-    out = np.array(X, dtype=float, copy=True)
-    idx = list(columns)
-    if idx:
-        out[:, idx] = np.expm1(out[:, idx])
-    return out
+class SegmentModel:
+    """What `model.joblib` holds: record vectors in, segment labels, distances and margins out.
 
-
-def skewed_columns(features: Sequence[str] = MODEL_FEATURES) -> list[int]:
-    return [i for i, name in enumerate(features) if name in SKEWED_FEATURES]
-
-
-def build_pipeline(k: int, *, algorithm: str = KMEANS, seed: int = 0,
-                   features: Sequence[str] = MODEL_FEATURES) -> Pipeline:
-    """The unfitted model: log1p (skewed columns) -> StandardScaler -> KMeans | GaussianMixture."""
-    cols = skewed_columns(features)
-    # validate=True rejects NaN / inf: a broken row fails loudly (and is
-    # dead-lettered at serving) instead of being silently assigned.
-    log1p = FunctionTransformer(log1p_columns, inverse_func=expm1_columns, validate=True,
-                                kw_args={"columns": cols}, inv_kw_args={"columns": cols})
-    if algorithm == KMEANS:
-        model = KMeans(n_clusters=k, n_init=KMEANS_N_INIT, random_state=seed)
-    elif algorithm == GMM:
-        model = GaussianMixture(n_components=k, covariance_type="full", n_init=GMM_N_INIT, random_state=seed)
-    else:
-        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
-    return Pipeline([("log1p", log1p), ("scale", StandardScaler()), ("cluster", model)])
-
-
-def scaled_centers(pipeline: Pipeline) -> np.ndarray:
-    """The cluster centres in scaled space, indexed by the estimator's cluster label."""
-    model = pipeline[-1]
-    return np.asarray(model.cluster_centers_ if isinstance(model, KMeans) else model.means_, dtype=float)
-
-
-def to_scaled(pipeline: Pipeline, X: np.ndarray) -> np.ndarray:
-    return np.asarray(pipeline[:-1].transform(np.asarray(X, dtype=float)), dtype=float)
-
-
-def to_original(pipeline: Pipeline, Z: np.ndarray) -> np.ndarray:
-    """Scaled space -> original units (inverse scaling, then expm1 on skewed columns)."""
-    return pipeline[:-1].inverse_transform(np.asarray(Z, dtype=float))
-
-
-def scaled_distances(pipeline: Pipeline, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels and distances of rows of X.
-
-    Returns:
-        (labels, distance to the assigned centre, margin) where margin is the
-        distance to the nearest OTHER centre minus the distance to the assigned
-        one. For KMeans the assigned centre is the nearest, so margin >= 0; a
-        GaussianMixture assigns by posterior, so its margin can be negative.
+    Attributes:
+        representation: fitted pipeline from a `MODEL_FEATURES` vector to the model space
+            (`models.representation`: shrink, select, log1p, scale, whiten).
+        predictor: the fitted scikit-learn estimator of the label in the model space.
+        labels: every label the predictor can give, sorted.
+        centers: model-space centre of each label (rows follow `labels`).
+        features: the clustering inputs (the standardised space's columns), in order.
     """
-    Z = to_scaled(pipeline, X)
-    labels = np.asarray(pipeline[-1].predict(Z), dtype=int)
-    d = cdist(Z, scaled_centers(pipeline))
-    rows = np.arange(len(Z))
-    assigned = d[rows, labels]
-    others = d.copy()
-    others[rows, labels] = np.inf
-    margin = others.min(axis=1) - assigned if d.shape[1] > 1 else np.full(len(Z), np.inf)
-    return labels, assigned, margin
 
+    def __init__(self, representation: Pipeline, predictor: Any, labels: np.ndarray, centers: np.ndarray,
+                 features: Sequence[str]):
+        self.representation = representation
+        self.predictor = predictor
+        self.labels = np.asarray(labels, dtype=int)
+        self.centers = np.asarray(centers, dtype=float)
+        self.features = tuple(features)
 
-# --- choice of k -------------------------------------------------------------
+    def standardised(self, X: np.ndarray) -> np.ndarray:
+        """Rows in the standardised space (before the whitening): one column per clustering input."""
+        return np.asarray(self.representation[:-1].transform(np.asarray(X, dtype=float)), dtype=float)
 
-class KScore(NamedTuple):
-    silhouette: float
-    davies_bouldin: float
+    @property
+    def matrix(self) -> np.ndarray:
+        """The map from the standardised space to the model space."""
+        return np.asarray(self.representation[-1].matrix, dtype=float)
+
+    @property
+    def metric(self) -> np.ndarray:
+        """M with d(x, y)^2 = (x - y)^T M (x - y) in the standardised space: the model space's
+        Euclidean distance, read in the clustering inputs' own coordinates."""
+        return self.matrix @ self.matrix.T
+
+    def model_space(self, X: np.ndarray) -> np.ndarray:
+        return self.standardised(X) @ self.matrix
+
+    def to_original(self, Z: np.ndarray) -> np.ndarray:
+        """Standardised rows back to the clustering inputs' units (inverse scaling, then expm1
+        on the log1p columns; rates stay shrunk)."""
+        return self.representation[2:4].inverse_transform(np.asarray(Z, dtype=float))
+
+    def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(label, distance to its centre, margin) of each row of X, in the model space.
+
+        The margin is the distance to the nearest OTHER centre minus the distance to the
+        assigned one: >= 0 for k-means and hierarchical (served to the nearest centre),
+        possibly negative for a mixture (assigned by posterior) and density (by neighbours).
+        """
+        W = self.model_space(X)
+        labels = algorithms.predict_quietly(self.predictor, W)
+        d = cdist(W, self.centers)
+        rows = np.arange(len(W))
+        assigned = d[rows, np.searchsorted(self.labels, labels)]
+        others = d.copy()
+        others[rows, np.searchsorted(self.labels, labels)] = np.inf
+        margin = others.min(axis=1) - assigned if d.shape[1] > 1 else np.full(len(W), np.inf)
+        return labels, assigned, margin
 
 
 class Fit(NamedTuple):
-    pipeline: Pipeline
-    k: int
+    model: SegmentModel
+    k: int  # the k chosen or given (density: the k of its model space)
     k_scores: dict[int, KScore]
-    labels: np.ndarray  # estimator label per training row
+    quality: KScore  # of the fitted model
+    labels: np.ndarray  # label of every training row
+    Z: np.ndarray  # training rows in the standardised space
 
 
-def fit_select_k(X: np.ndarray, *, k_range: tuple[int, int] = DEFAULT_K_RANGE, algorithm: str = KMEANS,
-                 seed: int = 0, sample_size: int = DEFAULT_SILHOUETTE_SAMPLE,
-                 features: Sequence[str] = MODEL_FEATURES) -> Fit:
-    """Fits one model per k in [k_range[0], k_range[1]] and keeps the best silhouette.
+def fit_segments(X: np.ndarray, *, algorithm: str = KMEANS, k: int | None = None,
+                 k_range: tuple[int, int] = DEFAULT_K_RANGE, seed: int = 0, activity_weight: float = 0.0,
+                 sample_size: int = DEFAULT_SILHOUETTE_SAMPLE,
+                 stability_rounds: int = k_selection.STABILITY_ROUNDS) -> Fit:
+    """Fits the representation, chooses k (unless given) and fits `algorithm`.
 
-    The silhouette is computed on a fixed-seed sample of at most `sample_size`
-    rows (it is quadratic in rows); Davies-Bouldin (linear) on all rows. Ties go
-    to the smaller k.
+    The density algorithm finds its number of segments itself; its model space is the
+    k-means one at the chosen (or given) k.
 
-    Runs single-threaded (OpenMP / BLAS): the reductions then happen in one fixed
-    order, so the fit (and the artifact bytes) cannot depend on the machine's
-    core count, and a busy shared machine does not make OpenMP spin. The
-    training data (one row per user) is small enough for this.
+    Runs single-threaded (OpenMP / BLAS): the reductions then happen in one fixed order,
+    so the fit (and the artifact bytes) cannot depend on the machine's core count.
+
+    Raises:
+        ValueError: bad k or k range, too few rows, unknown algorithm.
     """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    ks = [k] if k is not None else list(range(k_range[0], k_range[1] + 1))
+    if min(ks, default=0) < 2 or (k is None and k_range[1] < k_range[0]):
+        raise ValueError(f"k must be at least 2 and k_range must satisfy 2 <= low <= high, got "
+                         f"{k if k is not None else k_range}")
+    X = np.asarray(X, dtype=float)
+    if len(X) <= 2 * max(ks):
+        raise ValueError(f"{len(X)} training rows cannot support k up to {max(ks)}")
     with threadpool_limits(limits=1):
-        return _fit_select_k(X, k_range=k_range, algorithm=algorithm, seed=seed, sample_size=sample_size,
-                             features=features)
-
-
-def _fit_select_k(X, *, k_range, algorithm, seed, sample_size, features) -> Fit:
-    X = np.asarray(X, dtype=float)
-    lo, hi = k_range
-    if lo < 2 or hi < lo:
-        raise ValueError(f"k_range must satisfy 2 <= low <= high, got {k_range}")
-    if len(X) <= hi:
-        raise ValueError(f"{len(X)} training rows cannot support k up to {hi}")
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(len(X), size=min(sample_size, len(X)), replace=False))
-    best: Fit | None = None
-    scores: dict[int, KScore] = {}
-    for k in range(lo, hi + 1):
-        pipeline = build_pipeline(k, algorithm=algorithm, seed=seed, features=features).fit(X)
-        Z = to_scaled(pipeline, X)
-        labels = np.asarray(pipeline[-1].predict(Z), dtype=int)
-        if len(np.unique(labels)) < 2 or len(np.unique(labels[sample])) < 2:
-            continue  # degenerate: scores undefined
-        score = KScore(float(silhouette_score(Z[sample], labels[sample])), float(davies_bouldin_score(Z, labels)))
-        scores[k] = score
-        if best is None or score.silhouette > scores[best.k].silhouette:
-            best = Fit(pipeline, k, scores, labels)
-    if best is None:
-        raise ValueError("no k in range produced at least two clusters")
-    return best._replace(k_scores=scores)
-
-
-# --- names -------------------------------------------------------------------
-
-class Segment(NamedTuple):
-    segment_id: int
-    cluster_index: int  # the estimator's label
-    name: str
-    description: str
-    centroid: dict[str, float]  # original units
-    size_share: float
-
-
-def _z(zc: Mapping[str, float], name: str) -> float:
-    return float(zc.get(name, 0.0))
-
-
-def _bargain(zc, centroid, stats) -> bool:
-    return (_z(zc, "orders") >= 0.25
-            and centroid.get("avg_order_value", np.inf) <= stats.get("customer_median_avg_order_value", -np.inf))
-
-
-# (name, phrase, rule(z-centroid, original centroid, population stats)); first match wins.
-_NAME_RULES = (
-    ("Lapsed", "were active, have not been seen for a long time",
-     lambda z, c, s: _z(z, "days_since_last_event") >= 0.75 and _z(z, "active_days_30d") <= -0.5),
-    ("High-value loyal", "frequent buyers with high total spend",
-     lambda z, c, s: _z(z, "spend_total") >= 0.75 and _z(z, "orders") >= 0.5),
-    ("Cart abandoners", "fill carts but rarely complete checkout",
-     lambda z, c, s: _z(z, "cart_adds_per_session") >= 0.5 and _z(z, "cart_abandonment_rate") >= 0.5
-     and _z(z, "orders") < 0.5),
-    ("Bargain hunters", "buy repeatedly with small baskets", _bargain),
-    ("Email-engaged", "open and click e-mails but visit little on their own",
-     lambda z, c, s: _z(z, "email_opens_30d") >= 0.75 and _z(z, "sessions_30d") < 0.5),
-    ("New visitors", "recently acquired, short tenure",
-     lambda z, c, s: _z(z, "tenure_days") <= -0.75),
-    ("Window shoppers", "browse many products without buying",
-     lambda z, c, s: _z(z, "product_views_per_session") >= 0.25 and _z(z, "orders") < 0.25),
-    ("Regular customers", "steady purchasing",
-     lambda z, c, s: _z(z, "orders") >= 0.25),
-    ("Casual visitors", "average, low-intensity engagement", lambda z, c, s: True),
-)
-
-
-def population_stats(X: np.ndarray, features: Sequence[str] = MODEL_FEATURES) -> dict[str, float]:
-    """Medians of every feature (original units) plus the customers' median order value."""
-    X = np.asarray(X, dtype=float)
-    stats = {f"median_{name}": float(np.median(X[:, i])) for i, name in enumerate(features)}
-    if "orders" in features and "avg_order_value" in features:
-        buyers = X[:, list(features).index("orders")] > 0
-        col = X[buyers, list(features).index("avg_order_value")]
-        stats["customer_median_avg_order_value"] = float(np.median(col)) if col.size else 0.0
-    return stats
-
-
-def describe_centroid(z_centroid: np.ndarray, centroid: np.ndarray, stats: Mapping[str, float],
-                      features: Sequence[str] = MODEL_FEATURES) -> tuple[str, str]:
-    """(name, one-line description) of one centroid."""
-    zc = dict(zip(features, (float(v) for v in z_centroid)))
-    c = dict(zip(features, (float(v) for v in centroid)))
-    for name, phrase, rule in _NAME_RULES:
-        if rule(zc, c, stats):
-            break
-    top = sorted(range(len(features)), key=lambda i: (-abs(float(z_centroid[i])), features[i]))[:3]
-    parts = [f"{'high' if z_centroid[i] > 0 else 'low'} {features[i]} {centroid[i]:.3g} "
-             f"(median {stats.get('median_' + features[i], float('nan')):.3g})" for i in top]
-    return name, f"{phrase[0].upper()}{phrase[1:]}: {', '.join(parts)}."
-
-
-def unique_names(names: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
-    """Suffixes repeated names: 'Dormant', 'Dormant (2)', ... (also avoiding `taken`)."""
-    used = set(taken)
-    out = []
-    for name in names:
-        candidate, n = name, 1
-        while candidate in used:
-            n += 1
-            candidate = f"{name} ({n})"
-        used.add(candidate)
-        out.append(candidate)
-    return out
+        representation = representation_pipeline(activity_weight)
+        Z = np.asarray(representation[:-1].fit_transform(X), dtype=float)
+        options = dict(seed=seed, activity_weight=activity_weight)
+        chosen, scores, fit = k_selection.select_k(Z, ks, KMEANS if algorithm == DENSITY else algorithm,
+                                                   sample_size=sample_size, rounds=stability_rounds, **options)
+        quality = scores[chosen]
+        if algorithm == DENSITY:
+            fit = algorithms.fit_clustering(Z, chosen, DENSITY, **options)
+            quality = k_selection.score(Z @ fit.matrix, Z, fit, chosen, DENSITY, sample_size=sample_size,
+                                        rounds=stability_rounds, **options)
+        representation.set_params(whiten__matrix=fit.matrix)
+        representation[-1].fit(Z)
+        labels = algorithms.predictor_labels(fit.predictor, chosen)
+        empty = sorted(set(labels.tolist()) - set(fit.labels.tolist()) - {UNCLASSIFIED})
+        if empty:
+            raise ValueError(f"{algorithm} leaves segment label(s) {empty} without any training user; "
+                             f"try another --k or --random_state")
+        centers = algorithms.predictor_centres(fit.predictor, Z @ fit.matrix, fit.labels, labels)
+        model = SegmentModel(representation, fit.predictor, labels, centers, clustering_columns(activity_weight))
+    return Fit(model, chosen, scores, quality, fit.labels, Z)
 
 
 # --- segments and stable ids -------------------------------------------------
+
+class Segment(NamedTuple):
+    segment_id: int
+    cluster_index: int  # the predictor's label
+    name: str
+    description: str
+    centroid: dict[str, float]  # mean of the training rows, original units, every model feature
+    size_share: float
+    distinguishing_features: list[dict]  # models.naming.distinguishing
+
 
 class IdMapping(NamedTuple):
     pairs: list[dict]  # {segment_id, previous_segment_id|None, distance|None, threshold}
@@ -285,68 +187,102 @@ class IdMapping(NamedTuple):
                 "new_segment_ids": self.new_ids, "retired_segment_ids": self.retired_ids}
 
 
-def match_previous(pipeline: Pipeline, previous_segments: Sequence[Mapping],
+def _centroid_vector(centroid: Mapping[str, float], features: Sequence[str] = MODEL_FEATURES) -> list[float]:
+    return [float(centroid[name]) for name in features]
+
+
+def match_previous(model: SegmentModel, centroids: np.ndarray, previous_segments: Sequence[Mapping],
                    features: Sequence[str] = MODEL_FEATURES) -> dict[int, tuple[Mapping, float, float]]:
-    """Optimal assignment of new clusters (estimator labels) to previous segments.
+    """Optimal assignment of the new segments to previous ones, in the new model's space.
 
     Args:
-        pipeline: the new fitted pipeline.
-        previous_segments: the previous model card's `segments` (centroids in
-            original units, keyed by feature name).
+        model: the new model.
+        centroids: the new segments' centroids (original units), rows follow `model.labels`.
+        previous_segments: the previous card's `segments` (centroids in original units).
 
     Returns:
-        {new estimator label: (previous segment, distance, threshold)} for the
-        accepted pairs only (distance < threshold; see the module docstring).
+        {new label: (previous segment, distance, threshold)} for the accepted pairs only
+        (distance < threshold; see the module docstring). Unclassified pairs with
+        Unclassified, outside the assignment.
     """
-    centers = scaled_centers(pipeline)
-    if not previous_segments or len(centers) < 2:
-        return {}
-    prev_original = np.array([[float(seg["centroid"][name]) for name in features] for seg in previous_segments])
-    prev_scaled = to_scaled(pipeline, prev_original)
-    cost = cdist(centers, prev_scaled)
-    between = cdist(centers, centers)
+    matched: dict[int, tuple[Mapping, float, float]] = {}
+    behaviour = [i for i, label in enumerate(model.labels) if label != UNCLASSIFIED]
+    previous = [s for s in previous_segments if s["name"] != naming.UNCLASSIFIED]
+    previous_noise = [s for s in previous_segments if s["name"] == naming.UNCLASSIFIED]
+    if previous_noise and UNCLASSIFIED in model.labels:
+        matched[UNCLASSIFIED] = (previous_noise[0], 0.0, 0.0)
+    if not previous or len(behaviour) < 2:
+        return matched
+    new = model.model_space(centroids[behaviour])
+    old = model.model_space(np.array([_centroid_vector(s["centroid"], features) for s in previous]))
+    cost = cdist(new, old)
+    between = cdist(new, new)
     np.fill_diagonal(between, np.inf)
     thresholds = 0.5 * between.min(axis=1)
     rows, cols = linear_sum_assignment(cost)
-    return {int(i): (previous_segments[j], float(cost[i, j]), float(thresholds[i]))
-            for i, j in zip(rows, cols) if cost[i, j] < thresholds[i]}
+    for i, j in zip(rows, cols):
+        if cost[i, j] < thresholds[i]:
+            matched[int(model.labels[behaviour[i]])] = (previous[j], float(cost[i, j]), float(thresholds[i]))
+    return matched
 
 
-def build_segments(pipeline: Pipeline, X: np.ndarray, labels: np.ndarray, *,
-                   previous_segments: Sequence[Mapping] | None = None,
+def segment_profiles(fit: Fit, X: np.ndarray, features: Sequence[str] = MODEL_FEATURES) -> list[naming.Profile]:
+    """How each label's training users differ from the population (`models.naming.Profile`)."""
+    model = fit.model
+    population = model.to_original(np.zeros((1, fit.Z.shape[1])))[0]
+    spend = np.asarray(X, dtype=float)[:, list(features).index("spend_total")]
+    mean_spend = float(spend.mean())
+    profiles = []
+    for label in model.labels:
+        members = fit.labels == label
+        z = fit.Z[members].mean(axis=0) if members.any() else np.zeros(fit.Z.shape[1])
+        value = model.to_original(z[None, :])[0]
+        ratio = float(spend[members].mean()) / mean_spend if mean_spend > 0 else 0.0
+        profiles.append(naming.Profile(dict(zip(model.features, map(float, z))),
+                                       dict(zip(model.features, map(float, value))),
+                                       dict(zip(model.features, map(float, population))), ratio))
+    return profiles
+
+
+def build_segments(fit: Fit, X: np.ndarray, *, previous_segments: Sequence[Mapping] | None = None,
                    features: Sequence[str] = MODEL_FEATURES) -> tuple[list[Segment], IdMapping | None]:
-    """Ids, names, descriptions, centroids and size shares of the fitted clusters.
+    """Ids, names, descriptions, centroids, size shares and distinguishing features of the segments.
 
     Returns:
         (segments ordered by segment_id, the id mapping or None without a previous model).
     """
     X = np.asarray(X, dtype=float)
-    centers = scaled_centers(pipeline)
-    k = len(centers)
-    original = to_original(pipeline, centers)
-    stats = population_stats(X, features)
-    counts = np.bincount(labels, minlength=k)
+    model = fit.model
+    labels = [int(label) for label in model.labels]
+    counts = np.array([(fit.labels == label).sum() for label in labels])
     shares = counts / counts.sum()
-    described = [describe_centroid(centers[i], original[i], stats, features) for i in range(k)]
-    # Deterministic order of the fresh clusters: larger first, then by centroid.
-    order = sorted(range(k), key=lambda i: (-counts[i], tuple(np.round(centers[i], 9))))
+    # An Unclassified segment without training users (nothing was noise) gets the population's mean.
+    centroids = np.array([X[fit.labels == label].mean(axis=0) if counts[i] else X.mean(axis=0)
+                          for i, label in enumerate(labels)])
+    profiles = segment_profiles(fit, X, features)
+    matched = match_previous(model, centroids, previous_segments or (), features) if previous_segments else {}
 
-    matched = match_previous(pipeline, previous_segments or (), features) if previous_segments else {}
-    ids: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for label, (prev, _, _) in matched.items():
-        ids[label] = int(prev["segment_id"])
-        names[label] = str(prev["name"])
+    behaviour = [i for i, label in enumerate(labels) if label != UNCLASSIFIED]
+    inherited = {pos: str(matched[labels[i]][0]["name"]) for pos, i in enumerate(behaviour) if labels[i] in matched}
+    named = naming.name_segments([profiles[i] for i in behaviour], taken=inherited)
+    name_of = {labels[i]: named[pos] for pos, i in enumerate(behaviour)}
+    if UNCLASSIFIED in labels:
+        name_of[UNCLASSIFIED] = (naming.UNCLASSIFIED, naming.UNCLASSIFIED_DESCRIPTION)
+
+    ids = {label: int(prev["segment_id"]) for label, (prev, _, _) in matched.items()}
     next_id = (max(int(s["segment_id"]) for s in previous_segments) + 1) if previous_segments else 0
-    fresh = [i for i in order if i not in matched]
-    for label, name in zip(fresh, unique_names([described[i][0] for i in fresh], taken=list(names.values()))):
-        ids[label] = next_id
-        names[label] = name
+    # Fresh ids: larger segments first, then by centroid (deterministic).
+    fresh = sorted((i for i, label in enumerate(labels) if label not in matched),
+                   key=lambda i: (-counts[i], tuple(np.round(centroids[i], 9))))
+    for i in fresh:
+        ids[labels[i]] = next_id
         next_id += 1
 
     segments = sorted(
-        (Segment(ids[i], i, names[i], described[i][1],
-                 {name: float(v) for name, v in zip(features, original[i])}, float(shares[i])) for i in range(k)),
+        (Segment(ids[label], label, name_of[label][0], name_of[label][1],
+                 {name: float(v) for name, v in zip(features, centroids[i])}, float(shares[i]),
+                 [] if label == UNCLASSIFIED else naming.distinguishing(profiles[i]))
+         for i, label in enumerate(labels)),
         key=lambda s: s.segment_id)
     if not previous_segments:
         return segments, None
@@ -363,18 +299,18 @@ def build_segments(pipeline: Pipeline, X: np.ndarray, labels: np.ndarray, *,
     return segments, mapping
 
 
-def strip_for_serving(pipeline: Pipeline) -> Pipeline:
+def strip_for_serving(model: SegmentModel) -> SegmentModel:
     """Drops training-only state so the artifact is small and machine-independent.
 
     * `labels_` (one int per training row) is not needed to predict;
-    * KMeans records the OpenMP thread count of the training machine in
-      `_n_threads` and pickles it; pinning 1 makes the artifact bytes the same on
-      any machine, and one thread per predict call is what a Beam worker (which
-      parallelises across bundles) wants anyway.
+    * KMeans records the OpenMP thread count of the training machine in `_n_threads` and
+      pickles it; pinning 1 makes the artifact bytes the same on any machine, and one
+      thread per predict call is what a Beam worker (which parallelises across bundles)
+      wants anyway.
     """
-    model = pipeline[-1]
-    if hasattr(model, "labels_"):
-        del model.labels_
-    if hasattr(model, "_n_threads"):
-        model._n_threads = 1
-    return pipeline
+    predictor = model.predictor
+    if hasattr(predictor, "labels_"):
+        del predictor.labels_
+    if hasattr(predictor, "_n_threads"):
+        predictor._n_threads = 1
+    return model

@@ -2,7 +2,7 @@
 
 No Beam here: the `segments train` pipeline computes every user's profile record as of
 the calibration end (`--until`) with the serving transforms, collects them, and calls
-`train_model`; then `models.artifact.save_artifact(out, trained.pipeline, trained.card_fields)`.
+`train_model`; then `models.artifact.save_artifact(out, trained.model, trained.card_fields)`.
 
 Training rows: one per user, their profile as of `until` (the record with the latest
 `as_of_us` at or before it), so the clustering, the RFM quantiles and the BG/NBD fit all
@@ -14,7 +14,7 @@ Example::
 
     trained = train_model(records, until=datetime(2024, 3, 1, tzinfo=timezone.utc), truth=truth)
     print(format_report(trained.card_fields))
-    save_artifact("models/default", trained.pipeline, trained.card_fields)
+    save_artifact("models/default", trained.model, trained.card_fields)
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from models import bgnbd, clustering, rfm
+from models import bgnbd, clustering, k_selection, rfm, segment_quality
 from models.artifact import load_artifact, load_card
-from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, SKEWED_FEATURES, model_input_vector
+from models.representation import PRIOR_WEIGHTS
+from transforms.contracts.feature_spec import (FEATURE_VERSION, MODEL_FEATURES, RATE_EVIDENCE, SKEWED_FEATURES,
+                                               model_input_vector)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class TrainedModel(NamedTuple):
-    pipeline: Any  # fitted sklearn Pipeline, ready to serialise
+    model: clustering.SegmentModel  # fitted, ready to serialise
     card_fields: dict  # the model card without digest / model_version / library versions
     users: list[str]  # user_key of each training row
     segment_ids: np.ndarray  # segment id of each training row
@@ -71,22 +73,26 @@ def _json_params(params: Mapping[str, Any]) -> dict:
 
 def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | None = None,
                 truth: Mapping[str, str] | None = None, previous: str | None = None,
-                algorithm: str = clustering.KMEANS, k_range: tuple[int, int] = clustering.DEFAULT_K_RANGE,
-                seed: int = 0, silhouette_sample: int = clustering.DEFAULT_SILHOUETTE_SAMPLE,
-                money: Mapping | None = None) -> TrainedModel:
+                algorithm: str = clustering.algorithms.KMEANS, k: int | None = None,
+                k_range: tuple[int, int] = clustering.DEFAULT_K_RANGE, seed: int = 0,
+                activity_weight: float = 0.0, silhouette_sample: int = clustering.DEFAULT_SILHOUETTE_SAMPLE,
+                stability_rounds: int = k_selection.STABILITY_ROUNDS, money: Mapping | None = None) -> TrainedModel:
     """Fits the segmentation model, the RFM thresholds and BG/NBD on the training rows.
 
     Args:
         feature_records: feature records (see `transforms.features.compute`), any order.
         until: the calibration end (datetime or epoch micros); None = each user's latest record.
         truth: optional {user_key: true archetype} (user keys pseudonymised as in
-            the pipeline) for the adjusted Rand index.
+            the pipeline): the card then reports the ARI, the supervised ceiling and their ratio.
         previous: optional previous artifact folder: its segment ids are kept
-            for the clusters that match (see `models.clustering`).
-        algorithm: 'kmeans' (default) or 'gmm'.
+            for the segments that match (see `models.clustering`).
+        algorithm: one of `models.algorithms.ALGORITHMS` ('kmeans' by default).
+        k: the number of segments; None = chosen in `k_range` (`models.k_selection`).
         k_range: inclusive range of k to try.
-        seed: random_state of the estimator and of the silhouette sample.
+        seed: random_state of the estimators and of every sample.
+        activity_weight: weight of the activity block in the model space (0: left out).
         silhouette_sample: rows in the silhouette sample.
+        stability_rounds: half-sample splits per candidate k.
         money: what the spend features are measured in (`RateTable.card`), recorded in the card.
 
     Returns:
@@ -102,11 +108,12 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
     users = [r["user_key"] for r in rows]
     X = np.array([model_input_vector(r) for r in rows], dtype=float)
 
-    fit = clustering.fit_select_k(X, k_range=k_range, algorithm=algorithm, seed=seed,
-                                  sample_size=silhouette_sample)
+    fit = clustering.fit_segments(X, algorithm=algorithm, k=k, k_range=k_range, seed=seed,
+                                  activity_weight=activity_weight, sample_size=silhouette_sample,
+                                  stability_rounds=stability_rounds)
     previous_card = load_card(previous) if previous else None
     segments, mapping = clustering.build_segments(
-        fit.pipeline, X, fit.labels, previous_segments=previous_card["segments"] if previous_card else None)
+        fit, X, previous_segments=previous_card["segments"] if previous_card else None)
     id_of_label = {s.cluster_index: s.segment_id for s in segments}
     segment_ids = np.array([id_of_label[int(label)] for label in fit.labels])
 
@@ -125,36 +132,45 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
         previous_ids = load_artifact(previous).assign(X).segment_id
         kept_share = float(np.mean(previous_ids == segment_ids))
 
-    ari, ari_users = None, 0
+    quality = {**fit.quality.as_card(),
+               "k_scores": {str(kk): s.as_card() for kk, s in sorted(fit.k_scores.items())},
+               "unclassified_share": float(np.mean(fit.labels == clustering.algorithms.UNCLASSIFIED))}
     if truth is not None:
-        known = [i for i, user in enumerate(users) if user in truth]
-        ari_users = len(known)
-        if known:
-            ari = float(adjusted_rand_score([truth[users[i]] for i in known], segment_ids[known]))
+        quality.update(segment_quality.truth_report(fit.Z, segment_ids, fit.labels, users, truth, seed=seed))
 
-    selected = fit.k_scores[fit.k]
-    clustering.strip_for_serving(fit.pipeline)
+    model = clustering.strip_for_serving(fit.model)
+    representation = model.representation
     card_fields = {
         "feature_version": FEATURE_VERSION,
         "features": list(MODEL_FEATURES),
         "algorithm": {
             "name": algorithm,
-            "params": _json_params(fit.pipeline[-1].get_params()),
-            "preprocessing": {"log1p": [n for n in MODEL_FEATURES if n in SKEWED_FEATURES], "scaler": "standard"},
-            "k_range": [int(k_range[0]), int(k_range[1])],
-            "selection": "max silhouette on a fixed-seed sample (ties: smaller k)",
+            "predictor": type(model.predictor).__name__,
+            "params": _json_params(model.predictor.get_params()),
+            "representation": {
+                "clustering_features": list(model.features),
+                "shrinkage": {"priors": dict(representation.named_steps["shrink"].priors_),
+                              "prior_weights": dict(PRIOR_WEIGHTS),
+                              "evidence": {rate: list(e) for rate, e in RATE_EVIDENCE.items()}},
+                "log1p": [n for n in model.features if n in SKEWED_FEATURES],
+                "scaler": "standard",
+                "whitening": "pooled within-segment covariance^-1/2 of the k-means segments"
+                             + (", projected on its k - 1 principal directions" if algorithm == "density" else ""),
+                "activity_weight": float(activity_weight),
+            },
+            "k_range": None if k is not None else [int(k_range[0]), int(k_range[1])],
+            "k_given": k is not None,
+            "selection": ("given (--k)" if k is not None else
+                          "max stability x silhouette in the model space (ties: smaller k)"
+                          + ("; k-means candidates: the density clustering's model space" if algorithm == "density"
+                             else "")),
             "silhouette_sample": int(min(silhouette_sample, len(X))),
+            "stability_rounds": int(stability_rounds),
             "seed": int(seed),
         },
         "k": int(fit.k),
-        "quality": {
-            "silhouette": selected.silhouette,
-            "davies_bouldin": selected.davies_bouldin,
-            "k_scores": {str(k): {"silhouette": s.silhouette, "davies_bouldin": s.davies_bouldin}
-                         for k, s in sorted(fit.k_scores.items())},
-            "ari": ari,
-            "ari_users": ari_users,
-        },
+        "segment_count": len(segments),
+        "quality": quality,
         "training": {
             "data_start": iso_us(min(int(r["first_seen_us"]) for r in rows)),
             "data_end": iso_us(until_us if until_us is not None else max(int(r["as_of_us"]) for r in rows)),
@@ -170,20 +186,35 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
         "rfm": thresholds.as_card(),
         "bgnbd": params.as_card(),
     }
-    return TrainedModel(fit.pipeline, card_fields, users, segment_ids)
+    return TrainedModel(model, card_fields, users, segment_ids)
+
+
+def _number(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def format_report(card: Mapping) -> str:
-    """The lines `segments train` prints: k scores, the chosen k, ARI, segments, BG/NBD."""
+    """The lines `segments train` prints: k scores, the chosen k, quality, segments, BG/NBD."""
     q = card["quality"]
-    lines = [f"{'k':>3} {'silhouette':>10} {'davies_bouldin':>14}"]
+    lines = [f"{'k':>3} {'stability':>9} {'silhouette':>10} {'score':>7} {'davies_bouldin':>14}"]
     for k, s in q["k_scores"].items():
         mark = "  <- chosen" if int(k) == card["k"] else ""
-        lines.append(f"{k:>3} {s['silhouette']:>10.4f} {s['davies_bouldin']:>14.4f}{mark}")
-    lines.append(f"chosen k = {card['k']}: silhouette {q['silhouette']:.4f}, "
-                 f"Davies-Bouldin {q['davies_bouldin']:.4f}")
+        lines.append(f"{k:>3} {_number(s['stability'], '>9.4f')} {_number(s['silhouette'], '>10.4f')} "
+                     f"{_number(s['score'], '>7.4f')} {_number(s['davies_bouldin'], '>14.4f')}{mark}")
+    algorithm = card["algorithm"]["name"]
+    lines.append(f"{algorithm}, k = {card['k']}{' (given)' if card['algorithm'].get('k_given') else ''}: "
+                 f"{card['segment_count']} segments; stability {_number(q['stability'], '.4f')}, "
+                 f"silhouette {_number(q['silhouette'], '.4f')}, Davies-Bouldin {_number(q['davies_bouldin'], '.4f')}")
+    if q.get("unclassified_share"):
+        lines.append(f"unclassified: {q['unclassified_share']:.1%} of training users")
     if q.get("ari") is not None:
-        lines.append(f"adjusted Rand index vs true archetypes: {q['ari']:.4f} ({q['ari_users']} users)")
+        line = f"adjusted Rand index vs true archetypes: {q['ari']:.4f} ({q['ari_users']} users)"
+        if q.get("supervised_ceiling") is not None:
+            line += (f"; supervised ceiling {q['supervised_ceiling']:.4f}, ratio "
+                     f"{_number(q['ratio_to_ceiling'], '.2f')}")
+        if q.get("ari_classified") is not None:
+            line += f"; {q['ari_classified']:.4f} on the {q['classified_users']} classified users"
+        lines.append(line)
     for s in card["segments"]:
         lines.append(f"  segment {s['segment_id']}: {s['name']} ({s['size_share']:.1%}) - {s['description']}")
     mapping = card.get("segment_id_mapping")

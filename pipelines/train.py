@@ -27,13 +27,13 @@ import apache_beam as beam
 import orjson
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models import clustering
+from models import algorithms, clustering
 from models.artifact import save_artifact
 from models.bgnbd import BgNbdParams
 from models.evaluation import (HoldoutActivity, bgnbd_recovery, evaluate_holdout, format_holdout,
                                format_recovery)
 from models.training import format_report, train_model
-from pipelines.options import FileInputOptions, iso_date, positive_int
+from pipelines.options import FileInputOptions, at_least_two, iso_date, non_negative_float, positive_int
 from pipelines.summary import RunSummary, counters_of
 from transforms.contracts.outcomes import ErrorCode
 from transforms.features.activity import US_PER_DAY
@@ -65,12 +65,23 @@ class TrainOptions(FileInputOptions):
                                 "index. Default: none.")
         group.add_argument("--previous", default=None,
                            help="Previous artifact folder: keep its segment ids for matching clusters. Default: none.")
-        group.add_argument("--algorithm", choices=[clustering.KMEANS, clustering.GMM], default=clustering.KMEANS,
-                           help="kmeans (hard) or gmm (soft membership). Default: kmeans.")
-        group.add_argument("--k_min", type=positive_int, default=clustering.DEFAULT_K_RANGE[0],
+        group.add_argument("--algorithm", choices=list(algorithms.ALGORITHMS), default=algorithms.KMEANS,
+                           help="kmeans (Mahalanobis k-means), gmm (tied-covariance Gaussian mixture: soft "
+                                "membership), hierarchical (Ward on a sample, served by nearest centroid) or density "
+                                "(HDBSCAN on a sample, served by nearest neighbours; finds the number of segments "
+                                "itself and puts outliers in an Unclassified segment). See models/README.md. "
+                                "Default: kmeans.")
+        group.add_argument("--k", type=at_least_two, default=None,
+                           help="Number of segments, instead of choosing it in --k_min..--k_max by stability x "
+                                "silhouette (density: the k of its model space). Default: chosen.")
+        group.add_argument("--k_min", type=at_least_two, default=clustering.DEFAULT_K_RANGE[0],
                            help=f"Smallest k tried. Default: {clustering.DEFAULT_K_RANGE[0]}.")
-        group.add_argument("--k_max", type=positive_int, default=clustering.DEFAULT_K_RANGE[1],
+        group.add_argument("--k_max", type=at_least_two, default=clustering.DEFAULT_K_RANGE[1],
                            help=f"Largest k tried. Default: {clustering.DEFAULT_K_RANGE[1]}.")
+        group.add_argument("--activity_weight", type=non_negative_float, default=0.0,
+                           help="Weight of the activity block (active days, recent sessions, recency of the last "
+                                "event, tenure) next to the behaviour in the model space; 0 leaves it out, which "
+                                "recovered behaviour types best (models/README.md). Default: 0.")
         group.add_argument("--random_state", type=int, default=0,
                            help="random_state of the clustering fit and of its samples. Default: 0.")
 
@@ -173,6 +184,8 @@ def run(argv: Optional[Sequence[str]] = None, say: Callable[[str], None] = print
     train = options.view_as(TrainOptions)
     if not train.input or not train.out:
         raise ValueError("--input and --out are required")
+    if train.k is None and train.k_min > train.k_max:
+        raise ValueError(f"--k_min {train.k_min} is above --k_max {train.k_max}")
     id_key = train.pseudonymisation_key()
     rules = train.profile_rules()
     with tempfile.TemporaryDirectory(prefix="segments-train-") as scratch:
@@ -200,8 +213,8 @@ def run(argv: Optional[Sequence[str]] = None, say: Callable[[str], None] = print
     say(f"fitting on {len(rows):,} users (each profiled as of the calibration end) ...")
     truth = read_truth(train.truth, id_key) if train.truth else None
     trained = train_model(
-        rows, until=None, truth=truth, previous=train.previous, algorithm=train.algorithm,
-        k_range=(train.k_min, train.k_max), seed=train.random_state,
+        rows, until=None, truth=truth, previous=train.previous, algorithm=train.algorithm, k=train.k,
+        k_range=(train.k_min, train.k_max), seed=train.random_state, activity_weight=train.activity_weight,
         money=rules.rates.card(rules.reporting_currency))
     fields = trained.card_fields
     recovery = _recovery(rows, truth, train.truth) if truth is not None else None
@@ -210,7 +223,7 @@ def run(argv: Optional[Sequence[str]] = None, say: Callable[[str], None] = print
     if holdout is not None:
         say(f"hold-out input: {holdout_summary.console_line()}")
         fields = dict(fields, holdout=_evaluate(rows, holdout, fields, train))
-    card = save_artifact(train.out, trained.pipeline, fields)
+    card = save_artifact(train.out, trained.model, fields)
     say(format_report(card))
     if recovery:
         say(format_recovery(recovery))

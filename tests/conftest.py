@@ -55,3 +55,12 @@ def pytest_sessionfinish(session, exitstatus):
     if _REQUIRE_INTEGRATION and collected_integration and not _integration_passed and exitstatus == 0:
         session.exitstatus = 1
         print("\nCI: no integration test passed (SEGMENTS_REQUIRE_INTEGRATION=1)")
+
+
+@pytest.fixture(scope="session")
+def generated_population(tmp_path_factory):
+    """A generated population with its truth and training rows, made once per session
+    (`tests.support.population`)."""
+    from tests.support.population import make_population
+
+    return make_population(tmp_path_factory.mktemp("population"))

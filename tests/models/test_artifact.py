@@ -19,6 +19,8 @@ DAY_US = 86_400_000_000
 F = len(MODEL_FEATURES)
 SKEWED = np.array([name in SKEWED_FEATURES for name in MODEL_FEATURES])
 WINDOW_DAYS = 30
+EVIDENCE = {"lifetime_sessions": 200.0, "lifetime_events": 2000.0, "lifetime_cart_sessions": 100.0,
+            "lifetime_email_opens": 100.0}
 UNTIL_US = 100 * DAY_US
 
 
@@ -35,6 +37,7 @@ def make_records(group_sizes, *, seed=0, centers_seed=0, as_of_us=UNTIL_US, pref
             work = centers[group] + rng.normal(0.0, 1.0, F) * np.where(SKEWED, 0.1, 0.2)
             values = np.where(SKEWED, np.expm1(np.maximum(work, 0.0)), work)
             record = {name: float(v) for name, v in zip(MODEL_FEATURES, values)}
+            record.update(EVIDENCE)  # plenty of evidence: the shrinkage barely moves the rates
             orders = int(round(record["orders"]))
             record["orders"] = float(orders)
             user = f"{prefix}{len(records):05d}"
@@ -62,7 +65,7 @@ def trained(data):
 
 
 def test_card_contents(trained, data):
-    card = artifact.build_card(trained.card_fields, artifact.serialize_model(trained.pipeline))
+    card = artifact.build_card(trained.card_fields, artifact.serialize_model(trained.model))
     assert card["feature_version"] == FEATURE_VERSION
     assert card["features"] == list(MODEL_FEATURES)
     assert card["k"] == 4 and card["algorithm"]["name"] == "kmeans"
@@ -74,6 +77,12 @@ def test_card_contents(trained, data):
     records, truth = data
     assert q["ari"] == pytest.approx(adjusted_rand_score([truth[u] for u in trained.users], trained.segment_ids))
     assert q["ari"] >= 0.9 and q["ari_users"] == len(records)
+    # The supervised ceiling is a cross-validated forest's ARI on the same inputs: the groups are separable.
+    assert q["supervised_ceiling"] >= 0.95
+    assert q["ratio_to_ceiling"] == pytest.approx(q["ari"] / q["supervised_ceiling"])
+    chosen = q["k_scores"]["4"]
+    assert set(chosen) == {"stability", "silhouette", "davies_bouldin", "score"}
+    assert chosen["score"] == pytest.approx(chosen["stability"] * chosen["silhouette"])
     assert card["training"]["rows"] == len(records)
     assert card["training"]["data_end"] == "1970-04-11T00:00:00Z"  # 100 days after the epoch
     assert card["training"]["data_start"] == "1970-03-12T00:00:00Z"  # first seen: 30 days before that
@@ -94,11 +103,14 @@ def test_card_contents(trained, data):
     assert set(card["library_versions"]) == {"sklearn", "numpy", "scipy", "python"}
     assert card["segment_id_mapping"] is None
     report = format_report(card)
-    assert "chosen k = 4" in report and "adjusted Rand index" in report
+    assert "kmeans, k = 4: 4 segments" in report and "adjusted Rand index" in report and "ceiling" in report
+    for s in card["segments"]:  # each segment lists what distinguishes it, with values in original units
+        assert s["distinguishing_features"] and {"feature", "z", "value", "population_value"} == set(
+            s["distinguishing_features"][0])
 
 
 def test_round_trip(trained, tmp_path, data):
-    card = save_artifact(str(tmp_path / "m"), trained.pipeline, trained.card_fields)
+    card = save_artifact(str(tmp_path / "m"), trained.model, trained.card_fields)
     assert sorted(os.listdir(tmp_path / "m")) == ["model.joblib", "model_card.json"]
     model = load_artifact(str(tmp_path / "m"))
     assert model.card == json.loads(json.dumps(card))
@@ -114,7 +126,7 @@ def test_round_trip(trained, tmp_path, data):
 
 def test_tampered_model_is_refused_before_unpickling(trained, tmp_path, monkeypatch):
     path = tmp_path / "m"
-    save_artifact(str(path), trained.pipeline, trained.card_fields)
+    save_artifact(str(path), trained.model, trained.card_fields)
     data = bytearray((path / "model.joblib").read_bytes())
     data[len(data) // 2] ^= 0x01
     (path / "model.joblib").write_bytes(bytes(data))
@@ -128,7 +140,7 @@ def test_tampered_model_is_refused_before_unpickling(trained, tmp_path, monkeypa
 
 
 def test_pinned_digest_must_match(trained, tmp_path):
-    card = save_artifact(str(tmp_path / "m"), trained.pipeline, trained.card_fields)
+    card = save_artifact(str(tmp_path / "m"), trained.model, trained.card_fields)
     assert load_artifact(str(tmp_path / "m"), expected_sha256=card["model_sha256"]).model_version
     with pytest.raises(ArtifactError, match="pinned"):
         load_artifact(str(tmp_path / "m"), expected_sha256="0" * 64)
@@ -142,7 +154,7 @@ def test_pinned_digest_must_match(trained, tmp_path):
 ])
 def test_bad_cards_are_refused(trained, tmp_path, edit, message):
     path = tmp_path / "m"
-    save_artifact(str(path), trained.pipeline, trained.card_fields)
+    save_artifact(str(path), trained.model, trained.card_fields)
     card = json.loads((path / "model_card.json").read_text())
     edit(card)
     (path / "model_card.json").write_text(json.dumps(card))
@@ -159,21 +171,21 @@ def test_same_data_gives_byte_identical_artifact(data, trained, tmp_path):
     records, truth = data
     shuffled = [records[i] for i in np.random.default_rng(5).permutation(len(records))]
     again = train_model(shuffled, until=UNTIL_US, truth=truth, k_range=(3, 6), silhouette_sample=200)
-    save_artifact(str(tmp_path / "a"), trained.pipeline, trained.card_fields)
-    save_artifact(str(tmp_path / "b"), again.pipeline, again.card_fields)
+    save_artifact(str(tmp_path / "a"), trained.model, trained.card_fields)
+    save_artifact(str(tmp_path / "b"), again.model, again.card_fields)
     for name in ("model.joblib", "model_card.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     # Re-saving a loaded model reproduces the bytes too.
     loaded = load_artifact(str(tmp_path / "a"))
     fields = {k: v for k, v in loaded.card.items()
               if k not in ("format", "model_sha256", "model_version", "library_versions")}
-    save_artifact(str(tmp_path / "c"), loaded.pipeline, fields)
+    save_artifact(str(tmp_path / "c"), loaded.model, fields)
     for name in ("model.joblib", "model_card.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
 
 
 def test_previous_model_keeps_ids(trained, data, tmp_path):
-    save_artifact(str(tmp_path / "prev"), trained.pipeline, trained.card_fields)
+    save_artifact(str(tmp_path / "prev"), trained.model, trained.card_fields)
     # Another sample of the same population (same centres, other draws), plus a fifth group.
     records, truth = make_records([55, 45, 45, 35, 40], seed=9, prefix="v")
     retrained = train_model(records, until=UNTIL_US, truth=truth, previous=str(tmp_path / "prev"),
@@ -209,7 +221,7 @@ def test_gaussian_mixture_option_round_trips(data, tmp_path):
                           silhouette_sample=200)
     assert trained.card_fields["algorithm"]["name"] == "gmm"
     assert trained.card_fields["quality"]["ari"] >= 0.9
-    save_artifact(str(tmp_path / "g"), trained.pipeline, trained.card_fields)
+    save_artifact(str(tmp_path / "g"), trained.model, trained.card_fields)
     model = load_artifact(str(tmp_path / "g"))
     X = np.array([[r[n] for n in MODEL_FEATURES] for r in records], dtype=float)
     order = np.argsort(np.argsort([r["user_key"] for r in records]))

@@ -59,5 +59,5 @@ def training_records() -> list[dict]:
 def save_small_model(path: str) -> str:
     """Trains the 3-group model on `training_records` (BG/NBD: `PARAMS`) and saves it to `path`."""
     trained = train_model(training_records(), until=END_US, k_range=(3, 3), silhouette_sample=100)
-    save_artifact(path, trained.pipeline, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
+    save_artifact(path, trained.model, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
     return path

@@ -14,7 +14,9 @@ from models.artifact import load_card
 from models.handler import SegmentScorer, assignment_handler, score_batch, scoring_vector
 from tests.support.bgnbd_reference import expected_direct, p_alive_direct
 from tests.support.models import DAY_US, END_US, PARAMS, SIZES, group_vectors, record, save_small_model
-from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS, SKEWED_FEATURES
+from models.representation import CLUSTERING_FEATURES, MIN_WITHIN_VARIANCE, PRIOR_WEIGHTS
+from transforms.contracts.feature_spec import (FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS, RATE_EVIDENCE,
+                                               SKEWED_FEATURES)
 from transforms.contracts.outcomes import DeadLetter, ErrorCode, Stage
 from transforms.scoring import AssignSegments, FailedToDeadLetters
 
@@ -24,14 +26,31 @@ def model_dir(tmp_path_factory):
 
 
 F = len(MODEL_FEATURES)
-SKEWED = np.array([name in SKEWED_FEATURES for name in MODEL_FEATURES])
+INDEX = {name: i for i, name in enumerate(MODEL_FEATURES)}
+CLUSTERING = [INDEX[name] for name in CLUSTERING_FEATURES]
+LOGGED = np.array([name in SKEWED_FEATURES for name in CLUSTERING_FEATURES])
 
 
 def scaled(X: np.ndarray) -> np.ndarray:
-    """The scaled space computed here: log1p skewed columns, z-scores against the training rows."""
+    """The model space computed here from the training rows: each rate shrunk towards the rows'
+    pooled rate, the clustering inputs log1p'd where heavy-tailed and z-scored; then the
+    whitening, which is the floor 1 / sqrt(MIN_WITHIN_VARIANCE) times the identity, since the
+    rows of a group are identical (no spread within the segments)."""
     train = np.repeat(group_vectors(), SIZES, axis=0)
-    W = np.where(SKEWED, np.log1p(train), train)
-    return (np.where(SKEWED, np.log1p(X), X) - W.mean(axis=0)) / W.std(axis=0)
+
+    def shrink(rows):
+        out = rows.copy()
+        for rate, (evidence, least) in RATE_EVIDENCE.items():
+            n_train = np.maximum(train[:, INDEX[evidence]], least)
+            prior = (train[:, INDEX[rate]] * n_train).sum() / n_train.sum()
+            n, m = np.maximum(rows[:, INDEX[evidence]], least), PRIOR_WEIGHTS[evidence]
+            out[:, INDEX[rate]] = (rows[:, INDEX[rate]] * n + m * prior) / (n + m)
+        chosen = out[:, CLUSTERING]
+        return np.where(LOGGED, np.log1p(chosen), chosen)
+
+    reference = shrink(train)
+    z = (shrink(np.asarray(X, dtype=float)) - reference.mean(axis=0)) / reference.std(axis=0)
+    return z / np.sqrt(MIN_WITHIN_VARIANCE)
 
 
 def rfm_scores(values: np.ndarray) -> tuple[int, int, int]:
@@ -129,7 +148,7 @@ def test_assignments_exact(model_dir):
     assert expected[0]["distance"] == pytest.approx(0.0, abs=1e-9)  # the points sit on the centroids
     missing = {k: v for k, v in good[0].items() if k != "sessions_30d"}
     missing["user_key"] = "missing-feature"
-    nan = dict(good[1], user_key="nan-feature", bounce_rate=float("nan"))
+    nan = dict(good[1], user_key="nan-feature", lifetime_bounce_rate=float("nan"))
     with TestPipeline() as p:
         assignments, dead_letters = (
             p | beam.Create(good + [missing, nan]) | "AssignSegments" >> AssignSegments(assignment_handler(model_dir)))
