@@ -226,21 +226,29 @@ def match_previous(model: SegmentModel, centroids: np.ndarray, previous_segments
     return matched
 
 
+def _clean(values: np.ndarray) -> np.ndarray:
+    """Round-off (expm1 of a log-mean of zeros is 1e-14, not 0) to 0, so descriptions read 0."""
+    values = np.asarray(values, dtype=float)
+    return np.where(np.abs(values) < 1e-9, 0.0, values)
+
+
 def segment_profiles(fit: Fit, X: np.ndarray, features: Sequence[str] = MODEL_FEATURES) -> list[naming.Profile]:
     """How each label's training users differ from the population (`models.naming.Profile`)."""
     model = fit.model
     population = model.to_original(np.zeros((1, fit.Z.shape[1])))[0]
     spend = np.asarray(X, dtype=float)[:, list(features).index("spend_total")]
+    events = np.asarray(X, dtype=float)[:, list(features).index("lifetime_events")]
     mean_spend = float(spend.mean())
     profiles = []
     for label in model.labels:
         members = fit.labels == label
         z = fit.Z[members].mean(axis=0) if members.any() else np.zeros(fit.Z.shape[1])
         value = model.to_original(z[None, :])[0]
-        ratio = float(spend[members].mean()) / mean_spend if mean_spend > 0 else 0.0
+        ratio = float(spend[members].mean()) / mean_spend if members.any() and mean_spend > 0 else 0.0
+        history = (float(np.median(events[members])), float(np.median(events))) if members.any() else None
         profiles.append(naming.Profile(dict(zip(model.features, map(float, z))),
-                                       dict(zip(model.features, map(float, value))),
-                                       dict(zip(model.features, map(float, population))), ratio))
+                                       dict(zip(model.features, map(float, _clean(value)))),
+                                       dict(zip(model.features, map(float, _clean(population)))), ratio, history))
     return profiles
 
 

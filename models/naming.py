@@ -23,7 +23,9 @@ never carry a counter: a clash is resolved with the segment's next distinguishin
 and, failing all, with its top feature's value.
 
 The description is one line: the archetype's phrase and the three most distinguishing
-features with their values against the population's.
+features with their values against the population's, plus a note when the segment's
+median history is under half the population's (its rates are mostly the shrinkage's
+prior: such a segment gathers users who have not shown yet what kind they are).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ NAMED_FROM_TOP = 3  # an archetype must name one of the segment's top features
 HIGH_VALUE_SPEND_RATIO = 2.0  # segment mean lifetime spend / population mean lifetime spend
 DISTINGUISHING_TOP = 5
 DESCRIBED_TOP = 3
+LITTLE_HISTORY_SHARE = 0.5  # a segment's median lifetime events below this share of the population's
 AVERAGE = "Average behaviour"
 UNCLASSIFIED = "Unclassified"
 UNCLASSIFIED_DESCRIPTION = ("Users in no dense group of similar users (the density clustering's noise): "
@@ -109,6 +112,7 @@ class Profile(NamedTuple):
     value: Mapping[str, float]  # the segment's centre, original units
     population: Mapping[str, float]  # the population's centre, original units
     spend_ratio: float  # segment mean lifetime spend / population mean lifetime spend
+    history: tuple[float, float] | None = None  # median lifetime events: (segment, population)
 
 
 def label(feature: str) -> str:
@@ -161,10 +165,15 @@ def _composed_names(profile: Profile):
 
 
 def describe(profile: Profile, phrase: str, top: int = DESCRIBED_TOP) -> str:
-    """One line: the phrase, then the top features' values against the population's."""
+    """One line: the phrase, then the top features' values against the population's, and a
+    note when the segment's users have little history (their rates lean on the population's)."""
     parts = [f"{label(d['feature'])} {d['value']:.3g} (population {d['population_value']:.3g})"
              for d in distinguishing(profile, top)]
-    return f"{phrase[0].upper()}{phrase[1:]}: {', '.join(parts)}."
+    line = f"{phrase[0].upper()}{phrase[1:]}: {', '.join(parts)}."
+    if profile.history and profile.history[0] < LITTLE_HISTORY_SHARE * profile.history[1]:
+        line += (f" Little history: median {profile.history[0]:.0f} events "
+                 f"(population {profile.history[1]:.0f}).")
+    return line
 
 
 def name_segments(profiles: Sequence[Profile], taken: Mapping[int, str] | None = None) -> list[tuple[str, str]]:

@@ -98,6 +98,16 @@ def test_description_is_one_line_with_values_against_the_population():
     assert description.startswith("Fill carts and leave without buying: cart adds per session 2.5 (population 1)")
 
 
+def test_little_history_is_said_in_the_description():
+    p = profile(lifetime_category_entropy=-1.7)
+    assert "Little history: median 6 events (population 47)." in describe_with_history(p, (6.0, 47.0))
+    assert "history" not in describe_with_history(p, (30.0, 47.0))
+
+
+def describe_with_history(p: Profile, history) -> str:
+    return name_segments([p._replace(history=history)])[0][1]
+
+
 def test_distinguishing_features_are_ranked_by_size():
     top = naming.distinguishing(profile(lifetime_app_share=-0.7, lifetime_bounce_rate=1.2, avg_order_value=0.9), 3)
     assert [(d["feature"], d["z"]) for d in top] == [

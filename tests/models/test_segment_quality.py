@@ -12,7 +12,7 @@ ceiling (cross-validated random forest on the same inputs) of 0.72 to 0.76, rati
 0.93 (`models/README.md` has the 20,000-user figures). The test holds ARI >= 0.5 and
 ratio >= 0.7: about 0.1 below the worst seed, so seed-to-seed noise passes, while the
 failures seen while building this (30-day rates: 0.08; silhouette in each candidate's own
-space choosing k = 4-5: 0.39-0.45; k = 7 instead of 8: 0.48) fail. Chance is 0.
+space choosing k = 4-5: 0.32-0.39; k = 7 instead of 8: 0.48) fail. Chance is 0.
 
 **The algorithms.** Each is trained on the same rows (k = 8 given and no truth, so the
 test does not spend its time choosing k or measuring the ceiling), saved as an artifact,
