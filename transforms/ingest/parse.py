@@ -35,6 +35,9 @@ class Parsed(NamedTuple):
         return cls(tagged[ParsedTag.EVENTS.value], tagged[ParsedTag.DEAD_LETTERS.value])
 
 
+_PARSE_CODES = frozenset({ErrorCode.INVALID_JSON, ErrorCode.OVERSIZED, ErrorCode.CORRUPT_FILE})
+
+
 class RecordJudge:
     """Counts a record and routes it: an `Event`, or a dead letter (a `TaggedOutput`)."""
 
@@ -61,7 +64,12 @@ class RecordJudge:
         except InvalidEvent as invalid:
             return self._dead_letter(raw, invalid, source)
 
+    def corrupt(self, raw: bytes, detail: str, source: str):
+        """An unreadable stretch of a file: one record read, dead-lettered as corrupt_file."""
+        self._read.inc()
+        return self._dead_letter(raw, InvalidEvent(ErrorCode.CORRUPT_FILE, detail), source)
+
     def _dead_letter(self, raw: bytes, invalid: InvalidEvent, source: str):
         self._dead[invalid.code].inc()
-        stage = Stage.PARSE if invalid.code in (ErrorCode.INVALID_JSON, ErrorCode.OVERSIZED) else Stage.VALIDATE
+        stage = Stage.PARSE if invalid.code in _PARSE_CODES else Stage.VALIDATE
         return beam.pvalue.TaggedOutput(ParsedTag.DEAD_LETTERS.value, DeadLetter.of(raw, invalid.code, invalid.detail, source, stage))
