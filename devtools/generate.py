@@ -313,14 +313,29 @@ class GenerationStats:
 # Command line
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _int_in(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a positive integer at most {high:,}, got {text!r}")
+        return value
+
+    return parse
+
+
+MAX_USERS = 10_000_000
+MAX_DAYS = 3650
+
+
+def _output_file(text: str) -> pathlib.Path:
+    """argparse type: a file to write (not a directory)."""
+    path = pathlib.Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory: give a file path")
+    return path
 
 
 def _seed(text: str) -> int:
@@ -354,10 +369,10 @@ def _rate(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the generator's flags to `parser`."""
-    parser.add_argument("--users", type=_positive_int, metavar="N", default=2000,
-                        help="Number of simulated users. Default: 2000.")
-    parser.add_argument("--days", type=_positive_int, metavar="D", default=30,
-                        help="Length of the period, in whole UTC days. Default: 30.")
+    parser.add_argument("--users", type=_int_in(1, MAX_USERS), metavar="N", default=2000,
+                        help=f"Number of simulated users (at most {MAX_USERS:,}). Default: 2000.")
+    parser.add_argument("--days", type=_int_in(1, MAX_DAYS), metavar="D", default=30,
+                        help=f"Length of the period, in whole UTC days (at most {MAX_DAYS:,}). Default: 30.")
     parser.add_argument("--end", type=_date, metavar="DATE", default=None,
                         help="End of the period, exclusive, as YYYY-MM-DD (00:00 UTC of that date). "
                              "Default: today's date in UTC, i.e. the period is the last --days full days.")
@@ -365,12 +380,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Random seed (non-negative integer); same arguments give identical bytes. Default: 0.")
     parser.add_argument("--format", choices=("jsonl", "avro"), default=None,
                         help="Output format. Default: avro if --out ends with .avro, else jsonl (JSON lines).")
-    parser.add_argument("--out", type=pathlib.Path, metavar="PATH", required=True,
+    parser.add_argument("--out", type=_output_file, metavar="PATH", required=True,
                         help="Output file (parent directories are created). Required.")
     parser.add_argument("--corrupt-rate", dest="corrupt_rate", type=_rate, metavar="R", default=0.0,
                         help="Fraction of output records, in [0, 1), that are bad: invalid records of every "
                              "dead-letter kind plus exact duplicates, round-robin. Default: 0.0.")
-    parser.add_argument("--truth", type=pathlib.Path, metavar="PATH", default=None,
+    parser.add_argument("--truth", type=_output_file, metavar="PATH", default=None,
                         help="Also write a CSV 'user_id,archetype' of the latent archetypes. Default: not written.")
 
 
