@@ -1,9 +1,6 @@
 """The batch job end to end into the local warehouse: every user and window assigned,
 dead letters queryable with the summary's counts, and reruns idempotent."""
 
-import collections
-import datetime as dt
-import json
 
 import numpy as np
 import pytest
@@ -14,10 +11,7 @@ from pipelines import batch
 from transforms.bigquery import admin as bq_admin
 from devtools import generate
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES
-from transforms.ingest.privacy import DEMO_ID_KEY, pseudonymise
-
-DAY = dt.timedelta(days=1)
-END = dt.date(2026, 11, 1)
+from tests.support.expected import DAY, END, expected_windows
 
 
 @pytest.fixture(scope="module")
@@ -25,44 +19,6 @@ def events_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("e2e") / "events.jsonl"
     generate.generate_events(str(path), users=40, days=8, end=END, seed=11, fmt="jsonl", corrupt_rate=0.05)
     return path
-
-
-def expected_windows(path):
-    """(user_key, window_end) pairs the job must assign, worked out from the raw records.
-
-    The generator gives valid events ids "e-<seed>-<n>" and corrupt records other ids
-    (or none); a valid event counts when it is consented and its id is new. Each of its
-    user's 30-day windows ending at a midnight after the event and at most the midnight
-    after the latest event (the as-of time) is expected.
-    """
-    seen, times = set(), collections.defaultdict(list)
-    for line in path.read_bytes().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or not str(record.get("event_id", "")).startswith("e-"):
-            continue
-        consented = (record.get("consent") or {}).get("personalization") is True
-        if not consented or record["event_id"] in seen:
-            continue
-        seen.add(record["event_id"])
-        stamp = record["timestamp"]
-        when = (dt.datetime.fromtimestamp(stamp / 1000, dt.timezone.utc) if isinstance(stamp, int)
-                else dt.datetime.fromisoformat(stamp).astimezone(dt.timezone.utc))
-        times[record["user_id"]].append(when)
-    latest = max(t for ts in times.values() for t in ts)
-    as_of = dt.datetime.combine(latest.date() + DAY, dt.time(), dt.timezone.utc)
-    pairs = set()
-    for user, stamps in times.items():
-        key = pseudonymise(DEMO_ID_KEY, user)
-        for when in stamps:
-            first_end = dt.datetime.combine(when.date() + DAY, dt.time(), dt.timezone.utc)
-            for offset in range(30):
-                end = first_end + offset * DAY
-                if end <= as_of:
-                    pairs.add((key, end))
-    return pairs
 
 
 def run_job(events_file, warehouse, dataset, run_id):
