@@ -317,6 +317,7 @@ class SegmentsOptions(PipelineOptions):
             max_event_bytes=self.max_event_bytes,
             max_future_skew=dt.timedelta(hours=self.max_future_skew_hours),
             max_age=dt.timedelta(days=self.max_event_age_days),
+            suppression_list=self.suppression_list,
         )
 
 
@@ -362,7 +363,7 @@ def _with_deadline(call: Callable, seconds: float, what: str):
     return box["value"]
 
 
-def check_inputs(patterns: Sequence[str], deadline_s: float = 30.0) -> int:
+def check_inputs(patterns: Sequence[str], deadline_s: float = 20.0) -> int:
     """Checks that each input pattern matches readable files; returns how many matched.
 
     Raises:

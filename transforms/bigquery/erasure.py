@@ -9,8 +9,7 @@
 3. deletes their dead letters, found by the payload's user id: a JSON payload's
    ``user_id`` (raw events) or ``user_key`` (rows derived after pseudonymisation); a
    payload that is not JSON (truncated, not UTF-8, a damaged Avro block) is read here
-   and deleted when it holds ``"user_id": "<id>"`` (or ``user_key``) or, in binary, the
-   id as Avro encodes a string;
+   and deleted when it names them (`transforms.ingest.privacy.UserIdFinder`);
 4. appends one ``erasure_audit`` row: the pseudonyms and the counts, never a raw id.
 
 The same statements run on the local warehouse and on BigQuery (google-cloud-bigquery).
@@ -24,15 +23,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
-import json
-import re
 import uuid
-from typing import Iterable, Sequence, Union
+from typing import Sequence, Union
 
 from transforms.bigquery.loads import load_rows
 from transforms.bigquery.rows import format_timestamp, validate_row
 from transforms.bigquery.tables import TABLES, Table, TableSpec
-from transforms.ingest.privacy import IdKeyRef, append_to_suppression_list, pseudonymise
+from transforms.ingest.privacy import IdKeyRef, UserIdFinder, append_to_suppression_list, pseudonymise
 
 # Payloads compared in one DELETE statement (query parameters stay well under 10 MB).
 _PAYLOADS_PER_DELETE = 200
@@ -75,30 +72,6 @@ def _param_query(client, sql: str, **arrays: Sequence[str]):
     return job, job.result()
 
 
-def _avro_string(text: str) -> bytes:
-    """`text` as Avro's binary encoding writes a string: zig-zag varint length, then UTF-8."""
-    data = text.encode("utf-8")
-    n, out = len(data) << 1, bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out) + data
-
-
-def payload_matcher(user_ids: Iterable[str], user_keys: Iterable[str]):
-    """A test of a payload's bytes: does it name one of the users (see the module docstring)?"""
-    values = [*user_ids, *user_keys]
-    quoted = "|".join(re.escape(json.dumps(value, ensure_ascii=False)[1:-1]) for value in values)
-    field = re.compile(rb'"user_(?:id|key)"\s*:\s*"(?:' + quoted.encode("utf-8") + rb')"')
-    binary = [_avro_string(value) for value in values]
-
-    def matches(data: bytes) -> bool:
-        return bool(field.search(data)) or any(item in data for item in binary)
-
-    return matches
-
-
 def _delete_dead_letters(client, table_id: str, user_ids: Sequence[str], user_keys: Sequence[str]) -> int:
     json_sql = ("SAFE.JSON_VALUE(raw_payload, '$.user_id') IN UNNEST(@ids) "
                 "OR SAFE.JSON_VALUE(raw_payload, '$.user_key') IN UNNEST(@keys)")
@@ -110,10 +83,10 @@ def _delete_dead_letters(client, table_id: str, user_ids: Sequence[str], user_ke
         client,
         f"SELECT DISTINCT raw_payload, payload_encoding FROM `{table_id}` WHERE payload_encoding != 'utf8' OR ("
         f"SAFE.JSON_VALUE(raw_payload, '$.user_id') IS NULL AND SAFE.JSON_VALUE(raw_payload, '$.user_key') IS NULL)")
-    matches = payload_matcher(user_ids, user_keys)
+    finder = UserIdFinder([*user_ids, *user_keys])
     doomed = [row["raw_payload"] for row in rows
-              if matches(base64.b64decode(row["raw_payload"]) if row["payload_encoding"] == "base64"
-                         else row["raw_payload"].encode("utf-8", "surrogatepass"))]
+              if (finder.names(base64.b64decode(row["raw_payload"]), binary=True) if row["payload_encoding"] == "base64"
+                  else finder.names(row["raw_payload"]))]
     for start in range(0, len(doomed), _PAYLOADS_PER_DELETE):
         job, _ = _param_query(client, f"DELETE FROM `{table_id}` WHERE raw_payload IN UNNEST(@payloads)",
                               payloads=doomed[start:start + _PAYLOADS_PER_DELETE])

@@ -57,6 +57,8 @@ class _ParseFileFn(beam.DoFn):
                           for line_no, line in enumerate(handle, start=1)
                           if (record := line.rstrip(b"\r\n")))
             for output in judged:
+                if output is None:  # an invalid record of a suppressed user: counted, not kept
+                    continue
                 if isinstance(output, Event):
                     yield WindowedValue(output, Timestamp(micros=output.timestamp_us), windows)
                 else:

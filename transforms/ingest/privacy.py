@@ -242,6 +242,55 @@ def read_user_ids(path: str, name: str = "suppression list") -> list[str]:
         return parse_user_ids(handle.read(), f"{name} {path}")
 
 
+_USER_FIELD = re.compile(rb'"user_(?:id|key)"\s*:\s*"((?:[^"\\]|\\.){1,1024})"')
+
+
+class UserIdFinder:
+    """Does a raw payload name one of some users? For payloads that are not valid events.
+
+    A payload names a user when it holds ``"user_id": "<id>"`` (or ``user_key``) as JSON
+    writes it, parseable or not (truncated, broken), or, in `binary` data (a damaged Avro
+    block, bytes that are not UTF-8), the id as Avro writes a string (its length as a
+    one- or two-byte varint, then its UTF-8 bytes). Each test costs one pass over the
+    payload, whatever the number of users.
+    """
+
+    def __init__(self, user_ids: Iterable[str]):
+        self._ids = frozenset(user_ids)
+        self._encoded = frozenset(user_id.encode("utf-8") for user_id in self._ids)
+
+    def __bool__(self) -> bool:
+        return bool(self._ids)
+
+    def names(self, data: Union[bytes, str], binary: bool = False) -> bool:
+        if not self._ids:
+            return False
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogatepass")
+        for match in _USER_FIELD.finditer(data):
+            try:
+                if json.loads(b'"' + match.group(1) + b'"') in self._ids:
+                    return True
+            except ValueError:
+                continue
+        return binary and self._names_avro_string(data)
+
+    def _names_avro_string(self, data: bytes) -> bool:
+        encoded, end = self._encoded, len(data)
+        for i, first in enumerate(data):
+            if first & 1:  # zig-zag: a string length is even
+                continue
+            if first < 0x80:
+                start, length = i + 1, first >> 1
+            elif i + 1 < end and data[i + 1] < 0x80:
+                start, length = i + 2, ((first & 0x7F) | (data[i + 1] << 7)) >> 1
+            else:
+                continue
+            if 0 < length <= end - start and data[start:start + length] in encoded:
+                return True
+        return False
+
+
 def read_suppression_list(path: Optional[str]) -> frozenset[str]:
     """The raw user ids of the suppression list at `path` (none without a path)."""
     return frozenset(read_user_ids(path)) if path else frozenset()
