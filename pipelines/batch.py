@@ -33,7 +33,7 @@ from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
 from pipelines.options import ConfigError, FileInputOptions, check_inputs, check_output_file, iso_date
 from pipelines.summary import RunSummary, counters_of
-from transforms.bigquery import admin
+from transforms.bigquery import admin, loads
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.loads import WarehouseUnreachable, check_reachable, sweep_staging, write_audit, write_errors
 from transforms.bigquery.rows import audit_row
@@ -266,9 +266,11 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
         try:
             result = _run_interruptibly(p)
         except KeyboardInterrupt:
+            loads.STOPPING.set()  # this process's loads make no more staging tables
             detail = _clean_up_after(target, run_id, "interrupted (Ctrl-C)")
             _write_audit_row(target, audit({}, finished_at_us=time.time_ns() // 1000, status="interrupted",
                                            detail=detail))
+            _clean_up_after(target, run_id, "")  # a load that was making its table as we swept
             raise RunInterrupted(detail) from None
         except Exception as error:  # noqa: BLE001 - recorded, then raised as one line
             detail = _clean_up_after(target, run_id, f"failed: {_first_line(error)}")

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import uuid
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -43,6 +44,16 @@ STAGING_MARK = "__staging"
 # A staging table whose maker cannot be asked (another machine, or no record) is a
 # leftover once it is this old: no batch run takes a day to go from load to MERGE.
 STAGING_MAX_AGE = dt.timedelta(hours=24)
+
+
+# Set by a driver that is stopping (Ctrl-C) on the local runner, whose loads run in the
+# driver's process: no staging table is made (or kept) after it. A job on remote workers
+# is cancelled through its runner instead.
+STOPPING = threading.Event()
+
+
+class Stopping(RuntimeError):
+    """The process is stopping: a load was not started, or its staging table was dropped."""
 
 
 class WarehouseUnreachable(ConnectionError):
@@ -108,13 +119,16 @@ def ndjson_bytes(rows: Sequence[Mapping[str, Any]]) -> bytes:
     return out.getvalue()
 
 
-def _load(client, spec: TableSpec, table_id: str, rows: Sequence[Mapping[str, Any]], disposition: str) -> None:
+def _load(client, spec: TableSpec, table_id: str, rows: Sequence[Mapping[str, Any]], disposition: str,
+          create: bool = True) -> None:
     from google.cloud import bigquery
 
     config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
         schema=schema_fields(spec),
-        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        # A staging table made with its owner must not come back, ownerless, after a sweep dropped it.
+        create_disposition=(bigquery.CreateDisposition.CREATE_IF_NEEDED if create
+                            else bigquery.CreateDisposition.CREATE_NEVER),
         write_disposition=disposition,
     )
     payload = io.BytesIO(ndjson_bytes(rows))
@@ -195,12 +209,18 @@ def stage_rows(client, spec: TableSpec, table_id: str, rows: Sequence[Mapping[st
     from google.cloud import bigquery
 
     staging_id = staging_table_id(table_id, suffix)
+    if STOPPING.is_set():
+        raise Stopping(f"not staging {len(rows)} rows: the run is stopping")
     try:
         if owner is not None:
             table = bigquery.Table(staging_id, schema=schema_fields(spec))
             table.description = owner.description()
             client.create_table(table, retry=_short_retry(), timeout=UPLOAD_TIMEOUT[1])
-        _load(client, spec, staging_id, rows, bigquery.WriteDisposition.WRITE_TRUNCATE)
+            if STOPPING.is_set():  # stopped while the table was being made: do not leave it
+                raise Stopping(f"not staging {len(rows)} rows: the run is stopping")
+        _load(client, spec, staging_id, rows, bigquery.WriteDisposition.WRITE_TRUNCATE, create=owner is None)
+        if STOPPING.is_set():
+            raise Stopping(f"staged {len(rows)} rows as the run stopped: dropped")
     except BaseException:
         _drop_quietly(client, staging_id)
         raise
@@ -251,12 +271,17 @@ def sweep_staging(client, project: str, dataset: str, *, run_id: Optional[str] =
     table older than `max_age` whose maker cannot be asked.
     Unowned tables (made without an owner) are reported under run id ``unknown``.
     """
+    from google.api_core.exceptions import NotFound
+
     now = now or dt.datetime.now(dt.timezone.utc)
     swept = Swept()
     for item in client.list_tables(f"{project}.{dataset}", retry=_short_retry(20), timeout=10):
         if STAGING_MARK not in item.table_id:
             continue
-        table = client.get_table(item.reference, retry=_short_retry(20), timeout=10)
+        try:
+            table = client.get_table(item.reference, retry=_short_retry(20), timeout=10)
+        except NotFound:  # dropped since the listing (by its own run, as it stopped)
+            continue
         owner = StagingOwner.parse(table.description)
         if owner is not None and owner.kept:
             continue
