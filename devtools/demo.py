@@ -62,7 +62,7 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
         f" {stats.duplicates:,} duplicates, in {time.monotonic() - started:.1f} s")
 
     say("[2/4] starting the local warehouse (a BigQuery API on 127.0.0.1) and creating the tables")
-    info = warehouse.start()
+    info = warehouse.start(rest_port=getattr(args, "warehouse_port", None))
     client = client_for(info["endpoint"], info["project"])
     # The demo starts from an empty dataset, so what it shows is this run's output only.
     client.delete_dataset(f"{info['project']}.{args.bq_dataset}", delete_contents=True, not_found_ok=True)
@@ -78,6 +78,7 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
     ])
     say(f"      finished in {time.monotonic() - started:.1f} s")
     say(f"      {summary.console_line()}")
+    say(f"      {summary.writes_line()}")
     dead = {code: n for code, n in summary.dead_lettered.items() if n}
     say(f"      dead letters by code: {json.dumps(dead, sort_keys=True)}")
     say(f"      {summary.extra.get('assignments', 0):,} segment assignments (every known user, as of each of the "

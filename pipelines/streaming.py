@@ -35,7 +35,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from models.artifact import load_card
+from models.artifact import load_artifact
 from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
 from pipelines.options import SegmentsOptions, positive_int
@@ -161,12 +161,14 @@ def run(argv: Optional[Sequence[str]] = None) -> PipelineResult:
     if not streaming.subscription:
         raise ValueError("--subscription is required")
     id_key = streaming.pseudonymisation_key()
-    card = load_card(streaming.model_dir())  # fail fast on a missing model, before launching
+    # Fail fast on a missing, tampered or unpinned model, before launching.
+    card = load_artifact(streaming.model_dir(), expected_sha256=streaming.model_sha256).card
     target = streaming.bigquery_target(streaming=True)
     if target.is_local:
         admin.setup(target.client(), target.dataset, project=target.project)
     p = beam.Pipeline(options=options)
-    build_pipeline(p, streaming, id_key, assignment_handler(streaming.model_dir()), target,
+    build_pipeline(p, streaming, id_key, assignment_handler(streaming.model_dir(), expected_sha256=card["model_sha256"]),
+                   target,
                    streaming.resolved_run_id("stream"), card.get("model_version"))
     return p.run()
 

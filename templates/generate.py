@@ -62,6 +62,7 @@ FORMATS = {
 # Formats of flags by their argparse `type=` function's name.
 TYPE_FORMATS = {
     "positive_int": POSITIVE_INT,
+    "bounded_int": POSITIVE_INT,  # a range the regex does not express: the job checks it
     "positive_float": POSITIVE_FLOAT,
     "int": r"^-?[0-9]+$",
     "float": r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)$",

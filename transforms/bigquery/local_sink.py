@@ -10,7 +10,11 @@ format of Beam's FILE_LOADS) with resumable uploads:
 * unbounded input: each batch is staged in a table of its own and MERGEd as it lands;
 * append-only tables (dead letters, audit) are loaded directly with ``WRITE_APPEND``.
 
-A failed load dead-letters exactly its batch (`ErrorCode.ROW_REJECTED`).
+A load that fails after its retries refuses exactly its batch: its rows come out as
+`Refused` (counted ``load_failed``), for `transforms.bigquery.write.WriteTable` to turn
+into dead letters or keep in the fallback folder. Once a load has failed because the
+warehouse did not answer, each later batch first asks it once, briefly
+(`check_reachable`), so a dead warehouse costs seconds per batch, not minutes.
 """
 
 from __future__ import annotations
@@ -18,30 +22,46 @@ from __future__ import annotations
 import concurrent.futures
 import enum
 import logging
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import apache_beam as beam
 from apache_beam.transforms import window
 
 from transforms.bigquery.client import BigQueryTarget
-from transforms.bigquery.loads import load_rows, merge_staging, stage_rows
-from transforms.bigquery.rows import rejected_row_dead_letter
+from transforms.bigquery.loads import (WarehouseUnreachable, check_reachable, keep_staging, load_rows, merge_staging,
+                                       stage_rows, write_errors)
 from transforms.bigquery.tables import TableSpec
-from transforms.contracts import outcomes
-from transforms.contracts.outcomes import DeadLetter, ErrorCode
+from transforms.contracts.outcomes import WriteCount, write_counter
 
 _LOG = logging.getLogger(__name__)
+
+
+class Refused(NamedTuple):
+    """A row the warehouse did not take, and why."""
+
+    row: dict
+    reason: str
 
 
 class SinkTag(str, enum.Enum):
     """Outputs of `LoadBatchFn`."""
 
-    REFUSED = "refused"  # dead letters of the rows a failed load did not write
+    REFUSED = "refused"  # `Refused` rows of the loads that failed
     STAGED = "staged"  # bounded input: (staging table, rows), for the final MERGE
 
 
+def _unreachable(error: BaseException) -> bool:
+    """Whether a failed call means the warehouse did not answer (rather than said no)."""
+    import requests
+    from google.api_core import exceptions
+
+    return isinstance(error, (WarehouseUnreachable, requests.exceptions.ConnectionError,
+                              requests.exceptions.Timeout, exceptions.RetryError, exceptions.ServiceUnavailable,
+                              ConnectionError, TimeoutError))
+
+
 class LoadBatchFn(beam.DoFn):
-    """Local sink: loads one batch of validated rows; a failed load dead-letters its rows.
+    """Local sink: loads one batch of validated rows; a failed load refuses its rows.
 
     With `merge_later`, a batch for a table with a merge key is only staged, and its
     (staging table, row count) goes to the STAGED output for `MergeStagedRowsFn`, which
@@ -56,12 +76,13 @@ class LoadBatchFn(beam.DoFn):
         self._spec = spec
         self._target = target
         self._merge_later = merge_later and spec.merge_key is not None
-        self._loaded = outcomes.counter(f"bigquery.{spec.name}.loaded")
-        self._rejected = outcomes.dead_letter_counter(ErrorCode.ROW_REJECTED)
+        self._loaded = write_counter(spec.name, WriteCount.LOADED)
+        self._failed = write_counter(spec.name, WriteCount.LOAD_FAILED)
 
     def setup(self) -> None:
         self._client = self._target.client()
         self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bq-load")
+        self._warehouse_down = False
 
     def start_bundle(self) -> None:
         self._in_flight: tuple[concurrent.futures.Future, list] | None = None
@@ -83,26 +104,35 @@ class LoadBatchFn(beam.DoFn):
     def _load(self, batch: list[Mapping[str, Any]]) -> tuple[str | None, int]:
         """(staging table or None, rows); on the loader thread, so it counts nothing
         (Beam's metrics belong to the bundle's thread)."""
-        table_id = self._target.table_id(self._spec.table)
-        if self._merge_later:
-            return stage_rows(self._client, self._spec, table_id, batch), len(batch)
-        return None, load_rows(self._client, self._spec, table_id, batch)
+        target = self._target
+        if self._warehouse_down:  # ask once, briefly, before another long upload
+            check_reachable(self._client, target.project, target.dataset, deadline_s=5.0)
+            self._warehouse_down = False
+        table_id = target.table_id(self._spec.table)
+        try:
+            if self._merge_later:
+                return stage_rows(self._client, self._spec, table_id, batch, target.staging_suffix,
+                                  target.staging_owner()), len(batch)
+            return None, load_rows(self._client, self._spec, table_id, batch, target.staging_suffix,
+                                   target.staging_owner())
+        except BaseException as error:
+            self._warehouse_down = _unreachable(error)
+            raise
 
     def _settle(self, load: concurrent.futures.Future, batch: list[Mapping[str, Any]]) -> Iterator[Any]:
-        from google.api_core import exceptions
-
         try:
             staging_id, rows = load.result()
-        except (exceptions.GoogleAPICallError, exceptions.RetryError, ValueError) as exc:
-            _LOG.error("Load into %s failed for %d rows: %s", self._spec.name, len(batch), exc)
+        except write_errors() as exc:
+            reason = f"load failed: {exc}"[:1000]
+            _LOG.error("Load into %s failed for %d rows: %s", self._spec.name, len(batch), reason.splitlines()[0])
+            self._failed.inc(len(batch))
             for row in batch:
-                self._rejected.inc()
-                yield rejected_row_dead_letter(row, [f"load failed: {exc}"[:1000]], self._spec.table)
+                yield beam.pvalue.TaggedOutput(SinkTag.REFUSED.value, Refused(dict(row), reason))
             return
         if staging_id is None:
             self._loaded.inc(rows)
         else:
-            yield beam.pvalue.TaggedOutput(SinkTag.STAGED.value, (staging_id, rows))
+            yield (staging_id, rows)
 
     def teardown(self) -> None:
         loader = getattr(self, "_loader", None)
@@ -118,13 +148,14 @@ class MergeStagedRowsFn(beam.DoFn):
 
     A MERGE reads the whole target table, so one per run instead of one per batch keeps
     a large run linear. If the MERGE fails, the job fails and the staging tables are kept
-    (their names are in the error), so nothing loaded is lost.
+    (their names are in the error, and they are marked kept so that no sweep drops them),
+    so nothing loaded is lost.
     """
 
     def __init__(self, spec: TableSpec, target: BigQueryTarget):
         self._spec = spec
         self._target = target
-        self._loaded = outcomes.counter(f"bigquery.{spec.name}.loaded")
+        self._loaded = write_counter(spec.name, WriteCount.LOADED)
 
     def process(self, staged: list[tuple[str, int]]) -> Iterator[int]:
         if not staged:
@@ -134,8 +165,10 @@ class MergeStagedRowsFn(beam.DoFn):
         try:
             merge_staging(client, self._spec, self._target.table_id(self._spec.table), staging_ids)
         except Exception as exc:
-            raise RuntimeError(f"MERGE into {self._spec.name} failed; the staged rows are kept in "
-                               f"{', '.join(staging_ids)}: {exc}") from exc
+            message = (f"MERGE into {self._spec.name} failed; the staged rows are kept in "
+                       f"{', '.join(staging_ids)}: {exc}")
+            keep_staging(client, staging_ids, message)
+            raise RuntimeError(message) from exc
         finally:
             client.close()
         rows = sum(n for _, n in staged)
@@ -144,7 +177,7 @@ class MergeStagedRowsFn(beam.DoFn):
 
 
 class LocalSink(beam.PTransform):
-    """Validated rows of one table -> loaded into the local warehouse; returns the refused rows' dead letters.
+    """Validated rows of one table -> loaded into the local warehouse; returns the `Refused` rows.
 
     Args:
         spec: the table.
@@ -156,7 +189,7 @@ class LocalSink(beam.PTransform):
         self._spec = spec
         self._target = target
 
-    def expand(self, rows: beam.PCollection[dict]) -> beam.PCollection[DeadLetter]:
+    def expand(self, rows: beam.PCollection[dict]) -> beam.PCollection[Refused]:
         # Bounded input: every batch is staged, all are MERGEd once at the end (as on the
         # production path). Streaming: each batch is MERGEd as it lands.
         merge_later = not self._target.streaming and self._spec.merge_key is not None
@@ -167,7 +200,7 @@ class LocalSink(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=self._target.batch_size,
                                             max_batch_size=self._target.batch_size)
             | "Load" >> beam.ParDo(LoadBatchFn(self._spec, self._target, merge_later)).with_outputs(
-                SinkTag.STAGED.value, main=SinkTag.REFUSED.value)
+                SinkTag.REFUSED.value, main=SinkTag.STAGED.value)
         )
         if merge_later:
             _ = (loaded[SinkTag.STAGED.value]

@@ -9,6 +9,7 @@ streaming inserts and the local sink's newline-delimited JSON loads); DATE colum
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import hashlib
@@ -188,10 +189,32 @@ def content_sha256(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=repr)).hexdigest()
 
 
-def dead_letter_row(dl: DeadLetter, run_id: str | None) -> dict:
-    """A `DeadLetter` as a `dead_letters` row."""
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+def payload_bytes(dl: DeadLetter) -> bytes:
+    """The payload of a dead letter as it was received (undoing the base64 of non-UTF-8 bytes)."""
+    if dl.payload_encoding == "base64":
+        return base64.b64decode(dl.raw_payload)
+    return dl.raw_payload.encode("utf-8", "surrogatepass")
+
+
+def dead_letter_row(dl: DeadLetter, run_id: str | None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> dict:
+    """A `DeadLetter` as a `dead_letters` row.
+
+    Every row records the payload's size and SHA-256. A payload longer than
+    `max_payload_bytes` is stored truncated to its first bytes (whole UTF-8 characters;
+    base64 of the first bytes when it is not UTF-8), with ``payload_truncated``: one
+    huge record must not make its whole load fail, and the digest still identifies it.
+    """
+    data = payload_bytes(dl)
+    payload, truncated = dl.raw_payload, len(data) > max_payload_bytes
+    if truncated:
+        head = data[:max_payload_bytes]
+        payload = (base64.b64encode(head).decode("ascii") if dl.payload_encoding == "base64"
+                   else head.decode("utf-8", "ignore"))
     return {
-        "raw_payload": dl.raw_payload,
+        "raw_payload": payload,
         "payload_encoding": dl.payload_encoding,
         "error_code": dl.error_code,
         "error_detail": dl.error_detail,
@@ -199,6 +222,9 @@ def dead_letter_row(dl: DeadLetter, run_id: str | None) -> dict:
         "stage": dl.stage,
         "processing_time": _ts(dl.processing_time_us),
         "run_id": run_id,
+        "payload_bytes": len(data),
+        "payload_sha256": hashlib.sha256(data).hexdigest(),
+        "payload_truncated": truncated,
     }
 
 
@@ -211,6 +237,10 @@ def audit_row(
     started_at_us: int | None = None,
     finished_at_us: int | None = None,
     model_version: str | None = None,
+    status: str | None = None,
+    detail: str | None = None,
+    writes: Mapping[str, Mapping[str, int]] | None = None,
+    fallback: str | None = None,
 ) -> dict:
     """A run summary as a `run_audit` row.
 
@@ -222,6 +252,10 @@ def audit_row(
         input: what was read (path or subscription).
         started_at_us / finished_at_us: wall clock, UTC microseconds.
         model_version: the model that assigned the segments.
+        status: succeeded, failed, interrupted or killed (batch runs).
+        detail: one line on what went wrong.
+        writes: per table {produced, written, dead_lettered, kept_in_fallback}.
+        fallback: where refused rows were kept.
     """
     def counts(key: str, name: str) -> list[dict]:
         items = summary.get(key) or {}
@@ -245,7 +279,15 @@ def audit_row(
         "reconciled": None if summary.get("reconciled") is None else bool(summary.get("reconciled")),
         "assignments": opt_int("assignments"),
         "model_version": model_version,
+        "status": status,
+        "detail": None if detail is None else detail[:1000],
+        "writes": [{"table_name": table, **{k: int(_plain(counts.get(k, 0))) for k in _WRITE_COUNTS}}
+                   for table, counts in sorted((writes or {}).items())],
+        "fallback": fallback,
     }
+
+
+_WRITE_COUNTS = ("produced", "written", "dead_lettered", "kept_in_fallback")
 
 
 # ----------------------------------------------------------------------------- validation

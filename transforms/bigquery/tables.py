@@ -37,6 +37,7 @@ class Table(str, enum.Enum):
     SEGMENT_ASSIGNMENTS = "segment_assignments"
     DEAD_LETTERS = "dead_letters"
     RUN_AUDIT = "run_audit"
+    ERASURE_AUDIT = "erasure_audit"
 
 
 # The features RECORD is derived from the model-input contract, never retyped.
@@ -76,7 +77,7 @@ SEGMENT_ASSIGNMENTS_SCHEMA: tuple[dict, ...] = (
 )
 
 DEAD_LETTERS_SCHEMA: tuple[dict, ...] = (
-    _f("raw_payload", "STRING", REQUIRED),
+    _f("raw_payload", "STRING", REQUIRED),  # the payload, or its first bytes when payload_truncated
     _f("payload_encoding", "STRING", REQUIRED),  # utf8 | base64
     _f("error_code", "STRING", REQUIRED),  # an outcomes.ErrorCode value
     _f("error_detail", "STRING"),
@@ -84,6 +85,9 @@ DEAD_LETTERS_SCHEMA: tuple[dict, ...] = (
     _f("stage", "STRING", REQUIRED),  # an outcomes.Stage value
     _f("processing_time", "TIMESTAMP", REQUIRED),
     _f("run_id", "STRING"),
+    _f("payload_bytes", "INT64"),  # size of the whole payload as received
+    _f("payload_sha256", "STRING"),  # hex SHA-256 of the whole payload as received
+    _f("payload_truncated", "BOOL"),  # raw_payload holds only the first bytes
 )
 
 RUN_AUDIT_SCHEMA: tuple[dict, ...] = (
@@ -100,7 +104,28 @@ RUN_AUDIT_SCHEMA: tuple[dict, ...] = (
     _f("reconciled", "BOOL"),
     _f("assignments", "INT64"),
     _f("model_version", "STRING"),
+    _f("status", "STRING"),  # succeeded | failed | interrupted | killed
+    _f("detail", "STRING"),  # what went wrong, one line
+    # Per table: rows the run produced, rows loaded, rows refused that became dead letters
+    # (or, for dead letters and audit rows, were kept in the fallback folder).
+    # (Field names avoid SQL keywords such as `table`: the local warehouse does not quote them.)
+    _f("writes", "RECORD", REPEATED, (_f("table_name", "STRING"), _f("produced", "INT64"), _f("written", "INT64"),
+                                       _f("dead_lettered", "INT64"), _f("kept_in_fallback", "INT64"))),
+    _f("fallback", "STRING"),  # where refused rows were kept, when any were
 )
+
+ERASURE_AUDIT_SCHEMA: tuple[dict, ...] = (
+    _f("erasure_id", "STRING", REQUIRED),
+    _f("erased_at", "TIMESTAMP", REQUIRED),
+    _f("users", "INT64", REQUIRED),  # user ids in the request
+    _f("user_keys", "STRING", REPEATED),  # their pseudonyms (never the raw ids)
+    _f("deleted", "RECORD", REPEATED, (_f("table_name", "STRING"), _f("row_count", "INT64"))),
+    _f("suppression_list", "STRING"),  # the list the ids were appended to
+    _f("suppression_added", "INT64"),  # ids that were not on it yet
+)
+
+
+DEAD_LETTER_RETENTION_DAYS = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +140,8 @@ class TableSpec:
         merge_key: column that identifies a row across reruns; writes MERGE on it
             instead of appending. None means append-only.
         description: table description.
+        partition_expiration_days: partitions older than this are deleted by BigQuery
+            (retention); None keeps them.
     """
 
     table: Table
@@ -123,6 +150,7 @@ class TableSpec:
     clustering: tuple[str, ...]
     merge_key: str | None
     description: str
+    partition_expiration_days: int | None = None
 
     @property
     def name(self) -> str:
@@ -146,6 +174,8 @@ TABLES: dict[Table, TableSpec] = {
         clustering=(),
         merge_key=None,
         description="Records that could not be processed, byte-exact, with the reason.",
+        # Payloads hold raw user ids: keep them only as long as repairing producers takes.
+        partition_expiration_days=DEAD_LETTER_RETENTION_DAYS,
     ),
     Table.RUN_AUDIT: TableSpec(
         Table.RUN_AUDIT,
@@ -154,6 +184,14 @@ TABLES: dict[Table, TableSpec] = {
         clustering=(),
         merge_key=None,
         description="One row per batch run or streaming interval, with the reconciliation counts.",
+    ),
+    Table.ERASURE_AUDIT: TableSpec(
+        Table.ERASURE_AUDIT,
+        ERASURE_AUDIT_SCHEMA,
+        partition_field=None,
+        clustering=(),
+        merge_key=None,
+        description="One row per erasure (segments erase): pseudonyms and counts, never raw ids.",
     ),
 }
 
@@ -178,6 +216,8 @@ def additional_bq_parameters(spec: TableSpec) -> dict:
     params: dict[str, Any] = {}
     if spec.partition_field:
         params["timePartitioning"] = {"type": "DAY", "field": spec.partition_field}
+        if spec.partition_expiration_days:
+            params["timePartitioning"]["expirationMs"] = str(spec.partition_expiration_days * 86_400_000)
     if spec.clustering:
         params["clustering"] = {"fields": list(spec.clustering)}
     return params

@@ -70,6 +70,8 @@ class ParseMessageFn(beam.DoFn):
     def process(self, element: tuple[bytes, str], timestamp=beam.DoFn.TimestampParam) -> Iterable:
         raw, source = element
         output = self._judge.judge_bytes(raw, source)
+        if output is None:  # an invalid record of a suppressed user: counted, not kept
+            return
         if isinstance(output, Event):
             yield TimestampedValue(output, timestamp if self._keep_read_time else output.timestamp_us / 1e6)
         else:
