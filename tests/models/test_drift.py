@@ -10,19 +10,9 @@ import pytest
 from models import drift
 from models.artifact import validate_card
 from tests.support.models import training_records
+from tests.support.psi import reference_psi
 from models.training import train_model
 from transforms.contracts.feature_spec import MODEL_FEATURES
-
-
-def reference_psi(training: list[float], current: list[float], edges: list[float], eps: float = 1e-4) -> float:
-    """PSI written out: count each value into (lo, hi] by comparison, shares, floor, sum of (a - e) ln(a / e)."""
-    bounds = [-math.inf, *edges, math.inf]
-
-    def shares_of(values):
-        counts = [sum(1 for v in values if lo < v <= hi) for lo, hi in zip(bounds, bounds[1:])]
-        return [max(c / len(values), eps) for c in counts]
-
-    return sum((a - e) * math.log(a / e) for e, a in zip(shares_of(training), shares_of(current)))
 
 
 def test_psi_of_two_known_distributions():

@@ -24,6 +24,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.portability.api import beam_runner_api_pb2
 from google.cloud import dataflow
 
+from models.artifact import load_card
+from models.drift import DriftMonitor
 from models.handler import assignment_handler
 from pipelines import batch, streaming
 from tests.support.models import save_small_model
@@ -41,7 +43,8 @@ WRITE_URN = "beam:transform:write_to_big_query:v0"
 # The stable labels. "Profiles" (one per-user step keeping state, with the dedupe folded
 # in) replaced "Dedupe" and "Features" with the profile redesign: its state is not the old
 # windows', so that change is a drain and a new job, not an in-place update.
-BATCH_STEPS = ["ReadEvents", "Privacy", "AsOf", "Profiles", "AssignSegments", "WriteAssignments", "WriteDeadLetters"]
+BATCH_STEPS = ["ReadEvents", "Privacy", "AsOf", "Profiles", "AssignSegments", "WriteAssignments", "WriteDeadLetters",
+               "DriftBins"]
 STREAMING_INGEST_STEPS = ["ReadPubSub", "ParseRecords", "Privacy"]
 STREAMING_STEPS = STREAMING_INGEST_STEPS + [
     "Profiles", "AssignSegments", "WriteAssignments", "WriteDeadLetters", "WriteAudit"]
@@ -98,7 +101,7 @@ def batch_job(offline, model_dir):
     p = beam.Pipeline(options=options)
     target = BigQueryTarget(project=PROJECT, dataset=DATASET)
     batch.build_pipeline(p, options.view_as(batch.BatchOptions), b"k" * 32, assignment_handler(model_dir), target,
-                         "batch-test")
+                         "batch-test", DriftMonitor.from_card(load_card(model_dir)).edges)
     return _dry_run(p)
 
 

@@ -112,6 +112,12 @@ RUN_AUDIT_SCHEMA: tuple[dict, ...] = (
     _f("writes", "RECORD", REPEATED, (_f("table_name", "STRING"), _f("produced", "INT64"), _f("written", "INT64"),
                                        _f("dead_lettered", "INT64"), _f("kept_in_fallback", "INT64"))),
     _f("fallback", "STRING"),  # where refused rows were kept, when any were
+    # Drift of the model's input against its training distribution (models.drift): the rows
+    # compared (batch: every user as of the run's as_of; streaming: the interval's midnight
+    # re-scorings), the largest population stability index, and the features with the largest.
+    _f("drift_rows", "INT64"),
+    _f("drift_max_psi", "FLOAT64"),
+    _f("drift", "RECORD", REPEATED, (_f("feature", "STRING"), _f("psi", "FLOAT64"))),
 )
 
 ERASURE_AUDIT_SCHEMA: tuple[dict, ...] = (
