@@ -38,6 +38,7 @@ class Table(str, enum.Enum):
     DEAD_LETTERS = "dead_letters"
     RUN_AUDIT = "run_audit"
     ERASURE_AUDIT = "erasure_audit"
+    SHADOW_MOVES = "shadow_moves"
 
 
 # The features RECORD is derived from the model-input contract, never retyped.
@@ -131,6 +132,31 @@ ERASURE_AUDIT_SCHEMA: tuple[dict, ...] = (
 )
 
 
+SHADOW_DRIVER_FIELDS: tuple[dict, ...] = (
+    _f("feature", "STRING", REQUIRED),
+    _f("value", "FLOAT64"),  # the user's value
+    _f("current_centroid", "FLOAT64"),  # the centre of the user's current segment (original units)
+    _f("candidate_centroid", "FLOAT64"),  # the centre of the candidate's segment (original units)
+    _f("contribution", "FLOAT64"),  # (z - current centre)^2 - (z - candidate centre)^2, candidate's scaled space
+)
+
+SHADOW_MOVES_SCHEMA: tuple[dict, ...] = (
+    _f("shadow_id", "STRING", REQUIRED),  # <score_date>:<current model version>:<candidate model version>
+    _f("user_key", "STRING", REQUIRED),
+    _f("score_date", "DATE", REQUIRED),  # the day of the segment_assignments rows both models scored
+    _f("as_of", "TIMESTAMP", REQUIRED),  # the rows' scoring time
+    _f("current_model_version", "STRING", REQUIRED),
+    _f("candidate_model_version", "STRING", REQUIRED),
+    _f("current_segment_id", "INT64", REQUIRED),
+    _f("current_segment_name", "STRING", REQUIRED),
+    _f("candidate_segment_id", "INT64", REQUIRED),
+    _f("candidate_segment_name", "STRING", REQUIRED),
+    _f("moved", "BOOL", REQUIRED),  # the candidate gives another segment id
+    _f("drivers", "RECORD", REPEATED, SHADOW_DRIVER_FIELDS),  # the features driving a move (movers only)
+    _f("created_at", "TIMESTAMP", REQUIRED),  # processing time of the comparison
+)
+
+
 DEAD_LETTER_RETENTION_DAYS = 30
 
 
@@ -198,6 +224,15 @@ TABLES: dict[Table, TableSpec] = {
         clustering=(),
         merge_key=None,
         description="One row per erasure (segments erase): pseudonyms and counts, never raw ids.",
+    ),
+    Table.SHADOW_MOVES: TableSpec(
+        Table.SHADOW_MOVES,
+        SHADOW_MOVES_SCHEMA,
+        partition_field="score_date",
+        clustering=("shadow_id", "moved"),
+        merge_key=None,  # a rerun of the same comparison replaces its rows (segments shadow)
+        description="One row per user scored by a shadow comparison (segments shadow): the segment of the current "
+                    "model and of a candidate, and the features driving a move. Assignments are not changed.",
     ),
 }
 
