@@ -48,7 +48,7 @@ class ShadowSummary:
     score_date: dt.date
     users: int
     moved: int
-    moves: dict[tuple[str, str], int]  # (current name, candidate name) -> users
+    moves: dict[tuple[str, str], int]  # ("<current name> (id N)", "<candidate name> (id M)") -> users
     disagreements: int  # rows whose stored segment differs from the current model's scoring (expected 0)
     table: str
 
@@ -134,7 +134,8 @@ def run_shadow(client, project: str, dataset: str, current, candidate, day: Opti
                 "moved": bool(comparison.moved[i]), "drivers": comparison.drivers[i], "created_at": created_at,
             })
             if comparison.moved[i]:
-                key = (comparison.current.segment_name[i], comparison.candidate.segment_name[i])
+                key = (f"{comparison.current.segment_name[i]} (id {now_id})",
+                       f"{comparison.candidate.segment_name[i]} (id {then_id})")
                 moves[key] = moves.get(key, 0) + 1
         for row in rows:
             problems = validate_row(row, spec.schema)
@@ -163,6 +164,9 @@ def cmd_shadow(args: argparse.Namespace, _rest) -> int:
           f"with the candidate, scored as of {summary.score_date}; no assignment was changed")
     for (before, after), n in sorted(summary.moves.items(), key=lambda kv: (-kv[1], kv[0]))[:5]:
         print(f"segments shadow:   {before} -> {after}: {n:,}")
+    if candidate.card.get("segment_id_mapping") is None:
+        print("segments shadow: note: the candidate was trained without --previous, so its segment ids are its own: "
+              "train it with `segments train --previous <current model>` to keep the ids of matching segments")
     if summary.disagreements:
         print(f"segments shadow: warning: {summary.disagreements:,} rows hold another segment than the current model "
               f"gives them now (were they scored by another model file?)")
