@@ -1,6 +1,7 @@
 """The streaming job's audit: stage tallies per processing-time interval, as ``run_audit`` rows.
 
-`StreamingAudit` tallies elements at each stage (messages read, valid events, events
+`StreamingAudit` tallies elements at each stage (records read: a single-event message or
+one line of a batched message, valid events, events
 kept by privacy, events that left the dedupe, assignment rows, dead letters per code)
 per processing-time interval and turns each interval into one ``run_audit`` row (mode
 ``streaming``, ``run_id`` ``<run id>/<last time counted>``) with read, valid (unique
@@ -27,11 +28,13 @@ from transforms.bigquery.rows import audit_row, format_timestamp
 from transforms.contracts.outcomes import DeadLetter, ErrorCode
 
 
-AUDIT_READ = "read"  # messages read
+AUDIT_READ = "read"  # records read: a single-event message, or one line of a batched message
 AUDIT_PARSED = "parsed"  # valid events (before privacy)
 AUDIT_CONSENTED = "consented"  # events kept by the privacy step
 AUDIT_UNIQUE = "unique_events"  # events that left the dedupe
+AUDIT_DUPLICATES = "duplicates"  # events the profile step dropped as duplicates (counted, not derived)
 AUDIT_ASSIGNMENTS = "assignments"  # assignment rows produced
+AUDIT_CHANGES = "changes"  # segment change records produced
 _FIRST_US, _LAST_US = "_first_us", "_last_us"
 
 

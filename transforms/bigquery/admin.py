@@ -138,7 +138,7 @@ def create_table(client, project: str, dataset: str, spec: TableSpec):
 
 
 def setup(client, dataset: str, location: str = DEFAULT_LOCATION, project: str | None = None) -> dict:
-    """Creates the dataset, the three tables and the views; safe to run again.
+    """Creates the dataset, the tables and the views; safe to run again.
 
     Args:
         client: a google-cloud-bigquery client (local or real).
@@ -154,7 +154,7 @@ def setup(client, dataset: str, location: str = DEFAULT_LOCATION, project: str |
 
 
 def create_tables(client, dataset: str, location: str = DEFAULT_LOCATION, project: str | None = None) -> dict:
-    """The dataset and the three tables (the part of `setup` a job writes to); safe to run again."""
+    """The dataset and the tables (the part of `setup` a job writes to); safe to run again."""
     from google.cloud import bigquery
 
     project = project or client.project

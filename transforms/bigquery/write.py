@@ -56,7 +56,8 @@ from apache_beam.transforms import window
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.loads import merge_staging
 from transforms.bigquery.local_sink import LocalSink
-from transforms.bigquery.rows import assignment_row, dead_letter_row, rejected_row_dead_letter, validate_row
+from transforms.bigquery.rows import (assignment_row, change_row, dead_letter_row, rejected_row_dead_letter,
+                                      validate_row)
 from transforms.bigquery.tables import TABLES, Table, TableSpec, additional_bq_parameters, beam_schema
 from transforms.contracts import outcomes
 from transforms.contracts.outcomes import DeadLetter, ErrorCode
@@ -228,6 +229,26 @@ class WriteAssignments(beam.PTransform):
     def expand(self, assignments: beam.PCollection[dict]) -> beam.PCollection[DeadLetter]:
         return assignments | "WriteSegmentAssignments" >> WriteTable(
             Table.SEGMENT_ASSIGNMENTS, self._target, to_row=assignment_row_now)
+
+
+def change_row_now(change: Mapping[str, Any]) -> dict:
+    """Change record -> `segment_changes` row, stamped with the processing time of its detection."""
+    return change_row(change, time.time_ns() // 1000)
+
+
+class WriteChanges(beam.PTransform):
+    """Writes change records (`transforms.changes`) to `segment_changes`.
+
+    Returns:
+        Dead letters (ROW_REJECTED) of the changes that could not be written.
+    """
+
+    def __init__(self, target: BigQueryTarget):
+        super().__init__()
+        self._target = target
+
+    def expand(self, changes: beam.PCollection[dict]) -> beam.PCollection[DeadLetter]:
+        return changes | "WriteSegmentChanges" >> WriteTable(Table.SEGMENT_CHANGES, self._target, to_row=change_row_now)
 
 
 class WriteDeadLetters(beam.PTransform):
