@@ -155,13 +155,13 @@ class ChangesOfStreamFn(_ExplainingFn):
     def process(self, element: tuple[str, Mapping[str, Any]], last=beam.DoFn.StateParam(LAST)) -> Iterable[dict]:
         _, assignment = element
         previous = last.read()
-        if previous is not None and int(assignment["as_of_us"]) <= previous.as_of_us:
-            return  # an earlier scoring, arriving late: the later one already counted
-        last.write(last_of(assignment))
-        change = change_of(previous, assignment, self._explainer)
-        if change is not None:
-            self._changes.inc()
-            yield change
+        # An earlier scoring arriving late (the later one already counted) changes nothing.
+        if previous is None or int(assignment["as_of_us"]) > previous.as_of_us:
+            last.write(last_of(assignment))
+            change = change_of(previous, assignment, self._explainer)
+            if change is not None:
+                self._changes.inc()
+                yield change
 
 
 class ChangesOfHistoryFn(_ExplainingFn):
@@ -229,7 +229,7 @@ class DetectSegmentChanges(beam.PTransform):
     def expand(self, assignments: beam.PCollection[dict]) -> beam.PCollection[dict]:
         options = assignments.pipeline.options
         unbounded = bool(options and options.view_as(StandardOptions).streaming) or not assignments.is_bounded
-        keyed = assignments | "KeyByUser" >> beam.Map(state_key)
+        keyed = assignments | "KeyByUser" >> beam.Map(state_key).with_output_types(tuple[str, dict])
         if unbounded:
             return keyed | "CompareWithLast" >> beam.ParDo(ChangesOfStreamFn(self._explainer))
         return (keyed
