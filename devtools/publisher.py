@@ -166,6 +166,7 @@ def publish_events(
     flush_timeout_s: float = 60.0,
     batch_size: int = 1,
     max_batch_delay_s: float = 0.1,
+    on_sent: Optional[Callable[[bytes], None]] = None,
 ) -> PublishStats:
     """Publishes `records` to `topic_path` at `rate` records per second.
 
@@ -191,6 +192,8 @@ def publish_events(
       flush_timeout_s: how long to wait, at the end, for outstanding publishes.
       batch_size: records per message; above 1, batched messages (module docstring).
       max_batch_delay_s: the longest a record waits for its batch to fill.
+      on_sent: called with each record's bytes as it is taken (before its message is
+        confirmed), e.g. to keep a ledger of what was published.
 
     Returns:
       The counts. Every sent record is either `published` or `failed` once the
@@ -249,6 +252,8 @@ def publish_events(
                 break
             now_ms = time.time_ns() // 1_000_000
             data = encode(record, now_ms if restamp else None)
+            if on_sent is not None:
+                on_sent(data)
             if batch_size == 1:
                 message_attributes = dict(attributes or {})
                 if event_time_attribute:
