@@ -45,7 +45,7 @@ user's valid unique events (less those dead-lettered as ``too_late``). The summa
 so, or names what is missing. It also checks read == published, the fates, the dead
 letters and the changes (detected, in ``segment_changes``, and received on the topic).
 
-In local mode ``--early_firing_seconds`` defaults to 5 (not 60) so that segment changes
+In local mode ``--early_firing_seconds`` defaults to 2 (not 60) so that segment changes
 show while it runs; the published demo key pseudonymises user ids unless a key is
 configured.
 
@@ -89,11 +89,12 @@ PROG = "segments stream"
 CORRUPT_EVERY = 97  # about 1 % of the records: truncated JSON (invalid_json)
 LATE_EVERY = 199  # about 0.5 %: an event from LATE_BY ago (too_late once its shard's watermark passed it)
 LATE_BY = dt.timedelta(days=10)
-LOCAL_EARLY_FIRING_S = 5
+LOCAL_EARLY_FIRING_S = 2
 LOCAL_AUDIT_INTERVAL_S = 5
 LIVE_TOPIC = "segments-live"
 CHANGES_TOPIC = "segment-changes"
-DEFAULT_PUBLISH_BATCH = 100
+DEFAULT_PUBLISH_BATCH = 500
+DEFAULT_PUBLISH_BATCH_SECONDS = 0.5
 LIVE_STATE_ENV = "SEGMENTS_LIVE_STATE"
 
 
@@ -123,8 +124,13 @@ class LiveOptions(StreamingOptions):
             "--seed", type=int, default=7, help="--local: generator seed. Default: 7.")
         group.add_argument(
             "--publish_batch_size", type=positive_int, default=DEFAULT_PUBLISH_BATCH,
-            help="--local: events per published message (newline-delimited JSON, attribute content-type: "
-                 f"application/x-ndjson); 1 publishes one event per message. Default: {DEFAULT_PUBLISH_BATCH}.")
+            help="--local: at most this many events per published message (newline-delimited JSON, attribute "
+                 "content-type: application/x-ndjson); 1 publishes one event per message. Default: "
+                 f"{DEFAULT_PUBLISH_BATCH}.")
+        group.add_argument(
+            "--publish_batch_seconds", type=positive_float, default=DEFAULT_PUBLISH_BATCH_SECONDS,
+            help="--local: a message goes out when its first event has waited this long, full or not. Default: "
+                 f"{DEFAULT_PUBLISH_BATCH_SECONDS}.")
         group.add_argument(
             "--stall_seconds", type=positive_float, default=60.0,
             help="--local: give up a drain step after this long without progress (and say so). Default: 60.")
@@ -282,7 +288,7 @@ class _Publishing:
 
 
 def _publish_in_background(records, topic: str, rate: float, seconds: Optional[float],
-                           stop: threading.Event, batch_size: int = 1,
+                           stop: threading.Event, batch_size: int = 1, batch_seconds: float = 0.1,
                            on_sent: Optional[Callable[[bytes], None]] = None) -> tuple[threading.Thread, _Publishing]:
     from devtools import publisher
 
@@ -294,7 +300,8 @@ def _publish_in_background(records, topic: str, rate: float, seconds: Optional[f
     def work():
         try:
             state.stats = publisher.publish_events(records, topic, rate, seconds=seconds, stop=stop,
-                                                   on_progress=progress, batch_size=batch_size, on_sent=on_sent)
+                                                   on_progress=progress, batch_size=batch_size,
+                                                   max_batch_delay_s=batch_seconds, on_sent=on_sent)
             state.published_so_far = state.stats.published
         except BaseException as error:  # reported by the driver
             state.error = error
@@ -397,9 +404,14 @@ def _wait(step: str, check: Callable[[], tuple[bool, object]], stall_s: float, s
 
 
 def drain(tallies_path: str, published: int, warehouse_done: Callable[[], tuple[bool, object]], stall_s: float,
-          say, interrupted: threading.Event) -> tuple[dict, dict]:
+          say, interrupted: threading.Event, quiet_s: float = 7.0) -> tuple[dict, dict]:
     """Waits, in order, for every published record to be read, every flush to fire and the
-    writes to land (the module docstring); returns (the tallies then, {step: completed})."""
+    writes to land (the module docstring); returns (the tallies then, {step: completed}).
+
+    The writes have landed when `warehouse_done` holds and still holds after `quiet_s`
+    (more than an audit interval) in which the tallies did not move: the tallies of the
+    last bundles reach the driver one audit interval late.
+    """
     steps = {}
 
     def read_all():
@@ -417,7 +429,14 @@ def drain(tallies_path: str, published: int, warehouse_done: Callable[[], tuple[
     steps["flushed"] = steps["read"] and _wait("flushing the profiles", fates, stall_s, say, interrupted)
     if steps["flushed"]:
         say("drain: every record has its fate; waiting for the writes to land ...")
-    steps["written"] = steps["flushed"] and _wait("writing", warehouse_done, stall_s, say, interrupted, poll_s=2.0)
+    steps["written"] = False
+    while steps["flushed"] and _wait("writing", warehouse_done, stall_s, say, interrupted, poll_s=2.0):
+        before = read_tallies(tallies_path)
+        if interrupted.wait(quiet_s):
+            break
+        if read_tallies(tallies_path) == before and warehouse_done()[0]:
+            steps["written"] = True
+            break
     return read_tallies(tallies_path), steps
 
 
@@ -444,23 +463,29 @@ class LiveContext:
     done: threading.Event  # set once publishing and the drain are over
 
 
-def _count_messages(subscription: str) -> int:
-    """Pulls (and acknowledges) everything on a subscription; returns how many messages."""
-    from google.cloud import pubsub_v1
+class MessageCounter:
+    """Counts (and acknowledges) the messages arriving on a subscription, a pull at a time."""
 
-    subscriber = pubsub_v1.SubscriberClient()
-    total = 0
-    try:
+    def __init__(self, subscription: str):
+        from google.cloud import pubsub_v1
+
+        self._subscription = subscription
+        self._subscriber = pubsub_v1.SubscriberClient()
+        self.received = 0
+
+    def pull(self) -> int:
+        """Takes everything waiting now; returns the total so far."""
         while True:
-            response = subscriber.pull(subscription=subscription, max_messages=1000, timeout=10,
-                                       return_immediately=True)
+            response = self._subscriber.pull(subscription=self._subscription, max_messages=1000, timeout=10,
+                                             return_immediately=True)
             if not response.received_messages:
-                return total
-            total += len(response.received_messages)
-            subscriber.acknowledge(subscription=subscription,
-                                   ack_ids=[m.ack_id for m in response.received_messages])
-    finally:
-        subscriber.close()
+                return self.received
+            self.received += len(response.received_messages)
+            self._subscriber.acknowledge(subscription=self._subscription,
+                                         ack_ids=[m.ack_id for m in response.received_messages])
+
+    def close(self) -> None:
+        self._subscriber.close()
 
 
 def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str], None] = print,
@@ -516,6 +541,8 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
         topic, subscription = emulator.create_topic_and_subscription(name, name + "-sub")
         # The driver's own subscription to the changes topic, to count what was published.
         changes_topic, changes_audit = emulator.create_topic_and_subscription(CHANGES_TOPIC, f"{name}-changes")
+        change_messages = MessageCounter(changes_audit)
+        stack.callback(change_messages.close)
         endpoint_given = _flag_given(argv, "--bq_endpoint")
         started_warehouse = not endpoint_given and warehouse.status()["state"] != "running"
         if not endpoint_given:
@@ -548,13 +575,14 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
             f"every {job.early_firing_seconds} s); changes on {changes_topic} (`segments changes --local`)")
         batch = live.publish_batch_size
         say(f"publishing ~{live.rate:g} events/s for {live.users:,} users"
-            + (f" in messages of up to {batch} events" if batch > 1 else " one event per message")
+            + (f" in messages of up to {batch} events or {live.publish_batch_seconds:g} s" if batch > 1
+               else " one event per message")
             + (f" for {live.seconds:g} s" if live.seconds else " until Ctrl-C") + " ...")
 
         stop_publishing = threading.Event()
         thread, publishing = _publish_in_background(
             records if records is not None else live_records(live.users, live.seed), topic, live.rate,
-            live.seconds, stop_publishing, batch, sent)
+            live.seconds, stop_publishing, batch, live.publish_batch_seconds, sent)
         watch_done = threading.Event()
         if watch is not None:
             context = LiveContext(client, table_prefix, run_id, started_us, tallies_path, emulator.host,
@@ -590,15 +618,16 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
                 check = reconcile_latest_rows(client, table_prefix, run_id, started_us, ledger)
                 tallied = {code: n for code, n in summary_from_tallies(tallies).dead_lettered.items() if n}
                 tallied.update({code: n for code, n in summary_from_tallies(tallies).rows_dead_lettered.items() if n})
-                done = (check["reflected"] and counts["dead_letters"] == tallied
-                        and counts["changes"] >= int(tallies.get(audit.AUDIT_CHANGES, 0)))
+                changes, received = int(tallies.get(audit.AUDIT_CHANGES, 0)), change_messages.pull()
+                done = (check["reflected"] and counts["dead_letters"] == tallied and counts["changes"] == changes
+                        and received == changes)
                 return done, (f"{check['in_rows']:,} of {check['events']:,} events in latest rows, "
-                              f"changes {counts['changes']:,}/{int(tallies.get(audit.AUDIT_CHANGES, 0)):,}, "
+                              f"changes {counts['changes']:,} written and {received:,} received of {changes:,}, "
                               f"dead letters {sum(counts['dead_letters'].values()):,}/{sum(tallied.values()):,}")
 
             try:
                 tallies, drain_steps = drain(tallies_path, stats.published, written, live.stall_seconds, say,
-                                             interrupted)
+                                             interrupted, quiet_s=job.audit_interval_seconds + 2.0)
             except KeyboardInterrupt:
                 interrupted.set()
                 tallies, drain_steps = read_tallies(tallies_path), {}
@@ -622,7 +651,7 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
         final["latest_rows"] = reconcile_latest_rows(client, table_prefix, run_id, started_us, ledger)
         final["ledger"] = {"records": ledger.records, "invalid": ledger.invalid, "filtered": ledger.filtered}
         try:
-            final["changes_received"] = _count_messages(changes_audit)
+            final["changes_received"] = change_messages.pull()
         except Exception as error:  # the count is a check, not the run: say so
             LOG.error("could not count the change messages: %s", error)
             final["changes_received"] = None

@@ -112,7 +112,8 @@ def read_events(p: beam.Pipeline, options: StreamingOptions, id_key: bytes) -> I
     """Pub/Sub -> consented, pseudonymised events (and the parse dead letters)."""
     if not options.subscription:
         raise ValueError("--subscription is required")
-    messages = read_event_messages(p, options.subscription, options.validation_config(), options.timestamp_attribute)
+    messages = read_event_messages(p, options.subscription, options.validation_config(), options.timestamp_attribute,
+                                   count_read_as=AUDIT_READ)
     events = messages.parsed.events | "Privacy" >> ApplyPrivacy(
         id_key, options.suppression_list, options.consent_default)
     return Ingest(messages, events)
@@ -144,14 +145,15 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
     if target is None:
         return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
                           changes=segmented.changes)
+    # Counted per bundle (`transforms.audit.TallyPerBundle`), not per element.
     tallies = (
-        messages.records | "TallyRead" >> beam.Map(tally(AUDIT_READ)),
-        messages.parsed.events | "TallyParsed" >> beam.Map(tally(AUDIT_PARSED)),
-        events | "TallyConsented" >> beam.Map(tally(AUDIT_CONSENTED)),
-        profiles.tallies,  # unique events, counted by the profile step
-        segmented.assignments | "TallyAssignments" >> beam.Map(tally(AUDIT_ASSIGNMENTS)),
-        segmented.changes | "TallyChanges" >> beam.Map(tally(AUDIT_CHANGES)),
-        segmented.dead_letters | "TallyDeadLetters" >> beam.Map(code_tally),
+        messages.read_tallies,  # records read, counted by the parse step
+        messages.parsed.events | "TallyParsed" >> beam.ParDo(tally(AUDIT_PARSED)),
+        events | "TallyConsented" >> beam.ParDo(tally(AUDIT_CONSENTED)),
+        profiles.tallies,  # unique events and duplicates, counted by the profile step
+        segmented.assignments | "TallyAssignments" >> beam.ParDo(tally(AUDIT_ASSIGNMENTS)),
+        segmented.changes | "TallyChanges" >> beam.ParDo(tally(AUDIT_CHANGES)),
+        segmented.dead_letters | "TallyDeadLetters" >> beam.ParDo(code_tally()),
     ) | "AuditTallies" >> beam.Flatten()
     audited = tallies | "Audit" >> StreamingAudit(
         dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription, model_version)
