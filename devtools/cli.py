@@ -129,6 +129,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable, bool]] = {
               False),
     "stream": ("Run the streaming job (Pub/Sub -> warehouse); --local runs it all on this machine.",
                _lazy("add_arguments", "live"), _lazy("cmd_stream", "live"), True),
+    "changes": ("Print segment changes as they arrive on Pub/Sub; --local follows `segments stream --local`.",
+                _lazy("add_arguments", "changes"), _lazy("cmd_changes", "changes"), False),
     "demo": ("Generate events, run the job locally and show the segments.", _add_demo_arguments, _cmd_demo, False),
 }
 
