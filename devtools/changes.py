@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import queue
 import re
+import sys
 import time
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -182,8 +183,7 @@ def cmd_changes(args: argparse.Namespace, _rest: Sequence[str]) -> int:
     except KeyboardInterrupt:
         say("stopped")
         return 0
-    except TimeoutError as error:
-        from devtools.cli import UsageError
-
-        raise UsageError(str(error)) from None
+    except TimeoutError as error:  # a usage error: one line, exit 2 (like argparse)
+        print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
+        return 2
     return 0
