@@ -20,6 +20,10 @@ Segment changes go to the emulator's topic ``segment-changes`` as well as to the
 as they arrive: it finds the emulator through ``.work/live.json``, which this command
 writes while it runs.
 
+While the job runs, an empty batched message (no records) goes out every half second:
+the local runner's Pub/Sub reader blocks for up to 30 s on an empty subscription, and
+nothing else runs meanwhile, not even the timers that flush pending events.
+
 Stopping (after ``--seconds``, or on Ctrl-C; a second Ctrl-C abandons the drain) drains
 completely before anything is cancelled (the DirectRunner's Pub/Sub reader acknowledges
 what it pulls *before* the pipeline processes it, so cancelling early loses events):
@@ -289,10 +293,11 @@ class _Publishing:
 
 def _publish_in_background(records, topic: str, rate: float, seconds: Optional[float],
                            stop: threading.Event, batch_size: int = 1, batch_seconds: float = 0.1,
-                           on_sent: Optional[Callable[[bytes], None]] = None) -> tuple[threading.Thread, _Publishing]:
+                           on_sent: Optional[Callable[[bytes], None]] = None,
+                           state: Optional[_Publishing] = None) -> tuple[threading.Thread, _Publishing]:
     from devtools import publisher
 
-    state = _Publishing()
+    state = state or _Publishing()
 
     def progress(stats):
         state.published_so_far = stats.published
@@ -461,6 +466,7 @@ class LiveContext:
     changes_topic: str
     publishing: "_Publishing"
     done: threading.Event  # set once publishing and the drain are over
+    ready: threading.Event  # the watcher sets it when it is ready; publishing waits for it (30 s at most)
 
 
 class MessageCounter:
@@ -486,6 +492,26 @@ class MessageCounter:
 
     def close(self) -> None:
         self._subscriber.close()
+
+
+HEARTBEAT_S = 0.5
+
+
+def _heartbeats(topic: str, stop: threading.Event, every_s: float = HEARTBEAT_S) -> None:
+    """Publishes an empty batch every `every_s` until `stop` (`publisher.publish_heartbeat`)."""
+    from google.cloud import pubsub_v1
+
+    from devtools import publisher
+
+    client = pubsub_v1.PublisherClient()
+    try:
+        while not stop.wait(every_s):
+            try:
+                publisher.publish_heartbeat(topic, client)
+            except Exception as error:  # a missed heartbeat only delays timers: log, go on
+                LOG.warning("heartbeat not published: %s", error)
+    finally:
+        client.stop()
 
 
 def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str], None] = print,
@@ -579,15 +605,21 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
                else " one event per message")
             + (f" for {live.seconds:g} s" if live.seconds else " until Ctrl-C") + " ...")
 
-        stop_publishing = threading.Event()
-        thread, publishing = _publish_in_background(
-            records if records is not None else live_records(live.users, live.seed), topic, live.rate,
-            live.seconds, stop_publishing, batch, live.publish_batch_seconds, sent)
+        stop_publishing, stop_heartbeats = threading.Event(), threading.Event()
+        stack.callback(stop_heartbeats.set)
+        publishing = _Publishing()
         watch_done = threading.Event()
         if watch is not None:
             context = LiveContext(client, table_prefix, run_id, started_us, tallies_path, emulator.host,
-                                  changes_topic, publishing, watch_done)
+                                  changes_topic, publishing, watch_done, threading.Event())
             threading.Thread(target=watch, args=(context,), name="LiveWatch", daemon=True).start()
+            context.ready.wait(30.0)
+        heartbeat = threading.Thread(target=_heartbeats, args=(topic, stop_heartbeats), name="LiveHeartbeat",
+                                     daemon=True)
+        heartbeat.start()
+        thread, publishing = _publish_in_background(
+            records if records is not None else live_records(live.users, live.seed), topic, live.rate,
+            live.seconds, stop_publishing, batch, live.publish_batch_seconds, sent, state=publishing)
         cancelled = False
         drain_steps: dict = {}
         try:
@@ -727,7 +759,8 @@ def cancel_direct(result: PipelineResult, wake: Callable[[], object],
     to end that pull: give it something that publishes one message the pipeline
     ignores, such as ``lambda: publisher.publish_wake_up(topic)`` (a consent-less event,
     counted as filtered). Note the reader acknowledges what it pulls before the
-    pipeline processes it: messages pulled while cancelling are not processed.
+    pipeline processes it: messages pulled while cancelling are not processed. Once
+    cancelled, it waits for the local warehouse loads still in flight.
 
     Raises:
       TimeoutError: the cancel did not finish within `timeout_s`.
@@ -751,6 +784,11 @@ def cancel_direct(result: PipelineResult, wake: Callable[[], object],
             raise TimeoutError(f"the DirectRunner did not stop within {timeout_s}s")
     if failure:
         raise failure[0]
+    from transforms.bigquery.local_sink import wait_for_loads
+
+    # The local sink loads on background threads: let what it started land before anyone reads.
+    if not wait_for_loads(timeout_s):
+        LOG.warning("some warehouse loads were still running %s s after the job was cancelled", timeout_s)
 
 
 # ---------------------------------------------------------------------------

@@ -284,6 +284,17 @@ def publish_events(
     return stats
 
 
+def publish_heartbeat(topic_path: str, publisher: Any, timeout_s: float = 30.0) -> str:
+    """Publishes an empty batch (the batch attribute, no body): a message with no records.
+
+    The local DirectRunner's Pub/Sub reader blocks for up to 30 s in a pull when the
+    subscription is empty, and nothing else runs meanwhile (processing-time timers
+    included): `devtools.live` sends one of these every half second so that a quiet
+    stream's pending flushes still fire. It carries nothing to count: no record is read.
+    """
+    return publisher.publish(topic_path, b"", **{BATCH_ATTRIBUTE: NDJSON}).result(timeout=timeout_s)
+
+
 WAKE_UP_USER = "segments-wake-up"
 
 

@@ -47,6 +47,12 @@ EVENT = "event"
 DAILY = "daily"
 
 
+def aligned(at: Timestamp, grid: Duration = Duration(seconds=1)) -> Timestamp:
+    """`at` rounded up to the next multiple of `grid` (processing-time timers fire together)."""
+    step = grid.micros
+    return Timestamp(micros=-(-at.micros // step) * step)
+
+
 class ProfileTag:
     """Outputs of `UpdateProfileFn` besides the feature records."""
 
@@ -100,9 +106,11 @@ class UpdateProfileFn(beam.DoFn):
         _, packed = element
         pending.add(packed)
         if not flush_set.read():
-            # Processing-time timers take absolute times: the wall clock (a test clock
-            # under TestStream) plus the delay.
-            flush.set(Timestamp.now() + Duration(seconds=self._early_s))
+            # Processing-time timers take absolute times: the wall clock plus the delay,
+            # rounded up to a whole second, so that the users whose events arrived within
+            # the same second flush together (one timer bundle a second, not one per
+            # arrival: the local runner reads no input in a round where timers fired).
+            flush.set(aligned(Timestamp.now() + Duration(seconds=self._early_s)))
             flush_set.write(True)
         if rescore_at.read() is None:
             next_us = (timestamp.micros // US_PER_DAY + 1) * US_PER_DAY
