@@ -207,8 +207,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
                         help="Comma-separated events/s, one run each. Default: 100,500,1000.")
     parser.add_argument("--seconds", type=float, default=60.0, help="Publishing time per rate. Default: 60.")
     parser.add_argument("--users", type=int, default=1000, help="Returning users in the pool. Default: 1000.")
-    parser.add_argument("--new_user_every", type=int, default=10,
-                        help="Every this many events, a brand-new user. Default: 10.")
+    parser.add_argument("--new_user_every", type=int, default=100,
+                        help="Every this many events, a brand-new user. Default: 100.")
     parser.add_argument("--publish_batch_size", type=int, default=500, help="Events per message. Default: 500.")
     parser.add_argument("--publish_batch_seconds", type=float, default=0.5,
                         help="Longest wait of an event for its message. Default: 0.5.")
