@@ -622,6 +622,7 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
             live.seconds, stop_publishing, batch, live.publish_batch_seconds, sent, state=publishing)
         cancelled = False
         drain_steps: dict = {}
+        drain_s = 0.0
         try:
             t0 = time.monotonic()
             try:
@@ -657,6 +658,7 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
                               f"changes {counts['changes']:,} written and {received:,} received of {changes:,}, "
                               f"dead letters {sum(counts['dead_letters'].values()):,}/{sum(tallied.values()):,}")
 
+            drain_started = time.monotonic()
             try:
                 tallies, drain_steps = drain(tallies_path, stats.published, written, live.stall_seconds, say,
                                              interrupted, quiet_s=job.audit_interval_seconds + 2.0)
@@ -664,7 +666,9 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
                 interrupted.set()
                 tallies, drain_steps = read_tallies(tallies_path), {}
             watch_done.set()
-            say("cancelling the job ...")
+            drain_s = time.monotonic() - drain_started
+            say(f"drain {'complete' if drain_steps and all(drain_steps.values()) else 'INCOMPLETE'} after "
+                f"{drain_s:.1f} s; cancelling the job ...")
             cancel_direct(result, lambda: publisher.publish_wake_up(topic))
             cancelled = True
         finally:
@@ -677,7 +681,8 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
             "run_id": run_id, "input": subscription, "tables": table_prefix, "model": live.model_dir(),
             "assignments": int(tallies.get(audit.AUDIT_ASSIGNMENTS, 0)), "published": stats.published,
             "messages": stats.messages, "publish_failed": stats.failed, "drained": drained,
-            "drain_steps": drain_steps, "changes": int(tallies.get(audit.AUDIT_CHANGES, 0))})
+            "drain_steps": drain_steps, "drain_s": round(drain_s, 1),
+            "changes": int(tallies.get(audit.AUDIT_CHANGES, 0))})
         final = summary.to_json()
         final["in_warehouse"] = in_wh = warehouse_counts(client, table_prefix, run_id, started_us)
         final["latest_rows"] = reconcile_latest_rows(client, table_prefix, run_id, started_us, ledger)
