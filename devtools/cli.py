@@ -160,6 +160,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable, bool]] = {
                _lazy("add_arguments", "live"), _lazy("cmd_stream", "live"), True),
     "erase": ("Erase users: delete their rows from every table, add them to the suppression list, record it.",
               _lazy("add_arguments", "erase_cli"), _lazy("cmd_erase", "erase_cli"), False),
+    "changes": ("Print segment changes as they arrive on Pub/Sub; --local follows `segments stream --local`.",
+                _lazy("add_arguments", "changes"), _lazy("cmd_changes", "changes"), False),
     "demo": ("Generate events, run the job locally and show the segments.", _add_demo_arguments, _cmd_demo, False),
 }
 

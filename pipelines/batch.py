@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from models.artifact import load_artifact
+from models.explain import change_explainer
 from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
 from pipelines.options import MAX_DAYS, ConfigError, FileInputOptions, check_inputs, check_output_file, int_in, iso_date
@@ -37,6 +38,7 @@ from transforms.bigquery import admin, loads
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.loads import WarehouseUnreachable, check_reachable, sweep_staging, write_audit, write_errors
 from transforms.bigquery.rows import audit_row
+from transforms.changes import ExplainerLoader
 from transforms.contracts.outcomes import ASSIGNMENTS
 from transforms.features.as_of import AsOfMicros
 from transforms.ingest.files import ReadEventFiles
@@ -65,7 +67,8 @@ class BatchOptions(FileInputOptions):
 
 
 def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handler: ModelHandler,
-                   target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None) -> JobOutputs:
+                   target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None,
+                   explainer: Optional[ExplainerLoader] = None) -> JobOutputs:
     """Builds the batch graph (exposed for testing).
 
     Duplicates are dropped inside the profile step's per-user grouping (the dedupe
@@ -78,14 +81,18 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
       handler: the model (`models.handler.assignment_handler`).
       target: where to write the tables; None builds the graph without writing.
       run_id: written on dead letters.
+      explainer: explains segment changes; default: the model of ``--model``. The changes
+        are those between consecutive score dates of a user within the run, and
+        "entered" at the user's first scored date of the run (`transforms.changes`).
     """
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
     events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
     as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
     profiles = events | "Profiles" >> options.profile_transform(as_of_us, options.history_days)
     segmented = segment_and_write(profiles.features, handler, [parsed.dead_letters, profiles.too_late],
-                                  target, run_id)
-    return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters)
+                                  target, run_id, explainer or change_explainer(options.model_dir()))
+    return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
+                      changes=segmented.changes)
 
 
 def _error_of(task: Optional[concurrent.futures.Future]) -> Optional[str]:

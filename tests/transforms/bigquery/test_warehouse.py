@@ -101,7 +101,9 @@ def test_default_data_dir_is_in_the_project(monkeypatch, tmp_path):
 
 def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
     again = bq_admin.setup(warehouse.client, module_dataset)  # the fixture ran it once already
-    assert again["tables"] == ["segment_assignments", "dead_letters", "run_audit", "erasure_audit"]
+    assert again["tables"] == ["segment_assignments", "dead_letters", "run_audit", "erasure_audit", "segment_changes"]
+    changes = warehouse.client.get_table(f"{warehouse.project}.{module_dataset}.segment_changes")
+    assert (changes.time_partitioning.field, changes.clustering_fields) == ("score_date", ["user_key"])
     unique_dataset = module_dataset
     table = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.segment_assignments")
     assert table.time_partitioning.field == "score_date"
@@ -110,7 +112,8 @@ def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
     assert [(f.name, f.mode) for f in table.schema] == [(f["name"], f["mode"]) for f in bt.SEGMENT_ASSIGNMENTS_SCHEMA]
     assert {f.name: f.field_type for f in table.schema}["score_date"] == "DATE"
     names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
-    assert names == {"segment_assignments", "dead_letters", "run_audit", "erasure_audit", *bq_admin.VIEWS}
+    assert names == {"segment_assignments", "dead_letters", "run_audit", "erasure_audit", "segment_changes",
+                     *bq_admin.VIEWS}
     letters = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.dead_letters")
     assert letters.time_partitioning.expiration_ms == 30 * 86_400_000  # raw ids: 30 days by default
 
