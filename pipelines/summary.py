@@ -189,10 +189,10 @@ class RunSummary:
         """One line on what reached the warehouse (None when writes were not counted)."""
         if not self.writes:
             return None
-        a = self.writes.get(Table.SEGMENT_ASSIGNMENTS.value)
-        d = self.writes.get(Table.DEAD_LETTERS.value)
         parts = []
-        for name, w in ((Table.SEGMENT_ASSIGNMENTS.value, a), ("dead letters", d)):
+        for table, name in ((Table.SEGMENT_ASSIGNMENTS, Table.SEGMENT_ASSIGNMENTS.value),
+                            (Table.SEGMENT_CHANGES, "changes"), (Table.DEAD_LETTERS, "dead letters")):
+            w = self.writes.get(table.value)
             if w is None:
                 continue
             text = f"{name}: wrote {w.written:,} of {w.produced:,}"
