@@ -352,20 +352,19 @@ def read_tallies(path: str) -> dict:
 def summary_from_tallies(tallies: dict, extra: Optional[dict] = None):
     """A `RunSummary` from stage tallies (see `pipelines.streaming`).
 
-    filtered = parsed - consented (consent and suppression together: the privacy step
-    counts its reasons only as Beam counters), duplicates as the profile step tallied
-    them, valid = unique - too_late; dead letters per code as tallied. An event still in
+    filtered per reason as the privacy step tallied them, duplicates as the profile step
+    tallied them, valid = unique - too_late; dead letters per code as tallied. An event still in
     a profile bag is in none of these, so ``read`` balances only once every flush fired.
     """
     from pipelines.summary import RunSummary
-    from transforms.contracts.outcomes import EVENT_LEVEL_CODES, ROW_LEVEL_CODES
+    from transforms.contracts.outcomes import EVENT_LEVEL_CODES, ROW_LEVEL_CODES, FilterReason
 
     get = lambda name: int(tallies.get(name, 0))  # noqa: E731
     return RunSummary(
         read=get(audit.AUDIT_READ),
         valid=get(audit.AUDIT_UNIQUE) - get("too_late"),
         duplicates=get(audit.AUDIT_DUPLICATES),
-        filtered={"no_consent_or_suppressed": get(audit.AUDIT_PARSED) - get(audit.AUDIT_CONSENTED)},
+        filtered={reason.value: get(audit.filtered_name(reason.value)) for reason in FilterReason},
         dead_lettered={code.value: get(code.value) for code in EVENT_LEVEL_CODES},
         rows_dead_lettered={code.value: get(code.value) for code in ROW_LEVEL_CODES},
         extra=dict(extra or {}),
@@ -379,11 +378,15 @@ def pending_in_profiles(tallies: dict) -> int:
 
 
 def unjudged(tallies: dict) -> int:
-    """Records read but neither parsed nor dead-lettered at parse."""
-    from transforms.contracts.outcomes import EVENT_LEVEL_CODES, ErrorCode
+    """Records read but not yet judged: neither parsed nor dead-lettered at parse, or parsed
+    but neither kept nor filtered by the privacy step."""
+    from transforms.contracts.outcomes import EVENT_LEVEL_CODES, ErrorCode, FilterReason
 
-    parse_dead = sum(int(tallies.get(code.value, 0)) for code in EVENT_LEVEL_CODES if code != ErrorCode.TOO_LATE)
-    return int(tallies.get(audit.AUDIT_READ, 0)) - int(tallies.get(audit.AUDIT_PARSED, 0)) - parse_dead
+    get = lambda name: int(tallies.get(name, 0))  # noqa: E731
+    parse_dead = sum(get(code.value) for code in EVENT_LEVEL_CODES if code != ErrorCode.TOO_LATE)
+    filtered = sum(get(audit.filtered_name(reason.value)) for reason in FilterReason)
+    # read = dead-lettered at parse + parsed, and parsed = consented + filtered, once judged.
+    return get(audit.AUDIT_READ) - parse_dead - get(audit.AUDIT_CONSENTED) - filtered
 
 
 def _wait(step: str, check: Callable[[], tuple[bool, object]], stall_s: float, say, interrupted: threading.Event,

@@ -86,7 +86,8 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
         "entered" at the user's first scored date of the run (`transforms.changes`).
     """
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
-    events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
+    events = (parsed.events
+              | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)).events
     as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
     profiles = events | "Profiles" >> options.profile_transform(as_of_us, options.history_days)
     segmented = segment_and_write(profiles.features, handler, [parsed.dead_letters, profiles.too_late],

@@ -46,7 +46,7 @@ from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
 from pipelines.options import SegmentsOptions, positive_int
 from transforms.audit import (AUDIT_ASSIGNMENTS, AUDIT_CHANGES, AUDIT_CONSENTED, AUDIT_PARSED, AUDIT_READ,
-                              StreamingAudit, code_tally, tally)
+                              StreamingAudit, code_tally, filter_tally, tally)
 from transforms.bigquery import admin
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.tables import Table
@@ -106,6 +106,7 @@ class Ingest(NamedTuple):
 
     messages: Messages  # what was read, and it judged
     events: beam.PCollection  # valid, consented, pseudonymised events; duplicates still in
+    filtered: beam.PCollection  # the `FilterReason` of each valid event kept out by privacy
 
 
 def read_events(p: beam.Pipeline, options: StreamingOptions, id_key: bytes) -> Ingest:
@@ -114,9 +115,9 @@ def read_events(p: beam.Pipeline, options: StreamingOptions, id_key: bytes) -> I
         raise ValueError("--subscription is required")
     messages = read_event_messages(p, options.subscription, options.validation_config(), options.timestamp_attribute,
                                    count_read_as=AUDIT_READ)
-    events = messages.parsed.events | "Privacy" >> ApplyPrivacy(
+    privacy = messages.parsed.events | "Privacy" >> ApplyPrivacy(
         id_key, options.suppression_list, options.consent_default)
-    return Ingest(messages, events)
+    return Ingest(messages, privacy.events, privacy.filtered)
 
 
 def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, handler: ModelHandler,
@@ -136,7 +137,7 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
       explainer: explains segment changes; default: the model of ``--model``
         (`models.explain.change_explainer`).
     """
-    messages, events = read_events(p, options, id_key)
+    messages, events, filtered = read_events(p, options, id_key)
     # One stateful step per user: the dedupe, sessions, the profile and its re-scoring.
     profiles = events | "Profiles" >> options.profile_transform()
     segmented = segment_and_write(profiles.features, handler, [messages.parsed.dead_letters, profiles.too_late],
@@ -150,6 +151,7 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
         messages.read_tallies,  # records read, counted by the parse step
         messages.parsed.events | "TallyParsed" >> beam.ParDo(tally(AUDIT_PARSED)),
         events | "TallyConsented" >> beam.ParDo(tally(AUDIT_CONSENTED)),
+        filtered | "TallyFiltered" >> beam.ParDo(filter_tally()),
         profiles.tallies,  # unique events and duplicates, counted by the profile step
         segmented.assignments | "TallyAssignments" >> beam.ParDo(tally(AUDIT_ASSIGNMENTS)),
         segmented.changes | "TallyChanges" >> beam.ParDo(tally(AUDIT_CHANGES)),

@@ -36,6 +36,7 @@ AUDIT_UNIQUE = "unique_events"  # events that left the dedupe
 AUDIT_DUPLICATES = "duplicates"  # events the profile step dropped as duplicates (counted, not derived)
 AUDIT_ASSIGNMENTS = "assignments"  # assignment rows produced
 AUDIT_CHANGES = "changes"  # segment change records produced
+# Filtered events are tallied per reason, as ``filtered.<reason>`` (`filter_tally`).
 _FIRST_US, _LAST_US = "_first_us", "_last_us"
 
 
@@ -183,3 +184,14 @@ def code_tally() -> TallyPerBundle:
 
 def _error_code(dead: DeadLetter) -> str:
     return dead.error_code
+
+
+def filter_tally() -> TallyPerBundle:
+    """The bundle's filtered events (their `FilterReason` values), counted per reason as
+    ``filtered.<reason>``."""
+    return TallyPerBundle(name_of=filtered_name)
+
+
+def filtered_name(reason: str) -> str:
+    """The tally of the events kept out for `reason` (a `FilterReason` value)."""
+    return f"filtered.{reason}"

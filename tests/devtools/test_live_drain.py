@@ -104,9 +104,10 @@ def _append(path, tallies: dict) -> None:
 
 def test_the_drain_waits_for_pending_flushes_before_the_writes(tmp_path):
     path = str(tmp_path / "tallies.jsonl")
-    # 10 records read: 1 dead-lettered at parse, 9 parsed, 8 consented; 5 unique so far,
-    # so 3 events still wait in a profile bag.
-    _append(path, {"read": 10, "invalid_json": 1, "parsed": 9, "consented": 8, "unique_events": 5})
+    # 10 records read: 1 dead-lettered at parse, 9 parsed, 8 consented and 1 without
+    # consent; 5 unique so far, so 3 events still wait in a profile bag.
+    _append(path, {"read": 10, "invalid_json": 1, "parsed": 9, "consented": 8, "filtered.no_consent": 1,
+                   "unique_events": 5})
     asked = []
 
     def writes_landed():
@@ -125,6 +126,7 @@ def test_the_drain_waits_for_pending_flushes_before_the_writes(tmp_path):
     assert asked and set(asked) == {0}  # the writes were only checked once nothing was pending
     summary = live.summary_from_tallies(tallies)
     assert (summary.valid, summary.duplicates, summary.reconciled) == (7, 1, True)
+    assert summary.filtered == {"no_consent": 1, "suppressed": 0}
 
 
 def test_a_drain_that_cannot_finish_says_which_step(tmp_path):
