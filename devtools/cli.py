@@ -162,6 +162,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable, bool]] = {
                _lazy("add_arguments", "live"), _lazy("cmd_stream", "live"), True),
     "erase": ("Erase users: delete their rows from every table, add them to the suppression list, record it.",
               _lazy("add_arguments", "erase_cli"), _lazy("cmd_erase", "erase_cli"), False),
+    "changes": ("Print segment changes as they arrive on Pub/Sub; --local follows `segments stream --local`.",
+                _lazy("add_arguments", "changes"), _lazy("cmd_changes", "changes"), False),
     "report": ("Write the segment report: one self-contained HTML page (sizes, profiles, movements, drift, health).",
                _lazy("add_arguments", "report.cli"), _lazy("cmd_report", "report.cli"), False),
     "shadow": ("Score the latest rows with the current and a candidate model; write who would move (shadow_moves).",

@@ -30,6 +30,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from models.artifact import load_artifact
 from models.drift import DriftMonitor
+from models.explain import change_explainer
 from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
 from pipelines.options import MAX_DAYS, ConfigError, FileInputOptions, check_inputs, check_output_file, int_in, iso_date
@@ -38,6 +39,7 @@ from transforms.bigquery import admin, loads
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.loads import WarehouseUnreachable, check_reachable, sweep_staging, write_audit, write_errors
 from transforms.bigquery.rows import audit_row
+from transforms.changes import ExplainerLoader
 from transforms.contracts.outcomes import ASSIGNMENTS
 from transforms.drift import DRIFT_ROWS, CountFeatureBins, bin_counts
 from transforms.features.as_of import AsOfMicros
@@ -68,6 +70,7 @@ class BatchOptions(FileInputOptions):
 
 def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handler: ModelHandler,
                    target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None,
+                   explainer: Optional[ExplainerLoader] = None,
                    drift_edges: Optional[Mapping[str, Sequence[float]]] = None) -> JobOutputs:
     """Builds the batch graph (exposed for testing).
 
@@ -81,19 +84,24 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
       handler: the model (`models.handler.assignment_handler`).
       target: where to write the tables; None builds the graph without writing.
       run_id: written on dead letters.
+      explainer: explains segment changes; default: the model of ``--model``. The changes
+        are those between consecutive score dates of a user within the run, and
+        "entered" at the user's first scored date of the run (`transforms.changes`).
       drift_edges: the model's training bins per feature (`models.drift.DriftMonitor.edges`): the
         rows scored as of the run's as-of time are counted into them (counters ``drift.*``,
         `transforms.drift`); None counts nothing.
     """
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
-    events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
+    events = (parsed.events
+              | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)).events
     as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
     profiles = events | "Profiles" >> options.profile_transform(as_of_us, options.history_days)
     segmented = segment_and_write(profiles.features, handler, [parsed.dead_letters, profiles.too_late],
-                                  target, run_id)
+                                  target, run_id, explainer or change_explainer(options.model_dir()))
     if drift_edges:
         segmented.assignments | "DriftBins" >> CountFeatureBins(drift_edges, as_of_us)
-    return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters)
+    return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
+                      changes=segmented.changes)
 
 
 def _error_of(task: Optional[concurrent.futures.Future]) -> Optional[str]:
@@ -254,7 +262,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     edges = monitor.edges if monitor else None
     if _dry_run(options):  # the runner builds the job and submits nothing: neither do we
         p = beam.Pipeline(options=options)
-        build_pipeline(p, batch, key, handler, target, run_id, edges)
+        build_pipeline(p, batch, key, handler, target, run_id, drift_edges=edges)
         p.run()
         return RunSummary.from_counters({}, extra={"run_id": run_id, "dry_run": True})
     started_us = time.time_ns() // 1000
@@ -277,7 +285,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
             # the local warehouse, which works on the other core).
             views = background.submit(admin.create_views, target.client(), target.dataset, target.project)
         p = beam.Pipeline(options=options)
-        build_pipeline(p, batch, key, handler, target, run_id, edges)
+        build_pipeline(p, batch, key, handler, target, run_id, drift_edges=edges)
         try:
             result = _run_interruptibly(p)
         except KeyboardInterrupt:

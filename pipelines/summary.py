@@ -15,10 +15,11 @@ And every row produced reached the warehouse, or is said to be elsewhere (`write
 one entry per table, from the `bigquery.<table>.*` counters, `WriteCount`):
 
     segment_assignments: produced == written + dead_lettered      (refused rows are dead letters)
+    segment_changes:     produced == written + dead_lettered      (likewise)
     dead_letters:        produced == written + kept_in_fallback   (refused ones are in the fallback folder)
 
-`produced` is what the job made (assignments counted by the model handler; every dead
-letter of every code), `written` what the loads put in the table. A load that failed
+`produced` is what the job made (assignments counted by the model handler, changes by
+the change detection, every dead letter of every code), `written` what the loads put in the table. A load that failed
 after its retries leaves its rows dead-lettered or in the fallback folder: the counts
 still add up, but the run is not `complete`, and fails (`check`).
 """
@@ -32,9 +33,9 @@ from typing import Mapping, Optional
 from apache_beam.metrics.metric import MetricsFilter
 
 from transforms.bigquery.tables import Table
-from transforms.contracts.outcomes import (ASSIGNMENTS, DEAD_LETTER_PREFIX, EVENT_LEVEL_CODES, FILTERED_PREFIX,
-                                           METRICS_NAMESPACE, READ, ROW_LEVEL_CODES, ErrorCode, FilterReason,
-                                           WriteCount, write_counter_name)
+from transforms.contracts.outcomes import (ASSIGNMENTS, CHANGES, DEAD_LETTER_PREFIX, EVENT_LEVEL_CODES,
+                                           FILTERED_PREFIX, METRICS_NAMESPACE, READ, ROW_LEVEL_CODES, ErrorCode,
+                                           FilterReason, WriteCount, write_counter_name)
 from transforms.ingest.dedupe import DEDUPE_IN, DEDUPE_OUT
 
 
@@ -82,14 +83,15 @@ def writes_from_counters(counters: Mapping[str, int]) -> dict[str, TableWrites]:
         return int(counters.get(write_counter_name(table.value, count), 0))
 
     every_dead_letter = sum(int(counters.get(DEAD_LETTER_PREFIX + code.value, 0)) for code in ErrorCode)
-    row_rejected = int(counters.get(DEAD_LETTER_PREFIX + ErrorCode.ROW_REJECTED.value, 0))
-    produced = {Table.SEGMENT_ASSIGNMENTS: int(counters.get(ASSIGNMENTS, 0)), Table.DEAD_LETTERS: every_dead_letter}
+    produced = {Table.SEGMENT_ASSIGNMENTS: int(counters.get(ASSIGNMENTS, 0)),
+                Table.SEGMENT_CHANGES: int(counters.get(CHANGES, 0)),
+                Table.DEAD_LETTERS: every_dead_letter}
     writes = {}
     for table, made in produced.items():
         writes[table.value] = TableWrites(
             produced=made, handed=get(table, WriteCount.ROWS), written=get(table, WriteCount.LOADED),
             rejected=get(table, WriteCount.REJECTED), load_failed=get(table, WriteCount.LOAD_FAILED),
-            dead_lettered=row_rejected if table is Table.SEGMENT_ASSIGNMENTS else 0,
+            dead_lettered=get(table, WriteCount.DEAD_LETTERED),
             kept_in_fallback=get(table, WriteCount.FALLBACK))
     return writes
 
@@ -187,10 +189,10 @@ class RunSummary:
         """One line on what reached the warehouse (None when writes were not counted)."""
         if not self.writes:
             return None
-        a = self.writes.get(Table.SEGMENT_ASSIGNMENTS.value)
-        d = self.writes.get(Table.DEAD_LETTERS.value)
         parts = []
-        for name, w in ((Table.SEGMENT_ASSIGNMENTS.value, a), ("dead letters", d)):
+        for table, name in ((Table.SEGMENT_ASSIGNMENTS, Table.SEGMENT_ASSIGNMENTS.value),
+                            (Table.SEGMENT_CHANGES, "changes"), (Table.DEAD_LETTERS, "dead letters")):
+            w = self.writes.get(table.value)
             if w is None:
                 continue
             text = f"{name}: wrote {w.written:,} of {w.produced:,}"

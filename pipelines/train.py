@@ -88,7 +88,8 @@ def build_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, rows_
     """Computes the training rows (every user's profile as of `until`, and as of each of the
     ``--baseline_days`` midnights before it) as JSON lines under `rows_prefix`."""
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
-    events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
+    events = (parsed.events
+              | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)).events
     until_us = events | "Until" >> AsOfMicros(until)
     rows = (events | "Profiles" >> options.profile_transform(until_us, options.baseline_days)).features
     (rows
@@ -125,7 +126,8 @@ def build_holdout_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: byte
                            end_us: Optional[int]) -> beam.PCollection:
     """Per user, what they did in the hold-out files in [start_us, end_us), as JSON lines under `prefix`."""
     parsed = p | "ReadHoldout" >> ReadEventFiles(options.holdout, options.validation_config())
-    events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
+    events = (parsed.events
+              | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)).events
     activity = (
         events
         | "InHoldoutPeriod" >> beam.Filter(

@@ -45,6 +45,7 @@ POSITIVE_INT = r"^[1-9][0-9]*$"
 POSITIVE_FLOAT = r"^(?!0*\.?0*$)(?:[0-9]+\.?[0-9]*|\.[0-9]+)$"
 BOOLEAN = r"^(true|false)$"
 SUBSCRIPTION = r"^projects/[^/]+/subscriptions/[^/]+$"
+TOPIC = r"^projects/[^/]+/topics/[^/]+$"
 PROJECT_ID = r"^(?:[a-z][-.a-z0-9]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$"
 DATASET_ID = r"^[A-Za-z0-9_]{1,1024}$"
 HTTP_URL = r"^https?://[^/\s]+(?:/\S*)?$"
@@ -67,6 +68,7 @@ TYPE_FORMATS = {
     "int": r"^-?[0-9]+$",
     "float": r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)$",
     "subscription_path": SUBSCRIPTION,
+    "topic_path": TOPIC,
 }
 _LABEL_WORDS = {"bq": "BigQuery", "id": "ID", "us": "µs"}
 

@@ -1,6 +1,7 @@
 """The streaming job's audit: stage tallies per processing-time interval, as ``run_audit`` rows.
 
-`StreamingAudit` tallies elements at each stage (messages read, valid events, events
+`StreamingAudit` tallies elements at each stage (records read: a single-event message or
+one line of a batched message, valid events, events
 kept by privacy, events that left the dedupe, assignment rows, dead letters per code)
 per processing-time interval and turns each interval into one ``run_audit`` row (mode
 ``streaming``, ``run_id`` ``<run id>/<last time counted>``) with read, valid (unique
@@ -19,20 +20,24 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam.transforms import window
 
 from transforms.bigquery.rows import audit_row, format_timestamp
 from transforms.contracts.outcomes import DeadLetter, ErrorCode
 from transforms.drift import DRIFT_ROWS, bin_counts
 
 
-AUDIT_READ = "read"  # messages read
+AUDIT_READ = "read"  # records read: a single-event message, or one line of a batched message
 AUDIT_PARSED = "parsed"  # valid events (before privacy)
 AUDIT_CONSENTED = "consented"  # events kept by the privacy step
 AUDIT_UNIQUE = "unique_events"  # events that left the dedupe
+AUDIT_DUPLICATES = "duplicates"  # events the profile step dropped as duplicates (counted, not derived)
 AUDIT_ASSIGNMENTS = "assignments"  # assignment rows produced
+AUDIT_CHANGES = "changes"  # segment change records produced
+# Filtered events are tallied per reason, as ``filtered.<reason>`` (`filter_tally`).
 _FIRST_US, _LAST_US = "_first_us", "_last_us"
 
 
@@ -151,9 +156,55 @@ class StreamingAudit(beam.PTransform):
         return Audited(counts, rows)
 
 
-def tally(name: str):
-    return lambda _element: (name, 1)
+class TallyPerBundle(beam.DoFn):
+    """Counts the elements of each bundle (per name) and emits ``(name, count)`` at its end.
+
+    One tally per bundle and name instead of one per element: the audit's processing-time
+    trigger costs the local runner per element it sees (measured: a sixth of the job's
+    time at 500 events/s, `benchmarks/RESULTS_latency.md`).
+
+    Args:
+        name: the tally's name; or, with `name_of`, a function of the element (dead letters
+            are tallied per error code).
+    """
+
+    def __init__(self, name: Optional[str] = None, name_of=None):
+        self._name = name
+        self._name_of = name_of
+
+    def start_bundle(self):
+        self._counts: dict[str, int] = {}
+
+    def process(self, element) -> Iterable:
+        name = self._name if self._name_of is None else self._name_of(element)
+        self._counts[name] = self._counts.get(name, 0) + 1
+        return ()
+
+    def finish_bundle(self) -> Iterable:
+        for name, n in self._counts.items():
+            yield window.GlobalWindows.windowed_value((name, n))
 
 
-def code_tally(dead: DeadLetter) -> tuple[str, int]:
-    return (dead.error_code, 1)
+def tally(name: str) -> TallyPerBundle:
+    """The bundle's elements, counted under `name`."""
+    return TallyPerBundle(name)
+
+
+def code_tally() -> TallyPerBundle:
+    """The bundle's dead letters, counted per error code."""
+    return TallyPerBundle(name_of=_error_code)
+
+
+def _error_code(dead: DeadLetter) -> str:
+    return dead.error_code
+
+
+def filter_tally() -> TallyPerBundle:
+    """The bundle's filtered events (their `FilterReason` values), counted per reason as
+    ``filtered.<reason>``."""
+    return TallyPerBundle(name_of=filtered_name)
+
+
+def filtered_name(reason: str) -> str:
+    """The tally of the events kept out for `reason` (a `FilterReason` value)."""
+    return f"filtered.{reason}"

@@ -171,3 +171,45 @@ def test_bad_input_is_one_line_and_exit_2_without_a_traceback(walked, files, nam
     assert len(lines) == 1, result.stderr
     assert words.format(root=files) in lines[0]
     assert result.returncode == code, result.stderr
+
+
+def test_changes_help_lists_every_flag():
+    from devtools import changes
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    changes.add_arguments(parser)
+    flags = {option for action in parser._actions for option in action.option_strings if option.startswith("--")}
+    result = segments("changes", "--help")
+    assert flags - {"--help"} == {"--local", "--subscription", "--json", "--max_changes", "--wait_seconds"}
+    assert all(flag in result.stdout for flag in flags)
+
+
+def test_changes_without_a_local_stream_is_a_one_line_error(tmp_path):
+    import os
+
+    env = dict(os.environ, SEGMENTS_LIVE_STATE=str(tmp_path / "none.json"))
+    result = segments("changes", "--local", "--wait_seconds", "0.5", env=env)
+    assert result.returncode == 2
+    assert "no `segments stream --local` started within 0.5 s" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert segments("changes").returncode == 2  # --local or --subscription is required
+
+
+def test_change_line_reads_like_a_sentence():
+    import datetime as dt
+
+    from devtools.changes import change_line
+
+    at = dt.datetime(2026, 1, 1, 12, 3, 7)
+    entered = {"user_key": "3f2a9c1e55", "kind": "entered", "to_segment_name": "Cart abandoners",
+               "to_rfm_segment": "Prospect", "drivers": [
+                   {"feature": "cart_adds_per_session", "before": 0.1, "after": 2.0, "contribution": 3.0}]}
+    moved = dict(entered, kind="segment", from_segment_name="Window shoppers", from_rfm_segment="Prospect",
+                 to_rfm_segment="New")
+
+    assert change_line(entered, at) == ("12:03:07 u:3f2a9c1e… entered Cart abandoners (rfm Prospect): "
+                                        "cart_adds_per_session 0.1 → 2")
+    assert change_line(moved, at).startswith("12:03:07 u:3f2a9c1e… Window shoppers → Cart abandoners "
+                                             "(rfm Prospect → New): ")

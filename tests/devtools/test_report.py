@@ -172,16 +172,15 @@ def expected_numbers(warehouse, dataset: str, card: dict) -> dict[str, object]:
     out["moves.total"] = sum(pairs.values())
     for (a, b), n in pairs.items():
         out[f"moves.users.{a}.{b}"] = n
-    # The reasons (no segment_changes table here): segment_transitions' top features, weighted by moves.
-    weighted = collections.defaultdict(lambda: [0, 0.0])
-    for t in rows_of(warehouse, dataset, "SELECT * FROM `{t}.segment_transitions` WHERE "
-                     f"model_version = '{mv}' AND from_segment_id != to_segment_id"):
-        for f in t["top_changed_features"] or []:
-            acc = weighted[(t["from_segment_id"], t["to_segment_id"], f["feature"])]
-            acc[0] += t["transitions"]
-            acc[1] += t["transitions"] * f["change_sd"]
-    for (a, b, name), (n, total_sd) in weighted.items():
-        out[f"moves.reason_value.{a}.{b}.{name}"] = total_sd / n
+    # The reasons: the drivers the jobs wrote to segment_changes for these changes (kind "segment").
+    drivers = collections.defaultdict(list)
+    for change in rows_of(warehouse, dataset, "SELECT * FROM `{t}.segment_changes` WHERE "
+                          f"model_version = '{mv}' AND kind = 'segment'"):
+        for d in change["drivers"]:
+            drivers[(change["from_segment_id"], change["to_segment_id"], d["feature"])].append(d["contribution"])
+    for (a, b, name), pulls in drivers.items():
+        out[f"moves.reason.{a}.{b}.{name}"] = len(pulls)
+        out[f"moves.reason_value.{a}.{b}.{name}"] = float(np.mean(pulls))
     for day, (users, moved) in per_day.items():
         out[f"movement.users.{day}"] = users
         out[f"movement.moved.{day}"] = moved

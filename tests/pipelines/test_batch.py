@@ -69,6 +69,20 @@ def test_batch_end_to_end(events_file, warehouse, unique_dataset):
                     "last_purchase"] is not None:
                 assert after["features"]["recency_days"] - before["features"]["recency_days"] == pytest.approx(1.0)
 
+    # Segment changes: "entered" at each user's first scored date of the run, then one per
+    # consecutive pair of dates whose segment or named RFM segment differs (read off the rows).
+    expected_changes = set()
+    for user, history in by_user.items():
+        expected_changes.add((user, history[0]["score_date"], "entered"))
+        for before, after in zip(history, history[1:]):
+            if before["segment_id"] != after["segment_id"]:
+                expected_changes.add((user, after["score_date"], "segment"))
+            elif before["rfm"]["rfm_segment"] != after["rfm"]["rfm_segment"]:
+                expected_changes.add((user, after["score_date"], "rfm"))
+    changes = table_rows(warehouse, unique_dataset, "segment_changes", "change_key")
+    assert {(c["user_key"], c["score_date"], c["kind"]) for c in changes} == expected_changes
+    assert len(changes) == len(expected_changes)
+
     # The job made the analyst views while it ran.
     assert "views_error" not in first.extra
     names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
@@ -101,9 +115,10 @@ def test_batch_end_to_end(events_file, warehouse, unique_dataset):
     assert [d["feature"] for d in audit["drift"]] == [name for name, _ in top]
     assert [d["psi"] for d in audit["drift"]] == pytest.approx([value for _, value in top])
 
-    # A rerun over the same input and model leaves the same rows, assigned_at included.
+    # A rerun over the same input and model leaves the same rows, assigned_at and detected_at included.
     run_job(events_file, warehouse, unique_dataset, "run-2").check()
     assert table_rows(warehouse, unique_dataset, "segment_assignments", "row_key") == rows
+    assert table_rows(warehouse, unique_dataset, "segment_changes", "change_key") == changes
 
 
 def test_default_model_loads_and_assigns():

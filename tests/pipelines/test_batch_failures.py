@@ -75,7 +75,13 @@ def test_refused_uploads_fail_the_run_and_every_row_is_kept(events_file, warehou
 
     kept = fallback_rows(folder)
     # Every assignment the job made is kept, as a row_rejected dead letter carrying the row...
-    rejected = [json.loads(row["raw_payload"]) for row in kept if row["error_code"] == "row_rejected"]
+    rejected = [json.loads(row["raw_payload"]) for row in kept
+                if row["error_code"] == "row_rejected" and row["source"] == "bigquery:segment_assignments"]
+    # ... and so is every change it detected: here each user's first scoring, "entered".
+    changes = [json.loads(row["raw_payload"]) for row in kept
+               if row["error_code"] == "row_rejected" and row["source"] == "bigquery:segment_changes"]
+    assert sorted((c["user_key"], c["kind"]) for c in changes) == sorted(
+        (user, "entered") for user, _ in expected_scorings(events_file, history_days=0))
     expected = expected_scorings(events_file, history_days=0)
     assert {(row["user_key"], row["score_date"]) for row in rejected} == {
         (user, day.isoformat()) for user, day in expected}
@@ -92,7 +98,7 @@ def test_refused_uploads_fail_the_run_and_every_row_is_kept(events_file, warehou
     audit = json.loads((fallback / "refused-1" / "run_audit.json").read_text())
     assert (audit["run_id"], audit["status"]) == ("refused-1", "failed")
     # Nothing reached the tables.
-    for table in ("segment_assignments", "dead_letters", "run_audit"):
+    for table in ("segment_assignments", "segment_changes", "dead_letters", "run_audit"):
         (count,) = warehouse.client.query(
             f"SELECT COUNT(*) AS n FROM `{warehouse.project}.{unique_dataset}.{table}`").result()
         assert count["n"] == 0, table

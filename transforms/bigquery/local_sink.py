@@ -7,7 +7,14 @@ format of Beam's FILE_LOADS) with resumable uploads:
 * bounded input: like production, every batch is staged (one staging table per load,
   since the emulator copies a table on every change) and all staging tables are MERGEd on
   the merge key in one statement after the last load, then dropped;
-* unbounded input: each batch is staged in a table of its own and MERGEd as it lands;
+* unbounded input: rows are buffered in Beam state (one key per table) and loaded every
+  ``flush_every`` of processing time, on a background thread: each load is staged in a
+  table of its own and MERGEd as it lands (append-only tables are appended). The local
+  DirectRunner runs every step on one thread, so a load waited for in the step (as the
+  bounded path does at the end of each bundle) stopped the whole job for the warehouse's
+  round trip, about 40 % of its time at 300 events/s (benchmarks/RESULTS_latency.md). A
+  load's outcome is collected by the next timer firing, which re-arms itself while a
+  load is in flight, so a failed load's rows always come out refused;
 * append-only tables (dead letters, audit) are loaded directly with ``WRITE_APPEND``.
 
 A load that fails after its retries refuses exactly its batch: its rows come out as
@@ -20,18 +27,26 @@ warehouse did not answer, each later batch first asks it once, briefly
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import enum
 import logging
+import threading
+import uuid
 from typing import Any, Iterator, Mapping, NamedTuple
 
 import apache_beam as beam
-from apache_beam.transforms import window
+from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms import userstate, window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.loads import (WarehouseUnreachable, check_reachable, keep_staging, load_rows, merge_staging,
                                        stage_rows, write_errors)
 from transforms.bigquery.tables import TableSpec
 from transforms.contracts.outcomes import WriteCount, write_counter
+from transforms.features.streaming_profiles import aligned
 
 _LOG = logging.getLogger(__name__)
 
@@ -143,6 +158,107 @@ class LoadBatchFn(beam.DoFn):
             client.close()
 
 
+class _Loader:
+    """A table's loads in flight (local streaming sink): a client and one loading thread, per process."""
+
+    def __init__(self, spec: TableSpec, target: BigQueryTarget):
+        self._spec = spec
+        self._target = target
+        self._client = target.client()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bq-{spec.name}")
+        self._in_flight: list[tuple[concurrent.futures.Future, list]] = []
+
+    def submit(self, rows: list) -> None:
+        table_id = self._target.table_id(self._spec.table)
+        load = self._pool.submit(load_rows, self._client, self._spec, table_id, rows, self._target.staging_suffix,
+                                 self._target.staging_owner())
+        self._in_flight.append((load, rows))
+
+    def pending(self) -> bool:
+        return bool(self._in_flight)
+
+    def finished(self) -> list[tuple[concurrent.futures.Future, list]]:
+        done = [(f, rows) for f, rows in self._in_flight if f.done()]
+        self._in_flight = [(f, rows) for f, rows in self._in_flight if not f.done()]
+        return done
+
+
+_LOADERS: dict[str, _Loader] = {}
+_LOADERS_LOCK = threading.Lock()
+
+
+def wait_for_loads(timeout_s: float = 60.0) -> bool:
+    """Waits for the local streaming sink's loads still in flight in this process (after a
+    job was cancelled, before reading the warehouse); False if some did not finish in time."""
+    with _LOADERS_LOCK:
+        futures = [f for loader in _LOADERS.values() for f, _ in loader._in_flight]
+    done, not_done = concurrent.futures.wait(futures, timeout=timeout_s)
+    return not not_done
+
+
+class BufferedLoadFn(beam.DoFn):
+    """Local streaming sink: ``(key, row)`` -> rows loaded every `flush_every`, off the job's thread.
+
+    Rows wait in a bag; a processing-time timer (armed by the first row after a flush)
+    submits them as one load to the table's `_Loader` and emits, as `Refused`, the rows of
+    the loads that finished failing since the last firing. While a load is in flight the
+    timer is armed again, so every load's outcome is collected.
+    """
+
+    ROWS = userstate.BagStateSpec("rows", PickleCoder())
+    ARMED = userstate.ReadModifyWriteStateSpec("armed", BooleanCoder())
+    FLUSH = userstate.TimerSpec("flush", TimeDomain.REAL_TIME)
+
+    def __init__(self, spec: TableSpec, target: BigQueryTarget, flush_every: dt.timedelta):
+        self._spec = spec
+        self._target = target
+        self._every_s = flush_every.total_seconds()
+        self._id = uuid.uuid4().hex  # the loader of this step, shared by its bundles in this process
+
+    def setup(self) -> None:
+        self._loaded = write_counter(self._spec.name, WriteCount.LOADED)
+        self._failed = write_counter(self._spec.name, WriteCount.LOAD_FAILED)
+
+    def _loader(self) -> _Loader:
+        with _LOADERS_LOCK:
+            loader = _LOADERS.get(self._id)
+            if loader is None:
+                loader = _LOADERS[self._id] = _Loader(self._spec, self._target)
+            return loader
+
+    def process(self, element: tuple[Any, Mapping[str, Any]], rows=beam.DoFn.StateParam(ROWS),
+                armed=beam.DoFn.StateParam(ARMED), flush=beam.DoFn.TimerParam(FLUSH)) -> Iterator[Any]:
+        rows.add(element[1])
+        if not armed.read():
+            # On whole seconds, with the profiles' flushes (`streaming_profiles.aligned`).
+            flush.set(aligned(Timestamp.now() + Duration(seconds=self._every_s)))
+            armed.write(True)
+        return iter(())
+
+    @userstate.on_timer(FLUSH)
+    def on_flush(self, rows=beam.DoFn.StateParam(ROWS), armed=beam.DoFn.StateParam(ARMED),
+                 flush=beam.DoFn.TimerParam(FLUSH)) -> Iterator[Any]:
+        loader = self._loader()
+        armed.clear()
+        batch = list(rows.read())
+        rows.clear()
+        if batch:
+            loader.submit(batch)
+        for load, loaded_rows in loader.finished():
+            try:
+                self._loaded.inc(load.result())
+            except write_errors() as exc:
+                reason = f"load failed: {exc}"[:1000]
+                _LOG.error("Load into %s failed for %d rows: %s", self._spec.name, len(loaded_rows),
+                           reason.splitlines()[0])
+                self._failed.inc(len(loaded_rows))
+                for row in loaded_rows:
+                    yield Refused(dict(row), reason)
+        if loader.pending():
+            flush.set(aligned(Timestamp.now() + Duration(seconds=min(self._every_s, 0.5))))
+            armed.write(True)
+
+
 class MergeStagedRowsFn(beam.DoFn):
     """Local bounded sink: one MERGE of every staged batch, once the last one is loaded.
 
@@ -184,14 +300,22 @@ class LocalSink(beam.PTransform):
         target: a local `BigQueryTarget`.
     """
 
-    def __init__(self, spec: TableSpec, target: BigQueryTarget):
+    def __init__(self, spec: TableSpec, target: BigQueryTarget, flush_every: dt.timedelta = dt.timedelta(seconds=1)):
         super().__init__()
         self._spec = spec
         self._target = target
+        self._flush_every = flush_every
 
     def expand(self, rows: beam.PCollection[dict]) -> beam.PCollection[Refused]:
+        options = rows.pipeline.options
+        unbounded = not rows.is_bounded or bool(options and options.view_as(StandardOptions).streaming)
+        if self._target.streaming and unbounded:
+            # Each load MERGEd as it lands, `flush_every` apart, off the job's thread.
+            return (rows
+                    | "OneKey" >> beam.Map(lambda row: (0, row)).with_output_types(tuple[int, dict])
+                    | "Load" >> beam.ParDo(BufferedLoadFn(self._spec, self._target, self._flush_every)))
         # Bounded input: every batch is staged, all are MERGEd once at the end (as on the
-        # production path). Streaming: each batch is MERGEd as it lands.
+        # production path); with a streaming target, each batch is MERGEd as it lands.
         merge_later = not self._target.streaming and self._spec.merge_key is not None
         loaded = (
             rows

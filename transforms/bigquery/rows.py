@@ -183,10 +183,47 @@ def assignment_row(assignment: Mapping[str, Any], assigned_at_us: int) -> dict:
     return row
 
 
+_NOT_CONTENT = frozenset({"row_key", "change_key", "content_sha256", "assigned_at", "detected_at"})
+
+
 def content_sha256(row: Mapping[str, Any]) -> str:
-    """The digest of a row's content: every column but `row_key`, `content_sha256` and `assigned_at`."""
-    content = {k: v for k, v in row.items() if k not in ("row_key", "content_sha256", "assigned_at")}
+    """The digest of a row's content: every column but the key, `content_sha256` and the processing time."""
+    content = {k: v for k, v in row.items() if k not in _NOT_CONTENT}
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=repr)).hexdigest()
+
+
+def change_row(change: Mapping[str, Any], detected_at_us: int) -> dict:
+    """A change record (`transforms.changes.change_of`) as a `segment_changes` row.
+
+    Faithful like `assignment_row`: missing keys become NULL for `validate_row` to report.
+    The same row is the JSON body of the change's Pub/Sub message.
+    """
+    c = change
+    as_of = _plain(c.get("as_of_us"))
+    valid_time = isinstance(as_of, int) and not isinstance(as_of, bool)
+    previous = _plain(c.get("previous_as_of_us"))
+    row = {
+        "change_key": c.get("change_key"),
+        "user_key": c.get("user_key"),
+        "kind": c.get("kind"),
+        "score_date": score_date(as_of) if valid_time else None,
+        "as_of": _ts(as_of),
+        "previous_as_of": None if previous is None else _ts(previous),
+        "scoring": c.get("scoring"),
+        "model_version": c.get("model_version"),
+        "from_segment_id": _plain(c.get("from_segment_id")),
+        "from_segment_name": c.get("from_segment_name"),
+        "to_segment_id": _plain(c.get("to_segment_id")),
+        "to_segment_name": c.get("to_segment_name"),
+        "from_rfm_segment": c.get("from_rfm_segment"),
+        "to_rfm_segment": c.get("to_rfm_segment"),
+        "scores": _plain_values(c.get("scores")),
+        "drivers": [_plain_values(d) for d in c.get("drivers") or ()],
+        "event_count": _plain(c.get("event_count")),
+    }
+    row["content_sha256"] = content_sha256(row)
+    row["detected_at"] = format_timestamp(detected_at_us)
+    return row
 
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024

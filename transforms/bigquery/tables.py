@@ -38,6 +38,7 @@ class Table(str, enum.Enum):
     DEAD_LETTERS = "dead_letters"
     RUN_AUDIT = "run_audit"
     ERASURE_AUDIT = "erasure_audit"
+    SEGMENT_CHANGES = "segment_changes"
     SHADOW_MOVES = "shadow_moves"
 
 
@@ -160,6 +161,47 @@ SHADOW_MOVES_SCHEMA: tuple[dict, ...] = (
 DEAD_LETTER_RETENTION_DAYS = 30
 
 
+SCORES_FIELDS: tuple[dict, ...] = (
+    _f("distance", "FLOAT64"),
+    _f("margin", "FLOAT64"),
+    _f("p_alive", "FLOAT64"),
+    _f("churn_risk", "FLOAT64"),
+    _f("expected_purchases_30d", "FLOAT64"),
+    _f("rfm_r", "INT64"),
+    _f("rfm_f", "INT64"),
+    _f("rfm_m", "INT64"),
+)
+
+DRIVER_FIELDS: tuple[dict, ...] = (
+    _f("feature", "STRING", REQUIRED),
+    _f("before", "FLOAT64"),  # NULL: unknown; for "entered", the population centre's value
+    _f("after", "FLOAT64", REQUIRED),
+    _f("contribution", "FLOAT64"),  # (z - from centroid)^2 - (z - to centroid)^2, scaled space; NULL for rfm
+)
+
+SEGMENT_CHANGES_SCHEMA: tuple[dict, ...] = (
+    _f("change_key", "STRING", REQUIRED),  # sha256(user_key, model_version, as_of)
+    _f("user_key", "STRING", REQUIRED),
+    _f("kind", "STRING", REQUIRED),  # entered | segment | rfm (transforms.changes)
+    _f("score_date", "DATE", REQUIRED),  # as in segment_assignments: DATE(as_of - 1 microsecond)
+    _f("as_of", "TIMESTAMP", REQUIRED),  # the scoring that changed
+    _f("previous_as_of", "TIMESTAMP"),  # the scoring before it; NULL for entered
+    _f("scoring", "STRING"),  # daily | event
+    _f("model_version", "STRING", REQUIRED),
+    _f("from_segment_id", "INT64"),  # NULL for entered
+    _f("from_segment_name", "STRING"),
+    _f("to_segment_id", "INT64", REQUIRED),
+    _f("to_segment_name", "STRING", REQUIRED),
+    _f("from_rfm_segment", "STRING"),
+    _f("to_rfm_segment", "STRING"),
+    _f("scores", "RECORD", NULLABLE, SCORES_FIELDS),  # of the new scoring
+    _f("drivers", "RECORD", REPEATED, DRIVER_FIELDS),  # the features that moved the user most
+    _f("event_count", "INT64", REQUIRED),  # the user's events before as_of
+    _f("content_sha256", "STRING", REQUIRED),  # every column above but change_key
+    _f("detected_at", "TIMESTAMP", REQUIRED),  # processing time, separate from event time
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
     """A table: its schema and physical layout.
@@ -224,6 +266,15 @@ TABLES: dict[Table, TableSpec] = {
         clustering=(),
         merge_key=None,
         description="One row per erasure (segments erase): pseudonyms and counts, never raw ids.",
+    ),
+    Table.SEGMENT_CHANGES: TableSpec(
+        Table.SEGMENT_CHANGES,
+        SEGMENT_CHANGES_SCHEMA,
+        partition_field="score_date",
+        clustering=("user_key",),
+        merge_key="change_key",
+        description="One row per segment change of a user (entered, moved segment, or changed named RFM segment), "
+                    "with the features that moved the user most.",
     ),
     Table.SHADOW_MOVES: TableSpec(
         Table.SHADOW_MOVES,

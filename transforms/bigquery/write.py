@@ -64,7 +64,8 @@ from apache_beam.transforms import window
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.loads import merge_staging
 from transforms.bigquery.local_sink import LocalSink, Refused
-from transforms.bigquery.rows import assignment_row, dead_letter_row, rejected_row_dead_letter, validate_row
+from transforms.bigquery.rows import (assignment_row, change_row, dead_letter_row, rejected_row_dead_letter,
+                                      validate_row)
 from transforms.bigquery.tables import TABLES, Table, TableSpec, additional_bq_parameters, beam_schema
 from transforms.contracts import outcomes
 from transforms.contracts.outcomes import DeadLetter, ErrorCode, WriteCount, write_counter
@@ -88,7 +89,7 @@ class Refusals(str, enum.Enum):
 
 # Rows derived from events become dead letters; dead letters and audit rows have no
 # further table, so they go to the fallback folder.
-DEFAULT_REFUSALS = {Table.SEGMENT_ASSIGNMENTS: Refusals.DEAD_LETTERS}
+DEFAULT_REFUSALS = {Table.SEGMENT_ASSIGNMENTS: Refusals.DEAD_LETTERS, Table.SEGMENT_CHANGES: Refusals.DEAD_LETTERS}
 
 
 class ValidateRowsFn(beam.DoFn):
@@ -131,9 +132,11 @@ class RefusedToDeadLetterFn(beam.DoFn):
     def __init__(self, spec: TableSpec):
         self._spec = spec
         self._rejected = outcomes.dead_letter_counter(ErrorCode.ROW_REJECTED)
+        self._dead_lettered = write_counter(spec.name, WriteCount.DEAD_LETTERED)
 
     def process(self, refused: Refused) -> Iterator[DeadLetter]:
         self._rejected.inc()
+        self._dead_lettered.inc()
         yield rejected_row_dead_letter(refused.row, [refused.reason], self._spec.table)
 
 
@@ -347,6 +350,26 @@ class WriteAssignments(beam.PTransform):
     def expand(self, assignments: beam.PCollection[dict]) -> beam.PCollection[DeadLetter]:
         return assignments | "WriteSegmentAssignments" >> WriteTable(
             Table.SEGMENT_ASSIGNMENTS, self._target, to_row=assignment_row_now)
+
+
+def change_row_now(change: Mapping[str, Any]) -> dict:
+    """Change record -> `segment_changes` row, stamped with the processing time of its detection."""
+    return change_row(change, time.time_ns() // 1000)
+
+
+class WriteChanges(beam.PTransform):
+    """Writes change records (`transforms.changes`) to `segment_changes`.
+
+    Returns:
+        Dead letters (ROW_REJECTED) of the changes that could not be written.
+    """
+
+    def __init__(self, target: BigQueryTarget):
+        super().__init__()
+        self._target = target
+
+    def expand(self, changes: beam.PCollection[dict]) -> beam.PCollection[DeadLetter]:
+        return changes | "WriteSegmentChanges" >> WriteTable(Table.SEGMENT_CHANGES, self._target, to_row=change_row_now)
 
 
 class WriteDeadLetters(beam.PTransform):

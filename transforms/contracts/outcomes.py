@@ -92,6 +92,7 @@ def encode_payload(raw: bytes | str) -> tuple[str, str]:
 # table "bigquery.<table>.<WriteCount>".
 READ = "read"
 ASSIGNMENTS = "assignments"  # segment rows produced (per user and window), by the model handler
+CHANGES = "segment_changes"  # change records emitted by the change detection (transforms.changes)
 DEAD_LETTER_PREFIX = "dead_letter."
 FILTERED_PREFIX = "filtered."
 WRITE_PREFIX = "bigquery."
@@ -101,8 +102,9 @@ class WriteCount(str, enum.Enum):
     """What became of the rows handed to a warehouse table (counters `bigquery.<table>.<count>`).
 
     Every row handed over is loaded or refused: ``rows == loaded + rejected + load_failed``
-    once the job has finished. A refused row becomes a dead letter (assignments) or is
-    kept in the fallback folder (dead letters and audit rows): ``fallback``.
+    once the job has finished. A refused row becomes a dead letter (assignments and
+    changes: ``dead_lettered``) or is kept in the fallback folder (dead letters and audit
+    rows: ``fallback``).
     """
 
     ROWS = "rows"  # handed to the write
@@ -110,6 +112,7 @@ class WriteCount(str, enum.Enum):
     REJECTED = "rejected"  # refused by the schema check before loading
     LOAD_FAILED = "load_failed"  # in a load that failed after its retries
     FALLBACK = "fallback"  # refused, and written to the fallback folder instead
+    DEAD_LETTERED = "dead_lettered"  # refused, and turned into a row_rejected dead letter
 
 
 def counter(name: str):

@@ -78,7 +78,7 @@ def test_erase_deletes_every_row_of_the_users_and_only_theirs(warehouse, unique_
     erasure = erase_users(client, project, unique_dataset, ["u-17", " u 3 ", "u-17"], DEMO_ID_KEY, str(suppression),
                           erasure_id="erase-1", now_us=T0)
 
-    assert erasure.deleted == {"segment_assignments": 6, "dead_letters": 10, "shadow_moves": 2}
+    assert erasure.deleted == {"segment_assignments": 6, "dead_letters": 10, "segment_changes": 0, "shadow_moves": 2}
     left = [r["user_key"] for r in client.query(f"SELECT user_key FROM `{table('segment_assignments')}`").result()]
     assert sorted(left) == [keys["other"]] * 3
     shadow = [r["user_key"] for r in client.query(f"SELECT user_key FROM `{table('shadow_moves')}`").result()]
@@ -90,13 +90,13 @@ def test_erase_deletes_every_row_of_the_users_and_only_theirs(warehouse, unique_
     assert (audit["erasure_id"], audit["users"], sorted(audit["user_keys"])) == (
         "erase-1", 2, sorted([keys["gone"], keys["spaced"]]))
     assert sorted((d["table_name"], d["row_count"]) for d in audit["deleted"]) == [
-        ("dead_letters", 10), ("segment_assignments", 6), ("shadow_moves", 2)]
+        ("dead_letters", 10), ("segment_assignments", 6), ("segment_changes", 0), ("shadow_moves", 2)]
     assert "u-17" not in json.dumps(audit, default=str) and "u 3" not in json.dumps(audit, default=str)
 
     # Idempotent: a second erasure finds nothing more and adds nothing to the list.
     again = erase_users(client, project, unique_dataset, ["u-17"], DEMO_ID_KEY, str(suppression), now_us=T0)
     assert (again.deleted, again.suppression_added) == (
-        {"segment_assignments": 0, "dead_letters": 0, "shadow_moves": 0}, 0)
+        {"segment_assignments": 0, "dead_letters": 0, "segment_changes": 0, "shadow_moves": 0}, 0)
 
 
 @pytest.mark.parametrize("data, binary, found", [

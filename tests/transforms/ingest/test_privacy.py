@@ -84,9 +84,27 @@ def test_the_privacy_step_suppresses_the_ids_the_list_names(tmp_path):
     events = [Event(event_id=f"e{i}", user_id=u, event_type="page_view", timestamp_us=0, consent_personalization=True)
               for i, u in enumerate(users)]
     with TestPipeline() as p:
-        kept = p | beam.Create(events) | ApplyPrivacy(DEMO_ID_KEY, str(path))
+        kept = (p | beam.Create(events) | ApplyPrivacy(DEMO_ID_KEY, str(path))).events
         assert_that(kept | beam.Map(lambda e: e.user_id),
                     equal_to([pseudonymise(DEMO_ID_KEY, "u4"), pseudonymise(DEMO_ID_KEY, "u5")]))
+
+
+def test_each_event_kept_out_comes_with_its_reason(tmp_path):
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.contracts.events import Event
+
+    path = tmp_path / "list.txt"
+    path.write_text("gone\n")
+    # consent: granted, refused, missing (deny by default), granted but suppressed
+    cases = [("u1", True), ("u2", False), ("u3", None), ("gone", True)]
+    events = [Event(event_id=f"e{i}", user_id=u, event_type="page_view", timestamp_us=0, consent_personalization=c)
+              for i, (u, c) in enumerate(cases)]
+    with TestPipeline() as p:
+        out = p | beam.Create(events) | ApplyPrivacy(DEMO_ID_KEY, str(path))
+        assert_that(out.filtered, equal_to(["no_consent", "no_consent", "suppressed"]), label="Reasons")
+        assert_that(out.events | beam.Map(lambda e: e.event_id), equal_to(["e0"]), label="Kept")
 
 
 # ----------------------------------------------------------------------------- the key
