@@ -30,7 +30,7 @@ from tests.support.expected import END
 from tests.support.psi import counts_by_comparison, psi_of_shares
 from transforms.contracts.feature_spec import MODEL_FEATURES
 
-HISTORY_DAYS = 6
+HISTORY_DAYS = 5
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def demo(tmp_path_factory, warehouse):
     """A dataset filled like `segments demo` does, the report's inputs, and a candidate model."""
     work = tmp_path_factory.mktemp("report")
     events = work / "events.jsonl"
-    generate.generate_events(str(events), users=250, days=21, end=END, seed=7, fmt="jsonl", corrupt_rate=0.01)
+    generate.generate_events(str(events), users=150, days=14, end=END, seed=7, fmt="jsonl", corrupt_rate=0.01)
     dataset = f"t_{uuid.uuid4().hex[:10]}"
     summary = batch.run(["--input", str(events), "--demo_key", "--run_id", "report-run", "--history_days",
                          str(HISTORY_DAYS), "--bq_endpoint", warehouse.endpoint, "--bq_project", warehouse.project,

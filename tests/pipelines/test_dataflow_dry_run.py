@@ -124,6 +124,7 @@ def streaming_job(offline, model_dir):
     kwargs = {}
     if _streaming_accepts_target():
         kwargs["target"] = BigQueryTarget(project=PROJECT, dataset=DATASET, streaming=True)
+        kwargs["drift"] = DriftMonitor.from_card(load_card(model_dir))  # each interval's PSI: TallyDrift
     streaming.build_pipeline(p, options.view_as(streaming.StreamingOptions), b"k" * 32, assignment_handler(model_dir),
                              **kwargs)
     return _dry_run(p)
@@ -255,6 +256,7 @@ def test_streaming_ingest_steps_have_their_stable_labels(streaming_job):
 def test_streaming_has_every_step_of_the_final_pipeline(streaming_job):
     labels = top_level_labels(streaming_job)
     assert [label for label in labels if label in STREAMING_STEPS] == STREAMING_STEPS
+    assert "TallyDrift" in labels  # the drift of each audit interval
 
 
 @pytest.mark.xfail(not _streaming_accepts_target(), strict=True,
