@@ -103,6 +103,8 @@ def _cmd_run(args: argparse.Namespace, rest: Sequence[str]) -> int:
     print(f"{PROG} run: finished in {time.monotonic() - started:.1f} s")
     print(f"{PROG} run: {summary.console_line()}")
     print(f"{PROG} run: {summary.writes_line()}")
+    if summary.drift_line():
+        print(f"{PROG} run: {summary.drift_line()}")
     if args.summary:
         print(f"{PROG} run: summary written to {args.summary}")
     summary.check()
@@ -162,6 +164,10 @@ COMMANDS: dict[str, tuple[str, Callable, Callable, bool]] = {
               _lazy("add_arguments", "erase_cli"), _lazy("cmd_erase", "erase_cli"), False),
     "changes": ("Print segment changes as they arrive on Pub/Sub; --local follows `segments stream --local`.",
                 _lazy("add_arguments", "changes"), _lazy("cmd_changes", "changes"), False),
+    "report": ("Write the segment report: one self-contained HTML page (sizes, profiles, movements, drift, health).",
+               _lazy("add_arguments", "report.cli"), _lazy("cmd_report", "report.cli"), False),
+    "shadow": ("Score the latest rows with the current and a candidate model; write who would move (shadow_moves).",
+               _lazy("add_arguments", "shadow"), _lazy("cmd_shadow", "shadow"), False),
     "demo": ("Generate events, run the job locally and show the segments.", _add_demo_arguments, _cmd_demo, False),
 }
 
@@ -236,6 +242,7 @@ def _user_facing(error: Exception) -> Optional[tuple[str, int]]:
     from pipelines.batch import JobFailed
     from pipelines.options import ConfigError
     from pipelines.summary import ReconciliationError, WriteFailure
+    from devtools.report.gather import ReportError
     from transforms.bigquery.loads import WarehouseUnreachable
     from transforms.ingest.privacy import MissingIdKey, SuppressionListError
 

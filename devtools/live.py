@@ -532,6 +532,7 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
     import tempfile
 
     from models.artifact import load_card
+    from models.drift import DriftMonitor
     from devtools import publisher, pubsub_emulator, warehouse
     from models.handler import assignment_handler
     from pipelines import streaming
@@ -591,7 +592,7 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
         job = options.view_as(LiveOptions)
         p = beam.Pipeline(options=options)
         outputs = streaming.build_pipeline(p, job, key_ref, assignment_handler(job.model_dir()), target, run_id,
-                                           card.get("model_version"))
+                                           card.get("model_version"), drift=DriftMonitor.from_card(card))
         tallies_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="segments-live-"))
         tallies_path = f"{tallies_dir}/tallies.jsonl"
         outputs.interval_counts | "SinkTallies" >> beam.ParDo(_AppendJsonLines(tallies_path))

@@ -47,7 +47,7 @@ import sklearn
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from models import clustering
+from models import clustering, drift
 from models.bgnbd import BgNbdParams
 from models.rfm import RfmThresholds
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES
@@ -195,7 +195,8 @@ def validate_card(card: Mapping) -> list[str]:
     non-empty ``name`` (distinct) and, when present, a ``centroid`` with a finite value for
     exactly the model features; the BG/NBD parameters r, alpha, a, b are finite and > 0
     with a known time unit; the RFM thresholds are four finite ascending numbers per
-    feature. (Whether the segments match the model's clusters needs the model:
+    feature; the training distribution, when the card has one, has ascending bin edges and
+    shares adding up to 1 (`models.drift.validate`). (Whether the segments match the model's clusters needs the model:
     `LoadedModel`.)
     """
     from models.bgnbd import DAYS_PER_UNIT
@@ -250,6 +251,8 @@ def validate_card(card: Mapping) -> list[str]:
             if not (isinstance(cuts, list) and len(cuts) == 4 and all(map(_finite, cuts))
                     and all(lo <= hi for lo, hi in zip(cuts, cuts[1:]))):
                 problems.append(f"RFM thresholds for {name} are {cuts!r}, not four finite ascending numbers")
+    if card.get(drift.CARD_KEY) is not None:  # cards trained before it have none
+        problems.extend(drift.validate(card[drift.CARD_KEY], MODEL_FEATURES))
     return problems
 
 

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from models.artifact import load_artifact
+from models.drift import DriftMonitor
 from models.explain import change_explainer
 from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
@@ -40,6 +41,7 @@ from transforms.bigquery.loads import WarehouseUnreachable, check_reachable, swe
 from transforms.bigquery.rows import audit_row
 from transforms.changes import ExplainerLoader
 from transforms.contracts.outcomes import ASSIGNMENTS
+from transforms.drift import DRIFT_ROWS, CountFeatureBins, bin_counts
 from transforms.features.as_of import AsOfMicros
 from transforms.ingest.files import ReadEventFiles
 from transforms.ingest.privacy import ApplyPrivacy, read_user_ids
@@ -68,7 +70,8 @@ class BatchOptions(FileInputOptions):
 
 def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handler: ModelHandler,
                    target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None,
-                   explainer: Optional[ExplainerLoader] = None) -> JobOutputs:
+                   explainer: Optional[ExplainerLoader] = None,
+                   drift_edges: Optional[Mapping[str, Sequence[float]]] = None) -> JobOutputs:
     """Builds the batch graph (exposed for testing).
 
     Duplicates are dropped inside the profile step's per-user grouping (the dedupe
@@ -84,6 +87,9 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
       explainer: explains segment changes; default: the model of ``--model``. The changes
         are those between consecutive score dates of a user within the run, and
         "entered" at the user's first scored date of the run (`transforms.changes`).
+      drift_edges: the model's training bins per feature (`models.drift.DriftMonitor.edges`): the
+        rows scored as of the run's as-of time are counted into them (counters ``drift.*``,
+        `transforms.drift`); None counts nothing.
     """
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
     events = (parsed.events
@@ -92,6 +98,8 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
     profiles = events | "Profiles" >> options.profile_transform(as_of_us, options.history_days)
     segmented = segment_and_write(profiles.features, handler, [parsed.dead_letters, profiles.too_late],
                                   target, run_id, explainer or change_explainer(options.model_dir()))
+    if drift_edges:
+        segmented.assignments | "DriftBins" >> CountFeatureBins(drift_edges, as_of_us)
     return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
                       changes=segmented.changes)
 
@@ -250,9 +258,11 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     run_id = batch.resolved_run_id("batch")
     target = batch.bigquery_target(run_id=run_id)
     handler = assignment_handler(batch.model_dir(), expected_sha256=card["model_sha256"])
+    monitor = DriftMonitor.from_card(card)  # None: a card without a training distribution
+    edges = monitor.edges if monitor else None
     if _dry_run(options):  # the runner builds the job and submits nothing: neither do we
         p = beam.Pipeline(options=options)
-        build_pipeline(p, batch, key, handler, target, run_id)
+        build_pipeline(p, batch, key, handler, target, run_id, drift_edges=edges)
         p.run()
         return RunSummary.from_counters({}, extra={"run_id": run_id, "dry_run": True})
     started_us = time.time_ns() // 1000
@@ -275,7 +285,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
             # the local warehouse, which works on the other core).
             views = background.submit(admin.create_views, target.client(), target.dataset, target.project)
         p = beam.Pipeline(options=options)
-        build_pipeline(p, batch, key, handler, target, run_id)
+        build_pipeline(p, batch, key, handler, target, run_id, drift_edges=edges)
         try:
             result = _run_interruptibly(p)
         except KeyboardInterrupt:
@@ -297,6 +307,9 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
         "model": batch.model_dir(), "model_version": card["model_version"],
         "tables": f"{target.project}.{target.dataset}",
     }, with_writes=True, fallback=target.fallback_dir)
+    drift = monitor.audit_fields(bin_counts(counters, edges), int(counters.get(DRIFT_ROWS, 0))) if monitor else None
+    if drift is not None:
+        summary.extra["drift"] = drift
     if views_error:  # the run itself succeeded: say so, keep the summary
         LOG.error("could not create the analyst views: %s", views_error)
         summary.extra["views_error"] = views_error
@@ -304,7 +317,8 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     row = audit(dict(summary.to_json(), dead_lettered={**summary.dead_lettered, **summary.rows_dead_lettered}),
                 finished_at_us=time.time_ns() // 1000, status=summary.status, detail=detail,
                 writes={table: {"produced": w.produced, "written": w.written, "dead_lettered": w.dead_lettered,
-                                "kept_in_fallback": w.kept_in_fallback} for table, w in summary.writes.items()})
+                                "kept_in_fallback": w.kept_in_fallback} for table, w in summary.writes.items()},
+                drift=drift)
     audit_error = _write_audit_row(target, row)
     if audit_error:
         summary.extra["audit_error"] = audit_error

@@ -41,6 +41,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from models.artifact import load_artifact
+from models.drift import DriftMonitor
 from models.explain import change_explainer
 from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
@@ -52,6 +53,7 @@ from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.tables import Table
 from transforms.bigquery.write import WriteTable
 from transforms.changes import ExplainerLoader
+from transforms.drift import TallyFeatureBins
 from transforms.ingest.messages import Messages, read_event_messages
 from transforms.ingest.privacy import ApplyPrivacy
 
@@ -122,7 +124,8 @@ def read_events(p: beam.Pipeline, options: StreamingOptions, id_key: bytes) -> I
 
 def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, handler: ModelHandler,
                    target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None,
-                   model_version: Optional[str] = None, explainer: Optional[ExplainerLoader] = None) -> JobOutputs:
+                   model_version: Optional[str] = None, explainer: Optional[ExplainerLoader] = None,
+                   drift: Optional[DriftMonitor] = None) -> JobOutputs:
     """Builds the streaming graph (exposed for testing).
 
     Args:
@@ -136,6 +139,8 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
       model_version: written on audit rows.
       explainer: explains segment changes; default: the model of ``--model``
         (`models.explain.change_explainer`).
+      drift: the model's training bins (`models.drift.DriftMonitor.from_card`): each audit row
+        records the PSI of the interval's midnight re-scorings; None records none.
     """
     messages, events, filtered = read_events(p, options, id_key)
     # One stateful step per user: the dedupe, sessions, the profile and its re-scoring.
@@ -156,9 +161,13 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
         segmented.assignments | "TallyAssignments" >> beam.ParDo(tally(AUDIT_ASSIGNMENTS)),
         segmented.changes | "TallyChanges" >> beam.ParDo(tally(AUDIT_CHANGES)),
         segmented.dead_letters | "TallyDeadLetters" >> beam.ParDo(code_tally()),
-    ) | "AuditTallies" >> beam.Flatten()
+    )
+    if drift is not None:  # the midnight re-scorings counted into the training bins, per bundle too
+        tallies += (segmented.assignments | "TallyDrift" >> beam.ParDo(TallyFeatureBins(drift.edges)),)
+    tallies = tallies | "AuditTallies" >> beam.Flatten()
     audited = tallies | "Audit" >> StreamingAudit(
-        dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription, model_version)
+        dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription, model_version,
+        drift)
     # Refused audit rows are logged by the sink; there is no further table for them.
     audited.rows | "WriteAudit" >> WriteTable(Table.RUN_AUDIT, target)
     return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
@@ -198,7 +207,7 @@ def run(argv: Optional[Sequence[str]] = None) -> PipelineResult:
     p = beam.Pipeline(options=options)
     build_pipeline(p, streaming, id_key, assignment_handler(streaming.model_dir(), expected_sha256=card["model_sha256"]),
                    target,
-                   streaming.resolved_run_id("stream"), card.get("model_version"))
+                   streaming.resolved_run_id("stream"), card.get("model_version"), drift=DriftMonitor.from_card(card))
     return p.run()
 
 

@@ -212,6 +212,20 @@ class RunSummary:
             verdict = "NOT ALL WRITTEN"
         return "; ".join(parts) + f": {verdict}"
 
+    def drift_line(self) -> Optional[str]:
+        """One line on the drift the run recorded in run_audit (None when the model card has no bins)."""
+        from models.drift import MAJOR, flag
+
+        drift = self.extra.get("drift")
+        if not drift:
+            return None
+        if not drift.get("drift_rows"):
+            return "drift: no row scored as of the run's as-of time to compare with the training data"
+        top = drift["drift"][0] if drift.get("drift") else {}
+        return (f"drift: largest population stability index {drift['drift_max_psi']:.3f} ({top.get('feature')}) "
+                f"over {drift['drift_rows']:,} users against the training data: {flag(drift['drift_max_psi'])} "
+                f"(alert above {MAJOR})")
+
     def check(self) -> None:
         """Raises when a record met no fate (or two), or a produced row is not in the warehouse.
 

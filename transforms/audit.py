@@ -27,6 +27,7 @@ from apache_beam.transforms import window
 
 from transforms.bigquery.rows import audit_row, format_timestamp
 from transforms.contracts.outcomes import DeadLetter, ErrorCode
+from transforms.drift import DRIFT_ROWS, bin_counts
 
 
 AUDIT_READ = "read"  # records read: a single-event message, or one line of a batched message
@@ -74,13 +75,19 @@ class AuditCountsFn(beam.CombineFn):
         return dict(acc)
 
 
-def interval_audit_row(counts: dict, run_id: str, subscription: str, model_version: Optional[str]) -> dict:
+def interval_audit_row(counts: dict, run_id: str, subscription: str, model_version: Optional[str],
+                       drift=None) -> dict:
     """A `run_audit` row (mode ``streaming``) from one interval's `AuditCountsFn` output.
 
     ``valid`` is the events that left the dedupe minus the too-late ones; filtered and
     duplicate counts are differences of stage tallies that only hold once nothing is in
     flight (see the module docstring), so ``duplicates`` is NULL, ``filtered`` empty and
     ``reconciled`` NULL.
+
+    With `drift` (the model's `models.drift.DriftMonitor`, handed in by the job), the row
+    also carries the PSI of the interval's midnight re-scorings against the training bins,
+    from the ``drift.*`` tallies of `transforms.drift.TallyFeatureBins`; NULL in an interval
+    without any.
     """
     first_us, last_us = counts.get(_FIRST_US), counts.get(_LAST_US)
     dead = {code.value: counts[code.value] for code in ErrorCode if counts.get(code.value)}
@@ -92,8 +99,10 @@ def interval_audit_row(counts: dict, run_id: str, subscription: str, model_versi
         "assignments": counts.get(AUDIT_ASSIGNMENTS, 0),
     }
     stamp = format_timestamp(last_us) if last_us is not None else "unknown"
+    rows = counts.get(DRIFT_ROWS, 0)
+    drift_fields = drift.audit_fields(bin_counts(counts, drift.edges), rows) if drift is not None and rows else None
     return audit_row(summary, run_id=f"{run_id}/{stamp}", mode="streaming", input=subscription,
-                     started_at_us=first_us, finished_at_us=last_us, model_version=model_version)
+                     started_at_us=first_us, finished_at_us=last_us, model_version=model_version, drift=drift_fields)
 
 
 class Audited(NamedTuple):
@@ -117,15 +126,19 @@ class StreamingAudit(beam.PTransform):
         run_id: the job's id; each row's is ``<run_id>/<last processing time>``.
         subscription: recorded as the row's input.
         model_version: recorded on the rows.
+        drift: the model's training bins and PSI (`models.drift.DriftMonitor`: ``edges`` and
+            ``audit_fields``), to record the drift of each interval's midnight re-scorings
+            (tallied by `transforms.drift.TallyFeatureBins`); None records none.
     """
 
     def __init__(self, interval: dt.timedelta, run_id: str, subscription: str,
-                 model_version: Optional[str] = None):
+                 model_version: Optional[str] = None, drift=None):
         super().__init__()
         self._interval_s = int(interval.total_seconds())
         self._run_id = run_id
         self._subscription = subscription
         self._model_version = model_version
+        self._drift = drift
 
     def expand(self, tallies: beam.PCollection[tuple[str, int]]) -> Audited:
         from apache_beam.transforms import trigger, window
@@ -139,7 +152,7 @@ class StreamingAudit(beam.PTransform):
                 accumulation_mode=trigger.AccumulationMode.DISCARDING)
             | "CountPerInterval" >> beam.CombineGlobally(AuditCountsFn()).without_defaults()
         )
-        rows = counts | "ToAuditRow" >> beam.Map(interval_audit_row, run_id, subscription, model_version)
+        rows = counts | "ToAuditRow" >> beam.Map(interval_audit_row, run_id, subscription, model_version, self._drift)
         return Audited(counts, rows)
 
 

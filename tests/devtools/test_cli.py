@@ -98,6 +98,11 @@ REFUSED_BY_ARGPARSE = [
     ("input missing", ["run"], 2, "the following arguments are required: --input"),
     ("no such command", ["nosuchcommand"], 2, "invalid choice: 'nosuchcommand'"),
     ("warehouse port out of range", ["warehouse", "start", "--port", "80"], 2, "port number"),
+    ("report without --out", ["report"], 2, "the following arguments are required: --out"),
+    ("report with a bad date", ["report", "--out", "{root}/r.html", "--from", "2026-13-01"], 2,
+     "expected a date YYYY-MM-DD"),
+    ("shadow without a candidate", ["shadow"], 2, "the following arguments are required: --candidate"),
+    ("shadow with a tiny page", ["shadow", "--candidate", "x", "--page_size", "5"], 2, "from 100 to 1,000,000"),
 ]
 # Command lines that get past argparse: run as a user would.
 WALK = [
@@ -124,6 +129,13 @@ WALK = [
     ("erase into a directory", ["erase", "--user_ids", "{root}/events.jsonl", "--suppression_list", "{root}/dir",
                                 "--demo_key"], 2, "is a directory"),
     ("query with both", ["query", "SELECT 1", "--view", "current_segment"], 2, "either a SQL query or --view"),
+    ("report into a directory", ["report", "--out", "{root}/dir"], 2, "--out {root}/dir is a directory"),
+    ("report from after to", ["report", "--out", "{root}/r.html", "--from", "2026-02-01", "--to", "2026-01-01"], 2,
+     "--from 2026-02-01 is after --to 2026-01-01"),
+    ("report of a missing model", ["report", "--out", "{root}/r.html", "--model", "{root}/no_model"], 2,
+     "cannot read"),
+    ("shadow with a missing candidate", ["shadow", "--candidate", "{root}/no_model"], 2, "cannot read"),
+    ("shadow with a tampered candidate", ["shadow", "--candidate", "{root}/tampered"], 2, "refusing to unpickle"),
 ]
 
 

@@ -16,6 +16,7 @@ from transforms.bigquery import admin as bq_admin
 from devtools import generate
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES
 from tests.support.expected import DAY, END, expected_scorings
+from tests.support.psi import counts_by_comparison, psi_of_shares
 from transforms.ingest.privacy import DEMO_ID_KEY, pseudonymise
 
 
@@ -100,6 +101,19 @@ def test_batch_end_to_end(events_file, warehouse, unique_dataset):
         f"SELECT * FROM `{warehouse.project}.{unique_dataset}.run_audit` WHERE run_id = 'run-1'").result()
     assert (audit["read"], audit["valid"], audit["duplicates"], audit["reconciled"]) == (
         first.read, first.valid, first.duplicates, True)
+    # ... and records the drift of every user's features as of the run's as-of time against
+    # the card's training bins, PSI worked out by hand from the rows in the table.
+    latest = max(row["score_date"] for row in rows)
+    current = [row["features"] for row in rows if row["score_date"] == latest]
+    bins = card["distribution"]["features"]
+    expected = {name: psi_of_shares(bins[name]["proportions"],
+                                    counts_by_comparison([f[name] for f in current], bins[name]["edges"]))
+                for name in MODEL_FEATURES}
+    top = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    assert audit["drift_rows"] == len(current)
+    assert audit["drift_max_psi"] == pytest.approx(top[0][1])
+    assert [d["feature"] for d in audit["drift"]] == [name for name, _ in top]
+    assert [d["psi"] for d in audit["drift"]] == pytest.approx([value for _, value in top])
 
     # A rerun over the same input and model leaves the same rows, assigned_at and detected_at included.
     run_job(events_file, warehouse, unique_dataset, "run-2").check()

@@ -24,6 +24,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.portability.api import beam_runner_api_pb2
 from google.cloud import dataflow
 
+from models.artifact import load_card
+from models.drift import DriftMonitor
 from models.handler import assignment_handler
 from pipelines import batch, streaming
 from tests.support.models import save_small_model
@@ -44,8 +46,9 @@ WRITE_URN = "beam:transform:write_to_big_query:v0"
 # Segment changes (issue 19) added three steps after scoring, none renamed: "SegmentChanges"
 # (a new keyed state, so the first job with it is a new job: every user "enters" once),
 # "WriteChanges" (the segment_changes table) and, with --changes_topic, "PublishChanges".
+# Drift (issue 20) added "DriftBins": the scored rows counted into the model's training bins.
 BATCH_STEPS = ["ReadEvents", "Privacy", "AsOf", "Profiles", "AssignSegments", "WriteAssignments", "SegmentChanges",
-               "WriteChanges", "WriteDeadLetters"]
+               "WriteChanges", "WriteDeadLetters", "DriftBins"]
 STREAMING_INGEST_STEPS = ["ReadPubSub", "ParseRecords", "Privacy"]
 STREAMING_STEPS = STREAMING_INGEST_STEPS + [
     "Profiles", "AssignSegments", "WriteAssignments", "SegmentChanges", "WriteChanges", "PublishChanges",
@@ -104,7 +107,7 @@ def batch_job(offline, model_dir):
     p = beam.Pipeline(options=options)
     target = BigQueryTarget(project=PROJECT, dataset=DATASET)
     batch.build_pipeline(p, options.view_as(batch.BatchOptions), b"k" * 32, assignment_handler(model_dir), target,
-                         "batch-test")
+                         "batch-test", drift_edges=DriftMonitor.from_card(load_card(model_dir)).edges)
     return _dry_run(p)
 
 
@@ -121,6 +124,7 @@ def streaming_job(offline, model_dir):
     kwargs = {}
     if _streaming_accepts_target():
         kwargs["target"] = BigQueryTarget(project=PROJECT, dataset=DATASET, streaming=True)
+        kwargs["drift"] = DriftMonitor.from_card(load_card(model_dir))  # each interval's PSI: TallyDrift
     streaming.build_pipeline(p, options.view_as(streaming.StreamingOptions), b"k" * 32, assignment_handler(model_dir),
                              **kwargs)
     return _dry_run(p)
@@ -252,6 +256,7 @@ def test_streaming_ingest_steps_have_their_stable_labels(streaming_job):
 def test_streaming_has_every_step_of_the_final_pipeline(streaming_job):
     labels = top_level_labels(streaming_job)
     assert [label for label in labels if label in STREAMING_STEPS] == STREAMING_STEPS
+    assert "TallyDrift" in labels  # the drift of each audit interval
 
 
 @pytest.mark.xfail(not _streaming_accepts_target(), strict=True,

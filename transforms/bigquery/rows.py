@@ -278,6 +278,7 @@ def audit_row(
     detail: str | None = None,
     writes: Mapping[str, Mapping[str, int]] | None = None,
     fallback: str | None = None,
+    drift: Mapping[str, Any] | None = None,
 ) -> dict:
     """A run summary as a `run_audit` row.
 
@@ -293,6 +294,8 @@ def audit_row(
         detail: one line on what went wrong.
         writes: per table {produced, written, dead_lettered, kept_in_fallback}.
         fallback: where refused rows were kept.
+        drift: the drift fields (`models.drift.DriftMonitor.audit_fields`): drift_rows,
+            drift_max_psi, drift [{feature, psi}]; None leaves them NULL.
     """
     def counts(key: str, name: str) -> list[dict]:
         items = summary.get(key) or {}
@@ -321,6 +324,10 @@ def audit_row(
         "writes": [{"table_name": table, **{k: int(_plain(counts.get(k, 0))) for k in _WRITE_COUNTS}}
                    for table, counts in sorted((writes or {}).items())],
         "fallback": fallback,
+        "drift_rows": None if drift is None else drift.get("drift_rows"),
+        "drift_max_psi": None if drift is None else drift.get("drift_max_psi"),
+        "drift": [] if drift is None else [{"feature": str(d["feature"]), "psi": float(d["psi"])}
+                                           for d in drift.get("drift") or []],
     }
 
 

@@ -39,6 +39,7 @@ class Table(str, enum.Enum):
     RUN_AUDIT = "run_audit"
     ERASURE_AUDIT = "erasure_audit"
     SEGMENT_CHANGES = "segment_changes"
+    SHADOW_MOVES = "shadow_moves"
 
 
 # The features RECORD is derived from the model-input contract, never retyped.
@@ -113,6 +114,12 @@ RUN_AUDIT_SCHEMA: tuple[dict, ...] = (
     _f("writes", "RECORD", REPEATED, (_f("table_name", "STRING"), _f("produced", "INT64"), _f("written", "INT64"),
                                        _f("dead_lettered", "INT64"), _f("kept_in_fallback", "INT64"))),
     _f("fallback", "STRING"),  # where refused rows were kept, when any were
+    # Drift of the model's input against its training distribution (models.drift): the rows
+    # compared (batch: every user as of the run's as_of; streaming: the interval's midnight
+    # re-scorings), the largest population stability index, and the features with the largest.
+    _f("drift_rows", "INT64"),
+    _f("drift_max_psi", "FLOAT64"),
+    _f("drift", "RECORD", REPEATED, (_f("feature", "STRING"), _f("psi", "FLOAT64"))),
 )
 
 ERASURE_AUDIT_SCHEMA: tuple[dict, ...] = (
@@ -123,6 +130,31 @@ ERASURE_AUDIT_SCHEMA: tuple[dict, ...] = (
     _f("deleted", "RECORD", REPEATED, (_f("table_name", "STRING"), _f("row_count", "INT64"))),
     _f("suppression_list", "STRING"),  # the list the ids were appended to
     _f("suppression_added", "INT64"),  # ids that were not on it yet
+)
+
+
+SHADOW_DRIVER_FIELDS: tuple[dict, ...] = (
+    _f("feature", "STRING", REQUIRED),
+    _f("value", "FLOAT64"),  # the user's value
+    _f("current_centroid", "FLOAT64"),  # the centre of the user's current segment (original units)
+    _f("candidate_centroid", "FLOAT64"),  # the centre of the candidate's segment (original units)
+    _f("contribution", "FLOAT64"),  # (z - current centre)^2 - (z - candidate centre)^2, candidate's scaled space
+)
+
+SHADOW_MOVES_SCHEMA: tuple[dict, ...] = (
+    _f("shadow_id", "STRING", REQUIRED),  # <score_date>:<current model version>:<candidate model version>
+    _f("user_key", "STRING", REQUIRED),
+    _f("score_date", "DATE", REQUIRED),  # the day of the segment_assignments rows both models scored
+    _f("as_of", "TIMESTAMP", REQUIRED),  # the rows' scoring time
+    _f("current_model_version", "STRING", REQUIRED),
+    _f("candidate_model_version", "STRING", REQUIRED),
+    _f("current_segment_id", "INT64", REQUIRED),
+    _f("current_segment_name", "STRING", REQUIRED),
+    _f("candidate_segment_id", "INT64", REQUIRED),
+    _f("candidate_segment_name", "STRING", REQUIRED),
+    _f("moved", "BOOL", REQUIRED),  # the candidate gives another segment id
+    _f("drivers", "RECORD", REPEATED, SHADOW_DRIVER_FIELDS),  # the features driving a move (movers only)
+    _f("created_at", "TIMESTAMP", REQUIRED),  # processing time of the comparison
 )
 
 
@@ -243,6 +275,15 @@ TABLES: dict[Table, TableSpec] = {
         merge_key="change_key",
         description="One row per segment change of a user (entered, moved segment, or changed named RFM segment), "
                     "with the features that moved the user most.",
+    ),
+    Table.SHADOW_MOVES: TableSpec(
+        Table.SHADOW_MOVES,
+        SHADOW_MOVES_SCHEMA,
+        partition_field="score_date",
+        clustering=("shadow_id", "moved"),
+        merge_key=None,  # a rerun of the same comparison replaces its rows (segments shadow)
+        description="One row per user scored by a shadow comparison (segments shadow): the segment of the current "
+                    "model and of a candidate, and the features driving a move. Assignments are not changed.",
     ),
 }
 

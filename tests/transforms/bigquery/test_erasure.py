@@ -66,15 +66,23 @@ def test_erase_deletes_every_row_of_the_users_and_only_theirs(warehouse, unique_
     stored = [dl for name in users for dl in letters(users[name]).values()]
     load_rows(client, bt.TABLES[bt.Table.DEAD_LETTERS], table("dead_letters"),
               [bq_rows.dead_letter_row(dl, "run-1") for dl in stored])
+    # A shadow comparison (segments shadow) keeps users too.
+    load_rows(client, bt.TABLES[bt.Table.SHADOW_MOVES], table("shadow_moves"), [
+        {"shadow_id": "s1", "user_key": keys[name], "score_date": "2024-01-01", "as_of": "2024-01-02 00:00:00 UTC",
+         "current_model_version": "a", "candidate_model_version": "b", "current_segment_id": 1,
+         "current_segment_name": "x", "candidate_segment_id": 1, "candidate_segment_name": "x", "moved": False,
+         "drivers": [], "created_at": "2024-01-02 00:00:00 UTC"} for name in users])
     suppression = tmp_path / "erasures.txt"
     suppression.write_text("# requests\nu-1\n")
 
     erasure = erase_users(client, project, unique_dataset, ["u-17", " u 3 ", "u-17"], DEMO_ID_KEY, str(suppression),
                           erasure_id="erase-1", now_us=T0)
 
-    assert erasure.deleted == {"segment_assignments": 6, "dead_letters": 10, "segment_changes": 0}
+    assert erasure.deleted == {"segment_assignments": 6, "dead_letters": 10, "segment_changes": 0, "shadow_moves": 2}
     left = [r["user_key"] for r in client.query(f"SELECT user_key FROM `{table('segment_assignments')}`").result()]
     assert sorted(left) == [keys["other"]] * 3
+    shadow = [r["user_key"] for r in client.query(f"SELECT user_key FROM `{table('shadow_moves')}`").result()]
+    assert shadow == [keys["other"]]
     remaining = {r["raw_payload"] for r in client.query(f"SELECT raw_payload FROM `{table('dead_letters')}`").result()}
     assert remaining == {dl.raw_payload for dl in letters(users["other"]).values()}
     assert read_suppression_list(str(suppression)) == {"u-1", "u-17", " u 3 "}
@@ -82,12 +90,13 @@ def test_erase_deletes_every_row_of_the_users_and_only_theirs(warehouse, unique_
     assert (audit["erasure_id"], audit["users"], sorted(audit["user_keys"])) == (
         "erase-1", 2, sorted([keys["gone"], keys["spaced"]]))
     assert sorted((d["table_name"], d["row_count"]) for d in audit["deleted"]) == [
-        ("dead_letters", 10), ("segment_assignments", 6), ("segment_changes", 0)]
+        ("dead_letters", 10), ("segment_assignments", 6), ("segment_changes", 0), ("shadow_moves", 2)]
     assert "u-17" not in json.dumps(audit, default=str) and "u 3" not in json.dumps(audit, default=str)
 
     # Idempotent: a second erasure finds nothing more and adds nothing to the list.
     again = erase_users(client, project, unique_dataset, ["u-17"], DEMO_ID_KEY, str(suppression), now_us=T0)
-    assert (again.deleted, again.suppression_added) == ({"segment_assignments": 0, "dead_letters": 0, "segment_changes": 0}, 0)
+    assert (again.deleted, again.suppression_added) == (
+        {"segment_assignments": 0, "dead_letters": 0, "segment_changes": 0, "shadow_moves": 0}, 0)
 
 
 @pytest.mark.parametrize("data, binary, found", [

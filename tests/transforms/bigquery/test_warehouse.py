@@ -101,7 +101,8 @@ def test_default_data_dir_is_in_the_project(monkeypatch, tmp_path):
 
 def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
     again = bq_admin.setup(warehouse.client, module_dataset)  # the fixture ran it once already
-    assert again["tables"] == ["segment_assignments", "dead_letters", "run_audit", "erasure_audit", "segment_changes"]
+    assert again["tables"] == ["segment_assignments", "dead_letters", "run_audit", "erasure_audit", "segment_changes",
+                               "shadow_moves"]
     changes = warehouse.client.get_table(f"{warehouse.project}.{module_dataset}.segment_changes")
     assert (changes.time_partitioning.field, changes.clustering_fields) == ("score_date", ["user_key"])
     unique_dataset = module_dataset
@@ -113,7 +114,9 @@ def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
     assert {f.name: f.field_type for f in table.schema}["score_date"] == "DATE"
     names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
     assert names == {"segment_assignments", "dead_letters", "run_audit", "erasure_audit", "segment_changes",
-                     *bq_admin.VIEWS}
+                     "shadow_moves", *bq_admin.VIEWS}
+    shadow = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.shadow_moves")
+    assert (shadow.time_partitioning.field, shadow.clustering_fields) == ("score_date", ["shadow_id", "moved"])
     letters = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.dead_letters")
     assert letters.time_partitioning.expiration_ms == 30 * 86_400_000  # raw ids: 30 days by default
 
