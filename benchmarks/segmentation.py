@@ -12,7 +12,7 @@ Steps, all in one run so the timings are comparable:
 
 Run::
 
-    python -m benchmarks.segmentation                                   # 20,000 users: ~15 min on 2 cores
+    python -m benchmarks.segmentation                                   # 20,000 users: ~10 min on 2 cores
     python -m benchmarks.segmentation --users 5000 --algorithms kmeans,density --json out.json
 
 Output: a Markdown table (algorithm, k, segments, unclassified share, ARI, supervised
@@ -47,7 +47,9 @@ def _rows(events: str, work: str) -> list[dict]:
     from pipelines.train import TrainOptions, _read_rows, build_pipeline
     from transforms.ingest.privacy import DEMO_ID_KEY
 
-    options = PipelineOptions(["--input", events, "--out", os.path.join(work, "unused"), "--demo_key"])
+    # Without the baseline days (the card's daily-movement baseline): one row per user.
+    options = PipelineOptions(["--input", events, "--out", os.path.join(work, "unused"), "--demo_key",
+                               "--baseline_days", "0"])
     prefix = os.path.join(work, "rows", "rows")
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, options.view_as(TrainOptions), DEMO_ID_KEY, prefix, None)

@@ -113,8 +113,8 @@ def _child_feature_stage(path: str) -> Callable[[], int]:
         # The head of `pipelines.batch.build_pipeline`, same labels, without scoring and writes.
         with beam.Pipeline(options=options) as p:
             parsed = p | "ReadEvents" >> ReadEventFiles(batch.input, batch.validation_config())
-            events = parsed.events | "Privacy" >> ApplyPrivacy(DEMO_ID_KEY, batch.suppression_list,
-                                                               batch.consent_default)
+            events = (parsed.events | "Privacy" >> ApplyPrivacy(DEMO_ID_KEY, batch.suppression_list,
+                                                                batch.consent_default)).events
             as_of_us = events | "AsOf" >> AsOfMicros(batch.as_of)
             profiles = events | "Profiles" >> batch.profile_transform(as_of_us, batch.history_days)
             _ = profiles.features | "Count" >> beam.Map(count)

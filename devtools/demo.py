@@ -1,4 +1,4 @@
-"""`segments demo`: generate events, run the batch job into the local warehouse, show the segments.
+"""`segments demo`: generate events, run the batch job into the local warehouse, show the segments, write the report.
 
 Everything lives under `--workdir` (default `.work/demo`) and the local warehouse
 (`.work/warehouse`, left running so that you can query it afterwards). The
@@ -53,7 +53,7 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
     summary_path = os.path.join(args.workdir, "summary.json")
     end = dt.datetime.now(dt.timezone.utc).date()
 
-    say(f"[1/4] generating {args.users:,} users x {args.days} days of events -> {events_path}")
+    say(f"[1/5] generating {args.users:,} users x {args.days} days of events -> {events_path}")
     started = time.monotonic()
     stats = generate_module.generate_events(
         events_path, users=args.users, days=args.days, end=end, seed=args.seed, fmt="jsonl",
@@ -61,8 +61,8 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
     say(f"      {stats.records:,} records: {stats.events:,} valid events, {stats.corrupt:,} corrupt,"
         f" {stats.duplicates:,} duplicates, in {time.monotonic() - started:.1f} s")
 
-    say("[2/4] starting the local warehouse (a BigQuery API on 127.0.0.1) and creating the tables")
-    info = warehouse.start()
+    say("[2/5] starting the local warehouse (a BigQuery API on 127.0.0.1) and creating the tables")
+    info = warehouse.start(rest_port=getattr(args, "warehouse_port", None))
     client = client_for(info["endpoint"], info["project"])
     # The demo starts from an empty dataset, so what it shows is this run's output only.
     client.delete_dataset(f"{info['project']}.{args.bq_dataset}", delete_contents=True, not_found_ok=True)
@@ -70,7 +70,7 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
     admin.create_tables(client, args.bq_dataset, project=info["project"])
     say(f"      {info['endpoint']}, dataset {info['project']}.{args.bq_dataset}")
 
-    say("[3/4] running the batch job on DirectRunner: ingest -> profiles -> model -> warehouse")
+    say("[3/5] running the batch job on DirectRunner: ingest -> profiles -> model -> warehouse")
     started = time.monotonic()
     summary = batch.run([
         "--input", events_path, "--summary", summary_path, "--demo_key", "--history_days", str(HISTORY_DAYS),
@@ -78,15 +78,28 @@ def run_demo(args: argparse.Namespace, say=print) -> dict:
     ])
     say(f"      finished in {time.monotonic() - started:.1f} s")
     say(f"      {summary.console_line()}")
+    say(f"      {summary.writes_line()}")
+    if summary.drift_line():
+        say(f"      {summary.drift_line()}")
     dead = {code: n for code, n in summary.dead_lettered.items() if n}
     say(f"      dead letters by code: {json.dumps(dead, sort_keys=True)}")
     say(f"      {summary.extra.get('assignments', 0):,} segment assignments (every known user, as of each of the "
         f"last {HISTORY_DAYS + 1} midnights); summary in {summary_path}")
     summary.check()
 
-    say("[4/4] current segment of each user (view current_segment):")
+    say("[4/5] current segment of each user (view current_segment):")
     say(query.query_table(client, SEGMENT_SIZES_SQL.format(project=info["project"], dataset=args.bq_dataset)))
     say("Query it yourself (the warehouse keeps running; `segments warehouse stop` stops it):")
     say("  .venv/bin/segments query --view segment_sizes_daily")
     say("  .venv/bin/segments query \"SELECT error_code, COUNT(*) n FROM segments.dead_letters GROUP BY 1\"")
+    say("[5/5] writing the segment report (sizes, profiles, movements, drift, data health)")
+    from devtools.report import write_report
+    from devtools.report.cli import summary_line
+    from models import DEFAULT_MODEL_DIR
+
+    report_path = os.path.abspath(os.path.join(args.workdir, "report.html"))
+    data = write_report(client, info["project"], args.bq_dataset, DEFAULT_MODEL_DIR, report_path)
+    say(f"      {summary_line(data)}")
+    say(f"      open it in a browser: file://{report_path}")
+    say(f"report: {report_path}")
     return summary.to_json()

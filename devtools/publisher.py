@@ -14,6 +14,14 @@ With the Pub/Sub emulator (`devtools.pubsub_emulator`) and the generator::
     stats = publisher.publish_events(events, "projects/segments-local/topics/events",
                                      rate=200, seconds=60, event_time_attribute="event_time")
 
+With ``batch_size`` > 1, records are sent as batched messages (newline-delimited JSON
+with the attribute ``content-type: application/x-ndjson``, `transforms.ingest.messages`):
+a message goes out when it holds ``batch_size`` records or when its first record has
+waited ``max_batch_delay_s``, as a collector batching its POSTs would. ``batch_size=1``
+(the default here) publishes one message per record, without the attribute. The rate is
+always records per second; each record is re-stamped when it is taken, not when its
+message leaves.
+
 The client honours ``PUBSUB_EMULATOR_HOST`` (`pubsub_emulator.running` sets it); pass
 `publisher=` to use a client of your own.
 """
@@ -30,6 +38,8 @@ import uuid
 from typing import Any, Callable, Iterable, Optional, Union
 
 import orjson
+
+from transforms.ingest.messages import BATCH_ATTRIBUTE, NDJSON
 
 _LOG = logging.getLogger(__name__)
 
@@ -50,12 +60,15 @@ class PublishStats:
     """What `publish_events` did.
 
     Attributes:
-      published: messages the server confirmed.
-      failed: messages whose publish failed (after the client's retries).
+      published: records the server confirmed (in single-event messages, or lines of
+        batched ones).
+      failed: records whose message failed to publish (after the client's retries).
       elapsed_s: wall-clock seconds from the first send to the last confirmation.
       stop_reason: why it ended.
-      message_ids: server-assigned ids in send order (only when `keep_ids` was set;
-        None for a failed message).
+      message_ids: per record in send order, the id its source will carry (only when
+        `keep_ids` was set; None for a failed record): ``<message id>`` for a
+        single-event message, ``<message id>#<line>`` for a line of a batch.
+      messages: messages the server confirmed.
     """
 
     published: int = 0
@@ -63,6 +76,7 @@ class PublishStats:
     elapsed_s: float = 0.0
     stop_reason: Optional[StopReason] = None
     message_ids: Optional[list] = None
+    messages: int = 0
 
     @property
     def sent(self) -> int:
@@ -91,39 +105,42 @@ def encode(record: Record, now_ms: Optional[int], *, timestamp_field: str = "tim
 
 
 class _Tally:
-    """Counts publish results from the client's callback threads."""
+    """Counts publish results (records and messages) from the client's callback threads."""
 
     def __init__(self, keep_ids: bool):
         self._cond = threading.Condition()
         self.published = 0
         self.failed = 0
+        self.messages = 0
         self.outstanding = 0
         self.ids: Optional[list] = [] if keep_ids else None
 
-    def track(self, future) -> None:
+    def track(self, future, records: int, batched: bool) -> None:
         with self._cond:
             self.outstanding += 1
             index = None
             if self.ids is not None:
                 index = len(self.ids)
-                self.ids.append(None)
-        future.add_done_callback(lambda done: self._done(done, index))
+                self.ids.extend([None] * records)
+        future.add_done_callback(lambda done: self._done(done, index, records, batched))
 
-    def _done(self, future, index: Optional[int]) -> None:
+    def _done(self, future, index: Optional[int], records: int, batched: bool) -> None:
         try:
             message_id = future.result()
         except Exception as error:  # counted and logged: the caller sees `failed`
-            _LOG.warning("publish failed: %s", error)
+            _LOG.warning("publish of %d record(s) failed: %s", records, error)
             with self._cond:
-                self.failed += 1
+                self.failed += records
                 self.outstanding -= 1
                 self._cond.notify_all()
             return
         with self._cond:
-            self.published += 1
+            self.published += records
+            self.messages += 1
             self.outstanding -= 1
             if index is not None:
-                self.ids[index] = message_id
+                for line in range(records):
+                    self.ids[index + line] = f"{message_id}#{line + 1}" if batched else message_id
             self._cond.notify_all()
 
     def wait_all(self, timeout_s: float) -> bool:
@@ -147,20 +164,25 @@ def publish_events(
     on_progress: Optional[Callable[[PublishStats], None]] = None,
     progress_every_s: float = 1.0,
     flush_timeout_s: float = 60.0,
+    batch_size: int = 1,
+    max_batch_delay_s: float = 0.1,
+    on_sent: Optional[Callable[[bytes], None]] = None,
 ) -> PublishStats:
-    """Publishes `records` to `topic_path` at `rate` messages per second.
+    """Publishes `records` to `topic_path` at `rate` records per second.
 
     Args:
-      records: event dicts (re-stamped when `restamp`) or raw bytes (sent as they are).
+      records: event dicts (re-stamped when `restamp`) or raw bytes (sent as they are; in
+        a batch, a record holding a newline would become several lines).
       topic_path: ``projects/P/topics/T``.
-      rate: messages per second (wall clock), > 0.
+      rate: records per second (wall clock), > 0.
       seconds: stop sending after this long; None for no deadline.
       max_events: stop after sending this many; None for no limit.
       stop: stop sending as soon as this event is set (e.g. from a Ctrl-C handler).
       restamp: replace each dict's ``timestamp`` by the wall-clock send time.
       event_time_attribute: also put the send time (epoch milliseconds, as text) in
         this message attribute; the pipeline's ``--timestamp_attribute`` reads it.
-        Needs `restamp` (the attribute and the payload then agree).
+        Needs `restamp` (the attribute and the payload then agree) and single-event
+        messages (a batch's records have one attribute set between them).
       attributes: extra attributes put on every message.
       publisher: a ``google.cloud.pubsub_v1.PublisherClient``; one is made (and
         stopped) here when None.
@@ -168,15 +190,23 @@ def publish_events(
       on_progress: called with a snapshot about every `progress_every_s` seconds.
       progress_every_s: see `on_progress`.
       flush_timeout_s: how long to wait, at the end, for outstanding publishes.
+      batch_size: records per message; above 1, batched messages (module docstring).
+      max_batch_delay_s: the longest a record waits for its batch to fill.
+      on_sent: called with each record's bytes as it is taken (before its message is
+        confirmed), e.g. to keep a ledger of what was published.
 
     Returns:
-      The counts. Every sent message is either `published` or `failed` once the
+      The counts. Every sent record is either `published` or `failed` once the
       outstanding publishes are confirmed (or `flush_timeout_s` passed).
     """
     if not rate > 0:
         raise ValueError(f"rate must be positive, got {rate}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if event_time_attribute and not restamp:
         raise ValueError("event_time_attribute needs restamp=True (the attribute carries the send time)")
+    if event_time_attribute and batch_size > 1:
+        raise ValueError("event_time_attribute needs single-event messages (batch_size=1)")
     own_client = publisher is None
     if own_client:
         from google.cloud import pubsub_v1
@@ -191,6 +221,17 @@ def publish_events(
     next_progress = start + progress_every_s
     reason = StopReason.EXHAUSTED
     sent = 0
+    batch: list[bytes] = []
+    batch_started = 0.0
+
+    def send_batch() -> None:
+        nonlocal batch
+        if batch:
+            data = b"\n".join(batch) + b"\n"
+            tally.track(publisher.publish(topic_path, data, **{**(attributes or {}), BATCH_ATTRIBUTE: NDJSON}),
+                        len(batch), batched=True)
+            batch = []
+
     try:
         for record in records:
             if max_events is not None and sent >= max_events:
@@ -201,6 +242,8 @@ def publish_events(
             if deadline is not None and max(now, due) >= deadline:
                 reason = StopReason.DEADLINE
                 break
+            if batch and due > now and due - batch_started >= max_batch_delay_s:
+                send_batch()  # its first record has waited long enough: do not hold it for the next
             if due > now and stop.wait(due - now):
                 reason = StopReason.STOPPED
                 break
@@ -208,26 +251,48 @@ def publish_events(
                 reason = StopReason.STOPPED
                 break
             now_ms = time.time_ns() // 1_000_000
-            message_attributes = dict(attributes or {})
-            if event_time_attribute:
-                message_attributes[event_time_attribute] = str(now_ms)
             data = encode(record, now_ms if restamp else None)
-            tally.track(publisher.publish(topic_path, data, **message_attributes))
+            if on_sent is not None:
+                on_sent(data)
+            if batch_size == 1:
+                message_attributes = dict(attributes or {})
+                if event_time_attribute:
+                    message_attributes[event_time_attribute] = str(now_ms)
+                tally.track(publisher.publish(topic_path, data, **message_attributes), 1, batched=False)
+            else:
+                if not batch:
+                    batch_started = time.monotonic()
+                batch.append(data)
+                if len(batch) >= batch_size or time.monotonic() - batch_started >= max_batch_delay_s:
+                    send_batch()
             sent += 1
             if on_progress is not None and time.monotonic() >= next_progress:
                 next_progress += progress_every_s
-                on_progress(PublishStats(tally.published, tally.failed, time.monotonic() - start, None))
+                on_progress(PublishStats(tally.published, tally.failed, time.monotonic() - start, None,
+                                         messages=tally.messages))
     finally:
+        send_batch()
         if not tally.wait_all(flush_timeout_s):
             _LOG.warning("%d publishes still unconfirmed after %ss", tally.outstanding, flush_timeout_s)
         if own_client:
             publisher.stop()
     stats = PublishStats(
         published=tally.published, failed=tally.failed, elapsed_s=time.monotonic() - start,
-        stop_reason=reason, message_ids=tally.ids)
+        stop_reason=reason, message_ids=tally.ids, messages=tally.messages)
     if on_progress is not None:
         on_progress(stats)
     return stats
+
+
+def publish_heartbeat(topic_path: str, publisher: Any, timeout_s: float = 30.0) -> str:
+    """Publishes an empty batch (the batch attribute, no body): a message with no records.
+
+    The local DirectRunner's Pub/Sub reader blocks for up to 30 s in a pull when the
+    subscription is empty, and nothing else runs meanwhile (processing-time timers
+    included): `devtools.live` sends one of these every half second so that a quiet
+    stream's pending flushes still fire. It carries nothing to count: no record is read.
+    """
+    return publisher.publish(topic_path, b"", **{BATCH_ATTRIBUTE: NDJSON}).result(timeout=timeout_s)
 
 
 WAKE_UP_USER = "segments-wake-up"

@@ -17,6 +17,17 @@ current directory); ``SEGMENTS_WAREHOUSE_DIR`` overrides it. The server binds 12
 only, runs ``bqemulator start --persistent`` found next to ``sys.executable``, and logs to
 ``<data dir>/bqemulator.log``.
 
+Ports: an explicit ``rest_port`` (``segments warehouse start --port``, ``--warehouse_port``
+of the commands that start it on demand, or ``SEGMENTS_WAREHOUSE_PORT``) must be free;
+without one, 9050 is used when free and any free port otherwise (another checkout's
+warehouse may hold 9050). The gRPC port is the REST port + 10 when free. Commands find a
+running warehouse by its data directory's state file, whatever its port.
+
+Starting and stopping hold an exclusive lock on ``<data dir>/.lock``: two processes
+starting the warehouse at once start one server, and the second uses it. `stop` also
+ends any bqemulator still serving the data directory without being recorded (an orphan
+of an older release).
+
 Emulator deviations found by probing bqemulator 1.4.0 (duckdb 1.5.5), and how this
 project guards against them:
 
@@ -53,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -77,6 +89,8 @@ DEFAULT_GRPC_PORT = 9060
 HOST = "127.0.0.1"
 STATE_FILE = "state.json"
 LOG_FILE = "bqemulator.log"
+LOCK_FILE = ".lock"
+PORT_ENV = "SEGMENTS_WAREHOUSE_PORT"
 _DUCKDB_EXTENSIONS = ("spatial", "avro")
 
 
@@ -178,18 +192,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def configured_port() -> int | None:
+    """``SEGMENTS_WAREHOUSE_PORT`` as a port number, or None when unset.
+
+    Raises:
+      ValueError: the variable is not a port number.
+    """
+    text = os.environ.get(PORT_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1024 <= int(text) <= 65525:
+        raise ValueError(f"{PORT_ENV} must be a port number from 1024 to 65525, got {text!r}")
+    return int(text)
+
+
+@contextlib.contextmanager
+def _locked(data_dir: Path, timeout_s: float = 120.0) -> Iterator[None]:
+    """Holds the data directory's lock (processes on this machine wait for each other)."""
+    with open(Path(data_dir) / LOCK_FILE, "a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"another process has held {handle.name} for {timeout_s:g} s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _choose_ports(rest_port: int | None, grpc_port: int | None) -> tuple[int, int]:
+    explicit = rest_port if rest_port is not None else configured_port()
+    if explicit is not None:
+        busy = [port for port in (explicit, grpc_port) if port is not None and port_in_use(port)]
+        if busy:
+            raise RuntimeError(
+                f"port {busy[0]} on {HOST} is already in use (another warehouse, from another directory?): stop it "
+                f"with `segments warehouse stop` there, or choose another port")
+        rest = explicit
+    else:
+        rest = DEFAULT_REST_PORT if not port_in_use(DEFAULT_REST_PORT) else free_port()
+        if rest != DEFAULT_REST_PORT:
+            _LOG.warning("port %d is taken: the warehouse uses port %d", DEFAULT_REST_PORT, rest)
+    if grpc_port is None:
+        grpc_port = rest + 10 if rest + 10 <= 65535 and not port_in_use(rest + 10) else free_port()
+    return rest, grpc_port
+
+
 def start(
     data_dir: Path | str | None = None,
-    rest_port: int = DEFAULT_REST_PORT,
-    grpc_port: int = DEFAULT_GRPC_PORT,
+    rest_port: int | None = None,
+    grpc_port: int | None = None,
     project: str = DEFAULT_PROJECT,
     timeout_s: float = 60.0,
 ) -> dict:
     """Starts the warehouse detached in the background, or reports the running one.
 
+    Safe to call from several processes at once (see the module docstring).
+
     Args:
         data_dir: persistent data directory (default: `default_data_dir()`).
-        rest_port / grpc_port: ports on 127.0.0.1.
+        rest_port / grpc_port: ports on 127.0.0.1; None: see the module docstring.
         project: default project id.
         timeout_s: how long to wait for the REST API to answer.
 
@@ -197,19 +264,20 @@ def start(
         The state: pid, endpoint, grpc_endpoint, project, data_dir, log.
 
     Raises:
-        RuntimeError: when the server exits or does not become ready in time.
+        RuntimeError: when a port is taken, or the server exits or does not become ready in time.
     """
     data_dir = Path(data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    current = status(data_dir)
-    if current["state"] == "running":
-        return current
-    # Another server on the port would answer the readiness probe for ours.
-    busy = [port for port in (rest_port, grpc_port) if port_in_use(port)]
-    if busy:
-        raise RuntimeError(
-            f"port {busy[0]} on {HOST} is already in use (another warehouse, from another directory?): stop it "
-            f"with `segments warehouse stop` there, or choose another port")
+    with _locked(data_dir):
+        current = status(data_dir)
+        if current["state"] == "running":
+            return current
+        _stop_orphans(data_dir)
+        rest_port, grpc_port = _choose_ports(rest_port, grpc_port)
+        return _launch(data_dir, rest_port, grpc_port, project, timeout_s)
+
+
+def _launch(data_dir: Path, rest_port: int, grpc_port: int, project: str, timeout_s: float) -> dict:
     ensure_duckdb_extensions()
     log_path = data_dir / LOG_FILE
     cmd = [
@@ -247,6 +315,33 @@ def start(
     raise RuntimeError(f"bqemulator did not answer on {endpoint} within {timeout_s}s; see {log_path}")
 
 
+def serving_pids(data_dir: Path | str) -> list[int]:
+    """Processes of this user running bqemulator on `data_dir` (Linux: read from /proc; elsewhere none)."""
+    target = str(Path(data_dir).resolve())
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode("utf-8", "replace") for a in argv]
+        if any(a.endswith("bqemulator") for a in args[:2]) and "--data-dir" in args:
+            where = args[args.index("--data-dir") + 1] if args.index("--data-dir") + 1 < len(args) else ""
+            if where == target and _pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def _stop_orphans(data_dir: Path) -> None:
+    """Ends bqemulator processes serving `data_dir` that the state file does not record."""
+    state = _read_state(data_dir)
+    recorded = int(state["pid"]) if state else None
+    for pid in serving_pids(data_dir):
+        if pid != recorded:
+            _LOG.warning("stopping an unrecorded warehouse process %d on %s", pid, data_dir)
+            _terminate(pid)
+
+
 def _terminate(pid: int, timeout_s: float = 15.0) -> None:
     try:
         os.kill(pid, signal.SIGTERM)
@@ -266,12 +361,16 @@ def _terminate(pid: int, timeout_s: float = 15.0) -> None:
 
 
 def stop(data_dir: Path | str | None = None) -> dict:
-    """Stops the warehouse recorded in `data_dir` (no-op when not running)."""
+    """Stops the warehouse of `data_dir` (and any unrecorded one serving it); no-op when none runs."""
     data_dir = Path(data_dir or default_data_dir()).resolve()
-    state = _read_state(data_dir)
-    if state and _pid_alive(int(state["pid"])):
-        _terminate(int(state["pid"]))
-    _state_path(data_dir).unlink(missing_ok=True)
+    if not data_dir.is_dir():
+        return {"state": "stopped", "data_dir": str(data_dir)}
+    with _locked(data_dir):
+        state = _read_state(data_dir)
+        if state and _pid_alive(int(state["pid"])):
+            _terminate(int(state["pid"]))
+        _state_path(data_dir).unlink(missing_ok=True)
+        _stop_orphans(data_dir)
     return {"state": "stopped", "data_dir": str(data_dir)}
 
 
@@ -284,16 +383,17 @@ def status(data_dir: Path | str | None = None) -> dict:
     return {"state": "stopped", "data_dir": str(data_dir)}
 
 
-def with_endpoint(argv: Sequence[str], kind: str = "local", project: str | None = None) -> list[str]:
+def with_endpoint(argv: Sequence[str], kind: str = "local", project: str | None = None,
+                  port: int | None = None) -> list[str]:
     """A job's command line with ``--bq_endpoint`` of the local warehouse, started if needed.
 
     The jobs never start servers: the commands that launch them do, here. Nothing is
-    added for ``--warehouse bigquery`` or when ``--bq_endpoint`` is given.
+    added for ``--warehouse bigquery`` or when ``--bq_endpoint`` is given. `port`: see `start`.
     """
     argv = list(argv)
     if kind != "local" or any(a == "--bq_endpoint" or a.startswith("--bq_endpoint=") for a in argv):
         return argv
-    return argv + ["--bq_endpoint", start(project=project or DEFAULT_PROJECT)["endpoint"]]
+    return argv + ["--bq_endpoint", start(project=project or DEFAULT_PROJECT, rest_port=port)["endpoint"]]
 
 
 @dataclasses.dataclass

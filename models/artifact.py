@@ -10,8 +10,14 @@ Loading reads the card first, checks its format and `feature_version`, then
 reads the model bytes and compares their sha256 with the card BEFORE
 unpickling: pickle and joblib execute code, so only a file whose digest matches
 the card (and, when the caller pins one, `expected_sha256`) is ever unpickled.
-The card itself is trusted as much as the folder is: keep artifacts where only
-the training job can write, or pin the digest.
+The card itself is trusted as much as the folder is: a model folder is code (whoever can
+write it can make every job that loads it run anything), so keep artifacts where only
+the training job can write, and pin the digest (`expected_sha256`, ``--model_sha256``).
+
+Before anything is unpickled the card is validated (`validate_card`): the feature list
+equals the serving contract, every number is finite, the BG/NBD parameters are positive,
+the RFM thresholds ascend, and the segments are one per cluster with distinct ids and
+names; after unpickling, the segments must match the model's clusters.
 
 Saving is deterministic: the same fitted model and card fields give the same
 bytes (sorted JSON keys, no wall-clock time; `model_version` is the end date of
@@ -30,6 +36,8 @@ import hashlib
 import io
 import json
 import logging
+import math
+import numbers
 import platform
 from typing import Any, Mapping, NamedTuple
 
@@ -40,7 +48,7 @@ import sklearn
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from models import clustering
+from models import clustering, drift
 from models.bgnbd import BgNbdParams
 from models.rfm import RfmThresholds
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES
@@ -166,10 +174,96 @@ def load_card(directory: str) -> dict:
         raise ArtifactError(
             f"{directory}: model was trained on feature_version {card['feature_version']!r}, this code computes "
             f"{sorted(KNOWN_FEATURE_VERSIONS)}; retrain the model (segments train) or use a matching release")
-    if tuple(card["features"]) != MODEL_FEATURES:
+    if not isinstance(card["features"], list) or tuple(card["features"]) != MODEL_FEATURES:
         raise ArtifactError(f"{directory}: model card feature list differs from MODEL_FEATURES of "
                             f"feature_version {FEATURE_VERSION}")
+    problems = validate_card(card)
+    if problems:
+        raise ArtifactError(f"{directory}: model card is not usable: {'; '.join(problems[:5])}"
+                            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
     return card
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_card(card: Mapping) -> list[str]:
+    """Every way the card's numbers and segments make it unusable; empty when it is fine.
+
+    Checked: ``model_sha256`` is 64 hex digits; ``k`` is a positive integer; ``segments`` has
+    ``segment_count`` entries (k when the card has no count: cards before the density
+    algorithm) with distinct cluster indexes, 0..k-1 unless the card has a count (the
+    density clustering adds its Unclassified segment, label -1, and finds its own number),
+    each with an integer ``segment_id`` (distinct), a
+    non-empty ``name`` (distinct) and, when present, a ``centroid`` with a finite value for
+    exactly the model features; the BG/NBD parameters r, alpha, a, b are finite and > 0
+    with a known time unit; the RFM thresholds are four finite ascending numbers per
+    feature; the training distribution, when the card has one, has ascending bin edges and
+    shares adding up to 1 (`models.drift.validate`). (Whether the segments match the model's clusters needs the model:
+    `LoadedModel`.)
+    """
+    from models.bgnbd import DAYS_PER_UNIT
+    from models.rfm import RFM_FEATURES
+
+    problems = []
+    digest = card.get("model_sha256")
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        problems.append("model_sha256 is not 64 lower-case hex digits")
+    k = card.get("k")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        problems.append(f"k is not a positive integer: {k!r}")
+        k = None
+    segments = card.get("segments")
+    if not isinstance(segments, list) or not all(isinstance(s, dict) for s in segments):
+        problems.append("segments is not a list of objects")
+        segments = []
+    count = card.get("segment_count", k)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        problems.append(f"segment_count is not a positive integer: {count!r}")
+    elif len(segments) != count:
+        problems.append(f"{len(segments)} segments for segment_count = {count}")
+    indexes = [s.get("cluster_index") for s in segments]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= -1 for i in indexes) \
+            or len(set(indexes)) != len(indexes):
+        problems.append(f"segment cluster_index values {indexes} are not distinct integers from -1 up")
+    elif "segment_count" not in card and k is not None and sorted(indexes) != list(range(k)):
+        problems.append(f"segment cluster_index values {indexes} are not 0..{k - 1}")
+    ids = [s.get("segment_id") for s in segments]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids) or len(set(ids)) != len(ids):
+        problems.append(f"segment_id values {ids} are not distinct integers")
+    names = [s.get("name") for s in segments]
+    if not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names):
+        problems.append(f"segment names {names} are not distinct non-empty texts")
+    for s in segments:
+        centroid = s.get("centroid")
+        if centroid is None:
+            continue
+        if not isinstance(centroid, dict) or set(centroid) != set(MODEL_FEATURES):
+            problems.append(f"segment {s.get('segment_id')!r}: centroid does not list exactly the model features")
+        elif not all(map(_finite, centroid.values())):
+            problems.append(f"segment {s.get('segment_id')!r}: centroid has non-finite values")
+    bgnbd = card.get("bgnbd")
+    if not isinstance(bgnbd, dict):
+        problems.append("bgnbd is not an object")
+    else:
+        for name in ("r", "alpha", "a", "b"):
+            if not (_finite(bgnbd.get(name)) and bgnbd[name] > 0):
+                problems.append(f"BG/NBD parameter {name} is {bgnbd.get(name)!r}, not a finite positive number")
+        if bgnbd.get("time_unit", "day") not in DAYS_PER_UNIT:
+            problems.append(f"BG/NBD time_unit {bgnbd.get('time_unit')!r} is not one of {sorted(DAYS_PER_UNIT)}")
+    rfm = card.get("rfm")
+    if not isinstance(rfm, dict):
+        problems.append("rfm is not an object")
+    else:
+        for name in RFM_FEATURES:
+            cuts = rfm.get(name)
+            if not (isinstance(cuts, list) and len(cuts) == 4 and all(map(_finite, cuts))
+                    and all(lo <= hi for lo, hi in zip(cuts, cuts[1:]))):
+                problems.append(f"RFM thresholds for {name} are {cuts!r}, not four finite ascending numbers")
+    if card.get(drift.CARD_KEY) is not None:  # cards trained before it have none
+        problems.extend(drift.validate(card[drift.CARD_KEY], MODEL_FEATURES))
+    return problems
 
 
 class Assigned(NamedTuple):
@@ -192,7 +286,12 @@ class LoadedModel:
         self.features: tuple[str, ...] = tuple(card["features"])
         segments = sorted(card["segments"], key=lambda s: int(s["cluster_index"]))
         if [int(s["cluster_index"]) for s in segments] != model.labels.tolist():
-            raise ArtifactError(f"{path}: model card segments do not cover the model's {len(model.labels)} labels")
+            raise ArtifactError(f"{path}: model card segments ({len(segments)}) do not match the model's "
+                                f"{len(model.labels)} segment labels")
+        n_features = model.n_features_in_
+        if n_features != len(MODEL_FEATURES):
+            raise ArtifactError(f"{path}: the model takes {n_features} features, the card lists "
+                                f"{len(MODEL_FEATURES)}")
         self._ids = np.array([int(s["segment_id"]) for s in segments])
         self._names = [str(s["name"]) for s in segments]
         self.rfm = RfmThresholds.from_card(card["rfm"])

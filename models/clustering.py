@@ -68,6 +68,11 @@ class SegmentModel:
         self.centers = np.asarray(centers, dtype=float)
         self.features = tuple(features)
 
+    @property
+    def n_features_in_(self) -> int:
+        """How many features a row must have (`MODEL_FEATURES` when trained by `fit_segments`)."""
+        return int(self.representation.n_features_in_)
+
     def standardised(self, X: np.ndarray) -> np.ndarray:
         """Rows in the standardised space (before the whitening): one column per clustering input."""
         return np.asarray(self.representation[:-1].transform(np.asarray(X, dtype=float)), dtype=float)
@@ -85,6 +90,17 @@ class SegmentModel:
 
     def model_space(self, X: np.ndarray) -> np.ndarray:
         return self.standardised(X) @ self.matrix
+
+    @property
+    def standardised_centers(self) -> np.ndarray:
+        """Each label's centre in the standardised space (rows follow `labels`): the model-space
+        centre mapped back through the whitening's pseudo-inverse (the whitening has full
+        column rank, so mapping these forward again gives the model-space centres exactly)."""
+        return self.centers @ np.linalg.pinv(self.matrix)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The label of each row of X (what `assign` returns first)."""
+        return algorithms.predict_quietly(self.predictor, self.model_space(X))
 
     def to_original(self, Z: np.ndarray) -> np.ndarray:
         """Standardised rows back to the clustering inputs' units (inverse scaling, then expm1
@@ -107,6 +123,21 @@ class SegmentModel:
         others[rows, np.searchsorted(self.labels, labels)] = np.inf
         margin = others.min(axis=1) - assigned if d.shape[1] > 1 else np.full(len(W), np.inf)
         return labels, assigned, margin
+
+
+def contributions(metric: np.ndarray, z: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per feature, how much it pulls each row z nearer B than A, in the standardised space.
+
+    With the model's metric M (d(x, y)^2 = (x - y)^T M (x - y), `SegmentModel.metric`)::
+
+        contribution_j = (z - a)_j (M (z - a))_j - (z - b)_j (M (z - b))_j
+
+    They add up, over the features, to d(z, A)^2 - d(z, B)^2: positive totals mean the row
+    is nearer B. Rows of z, a and b are matched; a 1-d argument is one row.
+    """
+    z, a, b = (np.atleast_2d(np.asarray(v, dtype=float)) for v in (z, a, b))
+    to_a, to_b = z - a, z - b
+    return to_a * (to_a @ metric) - to_b * (to_b @ metric)
 
 
 class Fit(NamedTuple):
@@ -175,6 +206,7 @@ class Segment(NamedTuple):
     centroid: dict[str, float]  # mean of the training rows, original units, every model feature
     size_share: float
     distinguishing_features: list[dict]  # models.naming.distinguishing
+    standardised_centroid: dict[str, float]  # every clustering input's standardised difference (z)
 
 
 class IdMapping(NamedTuple):
@@ -289,7 +321,8 @@ def build_segments(fit: Fit, X: np.ndarray, *, previous_segments: Sequence[Mappi
     segments = sorted(
         (Segment(ids[label], label, name_of[label][0], name_of[label][1],
                  {name: float(v) for name, v in zip(features, centroids[i])}, float(shares[i]),
-                 [] if label == UNCLASSIFIED else naming.distinguishing(profiles[i]))
+                 [] if label == UNCLASSIFIED else naming.distinguishing(profiles[i]),
+                 {name: float(z) for name, z in profiles[i].z.items()})
          for i, label in enumerate(labels)),
         key=lambda s: s.segment_id)
     if not previous_segments:

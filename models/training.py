@@ -23,15 +23,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score
 
-from models import bgnbd, clustering, k_selection, rfm, segment_quality
+from models import bgnbd, clustering, drift, k_selection, rfm, segment_quality
 from models.artifact import load_artifact, load_card
 from models.representation import PRIOR_WEIGHTS
 from transforms.contracts.feature_spec import (FEATURE_VERSION, MODEL_FEATURES, RATE_EVIDENCE, SKEWED_FEATURES,
                                                model_input_vector)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_DAY_US = 86_400_000_000
 
 
 class TrainedModel(NamedTuple):
@@ -138,6 +138,8 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
     if truth is not None:
         quality.update(segment_quality.truth_report(fit.Z, segment_ids, fit.labels, users, truth, seed=seed))
 
+    distribution = training_distribution(feature_records, X, until_us,
+                                         lambda M: np.array([id_of_label[int(i)] for i in fit.model.assign(M)[0]]))
     model = clustering.strip_for_serving(fit.model)
     representation = model.representation
     card_fields = {
@@ -185,12 +187,28 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
                                     users_keeping_segment_id=kept_share) if mapping else None),
         "rfm": thresholds.as_card(),
         "bgnbd": params.as_card(),
+        drift.CARD_KEY: distribution,
     }
     return TrainedModel(model, card_fields, users, segment_ids)
 
 
 def _number(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def training_distribution(feature_records: Sequence[Mapping], X: np.ndarray, until_us: int | None,
+                          assign) -> dict:
+    """The card's ``distribution`` (`models.drift`): the training rows' bins, and the daily movement
+    baseline from the records of earlier midnights when the training pipeline made them
+    (``segments train --baseline_days``): each day's users scored with the fitted model."""
+    by_day: dict[int, dict[str, Mapping]] = {}
+    for rec in feature_records:
+        as_of = int(rec["as_of_us"])
+        if as_of % _DAY_US == 0 and (until_us is None or as_of <= until_us):
+            by_day.setdefault(as_of, {})[rec["user_key"]] = rec
+    snapshots = [(as_of, sorted(users), np.array([model_input_vector(users[u]) for u in sorted(users)], dtype=float))
+                 for as_of, users in by_day.items()]
+    return drift.training_distribution(X, MODEL_FEATURES, moves=drift.daily_moves(snapshots, assign))
 
 
 def format_report(card: Mapping) -> str:
@@ -221,6 +239,10 @@ def format_report(card: Mapping) -> str:
     if mapping and mapping.get("users_keeping_segment_id") is not None:
         lines.append(f"segment ids kept from {mapping['previous_model_version']}: "
                      f"{mapping['users_keeping_segment_id']:.1%} of training users")
+    moves = (card.get(drift.CARD_KEY) or {}).get("daily_moves")
+    if moves and moves.get("share") is not None:
+        lines.append(f"segment changes per day at training: {moves['share']:.2%} of users "
+                     f"(mean of the last {moves['days']} days)")
     b = card["bgnbd"]
     lines.append(f"BG/NBD ({b['time_unit']}): r={b['r']:.4g} alpha={b['alpha']:.4g} a={b['a']:.4g} b={b['b']:.4g}")
     return "\n".join(lines)

@@ -3,8 +3,12 @@
 Each job builds its own head (a source, privacy, the feature step) and hands the
 feature records to `segment_and_write`. Its steps are applied to the pipeline itself,
 not wrapped in one composite, so their labels (``AssignSegments``, ``WriteAssignments``,
-``WriteDeadLetters``) are top-level steps of both jobs: Dataflow matches steps by label
-on an in-place update.
+``SegmentChanges``, ``WriteChanges``, ``PublishChanges``, ``WriteDeadLetters``) are
+top-level steps of both jobs: Dataflow matches steps by label on an in-place update.
+
+Segment changes (`transforms.changes`) are detected after scoring, from the assignments,
+and written to ``segment_changes`` (both jobs) and, with a changes topic, published to
+Pub/Sub (one JSON message per change).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.bigquery.client import BigQueryTarget
-from transforms.bigquery.write import WriteAssignments, WriteDeadLetters
+from transforms.bigquery.write import WriteAssignments, WriteChanges, WriteDeadLetters, change_row_now
+from transforms.changes import DetectSegmentChanges, ExplainerLoader, PublishChanges
 from transforms.scoring import AssignSegments
 
 
@@ -25,6 +30,7 @@ class Segmented(NamedTuple):
 
     assignments: beam.PCollection  # assignment dicts, counted by the handler (ASSIGNMENTS)
     dead_letters: beam.PCollection  # every dead letter of the job, written or not
+    changes: Optional[beam.PCollection] = None  # change records; None without an explainer
 
 
 class JobOutputs(NamedTuple):
@@ -38,6 +44,7 @@ class JobOutputs(NamedTuple):
         the warehouse refused), written or not.
       audit: streaming only: the `run_audit` rows (one per interval); None without a target.
       interval_counts: streaming only: the tallies behind each audit row; None without a target.
+      changes: segment change records (`transforms.changes`); None without an explainer.
     """
 
     events: beam.PCollection
@@ -46,11 +53,14 @@ class JobOutputs(NamedTuple):
     dead_letters: beam.PCollection
     audit: Optional[beam.PCollection] = None
     interval_counts: Optional[beam.PCollection] = None
+    changes: Optional[beam.PCollection] = None
 
 
 def segment_and_write(features: beam.PCollection, handler: ModelHandler, dead_letters: Sequence[beam.PCollection],
-                      target: Optional[BigQueryTarget], run_id: Optional[str]) -> Segmented:
-    """Feature records -> assignments in `segment_assignments`; every dead letter in `dead_letters`.
+                      target: Optional[BigQueryTarget], run_id: Optional[str],
+                      explainer: Optional[ExplainerLoader] = None, changes_topic: Optional[str] = None) -> Segmented:
+    """Feature records -> assignments in `segment_assignments`, their changes in
+    `segment_changes` (and on `changes_topic`); every dead letter in `dead_letters`.
 
     Args:
       features: feature records.
@@ -58,11 +68,23 @@ def segment_and_write(features: beam.PCollection, handler: ModelHandler, dead_le
       dead_letters: the dead letters of the steps before (parse, too late).
       target: where to write; None builds the graph without writing.
       run_id: written on dead letters.
+      explainer: the model's change explainer (`models.explain.change_explainer`); None
+        detects no changes.
+      changes_topic: ``projects/P/topics/T`` to publish each change to; None publishes none.
     """
     assigned = features | "AssignSegments" >> AssignSegments(handler)
     every = [*dead_letters, assigned.dead_letters]
     if target is not None:
         every.append(assigned.assignments | "WriteAssignments" >> WriteAssignments(target))
+    changes = None
+    if explainer is not None:
+        changes = assigned.assignments | "SegmentChanges" >> DetectSegmentChanges(explainer)
+        if target is not None:
+            every.append(changes | "WriteChanges" >> WriteChanges(target))
+        if changes_topic:
+            changes | "PublishChanges" >> PublishChanges(changes_topic, change_row_now)
+    elif changes_topic:
+        raise ValueError("a changes topic needs an explainer to detect the changes")
     # Dead letters come from steps windowed differently (files and messages in the global
     # window, scoring in the feature windows); they are written one by one, never grouped
     # by window, so they meet in the global window.
@@ -71,4 +93,4 @@ def segment_and_write(features: beam.PCollection, handler: ModelHandler, dead_le
         | "AllDeadLetters" >> beam.Flatten())
     if target is not None:
         every_dead_letter | "WriteDeadLetters" >> WriteDeadLetters(target, run_id)
-    return Segmented(assigned.assignments, every_dead_letter)
+    return Segmented(assigned.assignments, every_dead_letter, changes)

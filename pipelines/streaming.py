@@ -6,19 +6,24 @@ user (`transforms.features.streaming_profiles`): the dedupe on (user, ``event_id
 user's profile, updated ``--early_firing_seconds`` after their events and re-scored at
 every midnight of event time (silent users included; events more than
 ``--allowed_lateness_hours`` behind that clock are dead-lettered as ``too_late``), and the
-shared tail (`pipelines.graph`): scoring, dead letters and writes. Audit rows per
-processing-time interval: `transforms.audit`.
+shared tail (`pipelines.graph`): scoring, segment changes (a small keyed step after
+scoring, `transforms.changes`: to ``segment_changes`` and, with ``--changes_topic``, one
+JSON message per change on Pub/Sub), dead letters and writes. A message carries one
+event or a batch of newline-delimited events (`transforms.ingest.messages`). Audit rows
+per processing-time interval: `transforms.audit`.
 
 Run locally against the Pub/Sub emulator (``segments stream --local`` does it all)::
 
     PUBSUB_EMULATOR_HOST=127.0.0.1:8085 python -m pipelines.streaming \\
-        --subscription projects/segments-local/subscriptions/events-sub --demo_key
+        --subscription projects/segments-local/subscriptions/events-sub --demo_key \\
+        --changes_topic projects/segments-local/topics/segment-changes
 
 On Dataflow::
 
     python -m pipelines.streaming --runner DataflowRunner --project PROJECT \\
         --region REGION --temp_location gs://BUCKET/tmp --warehouse bigquery \\
         --subscription projects/PROJECT/subscriptions/events-sub \\
+        --changes_topic projects/PROJECT/topics/segment-changes \\
         --id_key_file gs://BUCKET/secrets/id_key
 """
 
@@ -35,28 +40,40 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from models.artifact import load_card
+from models.artifact import load_artifact
+from models.drift import DriftMonitor
+from models.explain import change_explainer
 from models.handler import assignment_handler
 from pipelines.graph import JobOutputs, segment_and_write
 from pipelines.options import SegmentsOptions, positive_int
-from transforms.audit import (AUDIT_ASSIGNMENTS, AUDIT_CONSENTED, AUDIT_PARSED, AUDIT_READ, StreamingAudit,
-                              code_tally, tally)
+from transforms.audit import (AUDIT_ASSIGNMENTS, AUDIT_CHANGES, AUDIT_CONSENTED, AUDIT_PARSED, AUDIT_READ,
+                              StreamingAudit, code_tally, filter_tally, tally)
 from transforms.bigquery import admin
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.tables import Table
 from transforms.bigquery.write import WriteTable
+from transforms.changes import ExplainerLoader
+from transforms.drift import TallyFeatureBins
 from transforms.ingest.messages import Messages, read_event_messages
 from transforms.ingest.privacy import ApplyPrivacy
 
 LOG = logging.getLogger(__name__)
 
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
+_TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 
 
 def subscription_path(text: str) -> str:
     """argparse type: a full subscription path, ``projects/P/subscriptions/S``."""
     if not _SUBSCRIPTION.match(text):
         raise argparse.ArgumentTypeError(f"expected projects/PROJECT/subscriptions/NAME, got {text!r}")
+    return text
+
+
+def topic_path(text: str) -> str:
+    """argparse type: a full topic path, ``projects/P/topics/T``."""
+    if not _TOPIC.match(text):
+        raise argparse.ArgumentTypeError(f"expected projects/PROJECT/topics/NAME, got {text!r}")
     return text
 
 
@@ -79,6 +96,11 @@ class StreamingOptions(SegmentsOptions):
         group.add_argument(
             "--audit_interval_seconds", type=positive_int, default=60,
             help="Append one run_audit row per this many seconds of processing time. Default: 60.")
+        group.add_argument(
+            "--changes_topic", type=topic_path, default=None,
+            help="Publish every segment change (entered, moved, named RFM segment changed) as one JSON message to "
+                 "this Pub/Sub topic, projects/PROJECT/topics/NAME. Changes go to the segment_changes table "
+                 "either way. Default: none (no messages).")
 
 
 class Ingest(NamedTuple):
@@ -86,21 +108,24 @@ class Ingest(NamedTuple):
 
     messages: Messages  # what was read, and it judged
     events: beam.PCollection  # valid, consented, pseudonymised events; duplicates still in
+    filtered: beam.PCollection  # the `FilterReason` of each valid event kept out by privacy
 
 
 def read_events(p: beam.Pipeline, options: StreamingOptions, id_key: bytes) -> Ingest:
     """Pub/Sub -> consented, pseudonymised events (and the parse dead letters)."""
     if not options.subscription:
         raise ValueError("--subscription is required")
-    messages = read_event_messages(p, options.subscription, options.validation_config(), options.timestamp_attribute)
-    events = messages.parsed.events | "Privacy" >> ApplyPrivacy(
+    messages = read_event_messages(p, options.subscription, options.validation_config(), options.timestamp_attribute,
+                                   count_read_as=AUDIT_READ)
+    privacy = messages.parsed.events | "Privacy" >> ApplyPrivacy(
         id_key, options.suppression_list, options.consent_default)
-    return Ingest(messages, events)
+    return Ingest(messages, privacy.events, privacy.filtered)
 
 
 def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, handler: ModelHandler,
                    target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None,
-                   model_version: Optional[str] = None) -> JobOutputs:
+                   model_version: Optional[str] = None, explainer: Optional[ExplainerLoader] = None,
+                   drift: Optional[DriftMonitor] = None) -> JobOutputs:
     """Builds the streaming graph (exposed for testing).
 
     Args:
@@ -112,28 +137,41 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
         ``streaming=True``); None builds the graph without writing.
       run_id: written on dead letters and audit rows.
       model_version: written on audit rows.
+      explainer: explains segment changes; default: the model of ``--model``
+        (`models.explain.change_explainer`).
+      drift: the model's training bins (`models.drift.DriftMonitor.from_card`): each audit row
+        records the PSI of the interval's midnight re-scorings; None records none.
     """
-    messages, events = read_events(p, options, id_key)
+    messages, events, filtered = read_events(p, options, id_key)
     # One stateful step per user: the dedupe, sessions, the profile and its re-scoring.
     profiles = events | "Profiles" >> options.profile_transform()
     segmented = segment_and_write(profiles.features, handler, [messages.parsed.dead_letters, profiles.too_late],
-                                  target, run_id)
+                                  target, run_id, explainer or change_explainer(options.model_dir()),
+                                  options.changes_topic)
     if target is None:
-        return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters)
+        return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
+                          changes=segmented.changes)
+    # Counted per bundle (`transforms.audit.TallyPerBundle`), not per element.
     tallies = (
-        messages.records | "TallyRead" >> beam.Map(tally(AUDIT_READ)),
-        messages.parsed.events | "TallyParsed" >> beam.Map(tally(AUDIT_PARSED)),
-        events | "TallyConsented" >> beam.Map(tally(AUDIT_CONSENTED)),
-        profiles.tallies,  # unique events, counted by the profile step
-        segmented.assignments | "TallyAssignments" >> beam.Map(tally(AUDIT_ASSIGNMENTS)),
-        segmented.dead_letters | "TallyDeadLetters" >> beam.Map(code_tally),
-    ) | "AuditTallies" >> beam.Flatten()
+        messages.read_tallies,  # records read, counted by the parse step
+        messages.parsed.events | "TallyParsed" >> beam.ParDo(tally(AUDIT_PARSED)),
+        events | "TallyConsented" >> beam.ParDo(tally(AUDIT_CONSENTED)),
+        filtered | "TallyFiltered" >> beam.ParDo(filter_tally()),
+        profiles.tallies,  # unique events and duplicates, counted by the profile step
+        segmented.assignments | "TallyAssignments" >> beam.ParDo(tally(AUDIT_ASSIGNMENTS)),
+        segmented.changes | "TallyChanges" >> beam.ParDo(tally(AUDIT_CHANGES)),
+        segmented.dead_letters | "TallyDeadLetters" >> beam.ParDo(code_tally()),
+    )
+    if drift is not None:  # the midnight re-scorings counted into the training bins, per bundle too
+        tallies += (segmented.assignments | "TallyDrift" >> beam.ParDo(TallyFeatureBins(drift.edges)),)
+    tallies = tallies | "AuditTallies" >> beam.Flatten()
     audited = tallies | "Audit" >> StreamingAudit(
-        dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription, model_version)
+        dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription, model_version,
+        drift)
     # Refused audit rows are logged by the sink; there is no further table for them.
     audited.rows | "WriteAudit" >> WriteTable(Table.RUN_AUDIT, target)
     return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
-                      audit=audited.rows, interval_counts=audited.counts)
+                      audit=audited.rows, interval_counts=audited.counts, changes=segmented.changes)
 
 
 def local_runner(options: PipelineOptions) -> None:
@@ -161,13 +199,15 @@ def run(argv: Optional[Sequence[str]] = None) -> PipelineResult:
     if not streaming.subscription:
         raise ValueError("--subscription is required")
     id_key = streaming.pseudonymisation_key()
-    card = load_card(streaming.model_dir())  # fail fast on a missing model, before launching
+    # Fail fast on a missing, tampered or unpinned model, before launching.
+    card = load_artifact(streaming.model_dir(), expected_sha256=streaming.model_sha256).card
     target = streaming.bigquery_target(streaming=True)
     if target.is_local:
         admin.setup(target.client(), target.dataset, project=target.project)
     p = beam.Pipeline(options=options)
-    build_pipeline(p, streaming, id_key, assignment_handler(streaming.model_dir()), target,
-                   streaming.resolved_run_id("stream"), card.get("model_version"))
+    build_pipeline(p, streaming, id_key, assignment_handler(streaming.model_dir(), expected_sha256=card["model_sha256"]),
+                   target,
+                   streaming.resolved_run_id("stream"), card.get("model_version"), drift=DriftMonitor.from_card(card))
     return p.run()
 
 

@@ -32,8 +32,8 @@ from models.artifact import save_artifact
 from models.bgnbd import BgNbdParams
 from models.evaluation import (HoldoutActivity, bgnbd_recovery, evaluate_holdout, format_holdout,
                                format_recovery)
-from models.training import format_report, train_model
-from pipelines.options import FileInputOptions, at_least_two, iso_date, non_negative_float, positive_int
+from models.training import format_report, latest_per_user, train_model
+from pipelines.options import FileInputOptions, int_in, iso_date, non_negative_float, positive_int
 from pipelines.summary import RunSummary, counters_of
 from transforms.contracts.outcomes import ErrorCode
 from transforms.features.activity import US_PER_DAY
@@ -41,6 +41,10 @@ from transforms.features.as_of import AsOfMicros
 from transforms.ingest.dedupe import DedupeEvents
 from transforms.ingest.files import ReadEventFiles
 from transforms.ingest.privacy import ApplyPrivacy, pseudonymise
+
+
+DEFAULT_BASELINE_DAYS = 7
+K_TYPE = int_in(2, 100)  # a number of segments
 
 
 class TrainOptions(FileInputOptions):
@@ -68,15 +72,16 @@ class TrainOptions(FileInputOptions):
         group.add_argument("--algorithm", choices=list(algorithms.ALGORITHMS), default=algorithms.KMEANS,
                            help="kmeans (Mahalanobis k-means), gmm (tied-covariance Gaussian mixture: soft "
                                 "membership), hierarchical (Ward on a sample, served by nearest centroid) or density "
-                                "(HDBSCAN on a sample, served by nearest neighbours; finds the number of segments "
-                                "itself and puts outliers in an Unclassified segment). See models/README.md. "
+                                "(HDBSCAN on a sample, served by the clustered neighbours within reach; finds the "
+                                "number of segments itself and puts users in no dense group in an Unclassified "
+                                "segment). See models/README.md. "
                                 "Default: kmeans.")
-        group.add_argument("--k", type=at_least_two, default=None,
+        group.add_argument("--k", type=K_TYPE, default=None,
                            help="Number of segments, instead of choosing it in --k_min..--k_max by stability x "
                                 "silhouette (density: the k of its model space). Default: chosen.")
-        group.add_argument("--k_min", type=at_least_two, default=clustering.DEFAULT_K_RANGE[0],
+        group.add_argument("--k_min", type=K_TYPE, default=clustering.DEFAULT_K_RANGE[0],
                            help=f"Smallest k tried. Default: {clustering.DEFAULT_K_RANGE[0]}.")
-        group.add_argument("--k_max", type=at_least_two, default=clustering.DEFAULT_K_RANGE[1],
+        group.add_argument("--k_max", type=K_TYPE, default=clustering.DEFAULT_K_RANGE[1],
                            help=f"Largest k tried. Default: {clustering.DEFAULT_K_RANGE[1]}.")
         group.add_argument("--activity_weight", type=non_negative_float, default=0.0,
                            help="Weight of the activity block (active days, recent sessions, recency of the last "
@@ -84,15 +89,22 @@ class TrainOptions(FileInputOptions):
                                 "recovered behaviour types best (models/README.md). Default: 0.")
         group.add_argument("--random_state", type=int, default=0,
                            help="random_state of the clustering fit and of its samples. Default: 0.")
+        group.add_argument("--baseline_days", type=int_in(0, 90), default=DEFAULT_BASELINE_DAYS,
+                           help="Also profile every user as of each of this many midnights before --until, to "
+                                "record in the model card the share of users whose segment changes from one day to "
+                                "the next (the baseline the report compares movement with; 0: none). "
+                                f"Default: {DEFAULT_BASELINE_DAYS}.")
 
 
 def build_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, rows_prefix: str,
                    until: Optional[dt.date]) -> beam.PCollection:
-    """Computes the training rows (every user's profile as of `until`) as JSON lines under `rows_prefix`."""
+    """Computes the training rows (every user's profile as of `until`, and as of each of the
+    ``--baseline_days`` midnights before it) as JSON lines under `rows_prefix`."""
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
-    events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
+    events = (parsed.events
+              | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)).events
     until_us = events | "Until" >> AsOfMicros(until)
-    rows = (events | "Profiles" >> options.profile_transform(until_us)).features
+    rows = (events | "Profiles" >> options.profile_transform(until_us, options.baseline_days)).features
     (rows
      | "ToJson" >> beam.Map(lambda record: orjson.dumps(record).decode("utf-8"))
      | "WriteRows" >> beam.io.WriteToText(rows_prefix, file_name_suffix=".jsonl"))
@@ -127,7 +139,8 @@ def build_holdout_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: byte
                            end_us: Optional[int]) -> beam.PCollection:
     """Per user, what they did in the hold-out files in [start_us, end_us), as JSON lines under `prefix`."""
     parsed = p | "ReadHoldout" >> ReadEventFiles(options.holdout, options.validation_config())
-    events = parsed.events | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)
+    events = (parsed.events
+              | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)).events
     activity = (
         events
         | "InHoldoutPeriod" >> beam.Filter(
@@ -210,19 +223,23 @@ def run(argv: Optional[Sequence[str]] = None, say: Callable[[str], None] = print
         say(f"dead letters by code: {dead}")
     if not rows:
         raise ValueError(f"no user to fit: {_no_rows_reason(summary, train)}")
-    say(f"fitting on {len(rows):,} users (each profiled as of the calibration end) ...")
+    say(f"fitting on {len({r['user_key'] for r in rows}):,} users (each profiled as of the calibration end) ...")
     truth = read_truth(train.truth, id_key) if train.truth else None
     trained = train_model(
         rows, until=None, truth=truth, previous=train.previous, algorithm=train.algorithm, k=train.k,
         k_range=(train.k_min, train.k_max), seed=train.random_state, activity_weight=train.activity_weight,
         money=rules.rates.card(rules.reporting_currency))
     fields = trained.card_fields
-    recovery = _recovery(rows, truth, train.truth) if truth is not None else None
+    # The evaluations read each user once, as of the calibration end (the baseline days are not theirs).
+    # (In the order read: the BG/NBD fits of the evaluations sum in that order.)
+    latest = {r["user_key"]: int(r["as_of_us"]) for r in latest_per_user(rows, None)}
+    calibration_rows = [r for r in rows if int(r["as_of_us"]) == latest[r["user_key"]]]
+    recovery = _recovery(calibration_rows, truth, train.truth) if truth is not None else None
     if recovery:
         fields = dict(fields, bgnbd_recovery=recovery)
     if holdout is not None:
         say(f"hold-out input: {holdout_summary.console_line()}")
-        fields = dict(fields, holdout=_evaluate(rows, holdout, fields, train))
+        fields = dict(fields, holdout=_evaluate(calibration_rows, holdout, fields, train))
     card = save_artifact(train.out, trained.model, fields)
     say(format_report(card))
     if recovery:

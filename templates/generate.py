@@ -45,6 +45,7 @@ POSITIVE_INT = r"^[1-9][0-9]*$"
 POSITIVE_FLOAT = r"^(?!0*\.?0*$)(?:[0-9]+\.?[0-9]*|\.[0-9]+)$"
 BOOLEAN = r"^(true|false)$"
 SUBSCRIPTION = r"^projects/[^/]+/subscriptions/[^/]+$"
+TOPIC = r"^projects/[^/]+/topics/[^/]+$"
 PROJECT_ID = r"^(?:[a-z][-.a-z0-9]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$"
 DATASET_ID = r"^[A-Za-z0-9_]{1,1024}$"
 HTTP_URL = r"^https?://[^/\s]+(?:/\S*)?$"
@@ -62,10 +63,12 @@ FORMATS = {
 # Formats of flags by their argparse `type=` function's name.
 TYPE_FORMATS = {
     "positive_int": POSITIVE_INT,
+    "bounded_int": POSITIVE_INT,  # a range the regex does not express: the job checks it
     "positive_float": POSITIVE_FLOAT,
     "int": r"^-?[0-9]+$",
     "float": r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)$",
     "subscription_path": SUBSCRIPTION,
+    "topic_path": TOPIC,
 }
 _LABEL_WORDS = {"bq": "BigQuery", "id": "ID", "us": "µs"}
 

@@ -14,14 +14,29 @@ import orjson
 if TYPE_CHECKING:
     from devtools.generate.writing import GenerationStats
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _int_in(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a positive integer at most {high:,}, got {text!r}")
+        return value
+
+    return parse
+
+
+MAX_USERS = 10_000_000
+MAX_DAYS = 3650
+
+
+def _output_file(text: str) -> pathlib.Path:
+    """argparse type: a file to write (not a directory)."""
+    path = pathlib.Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory: give a file path")
+    return path
 
 
 def _seed(text: str) -> int:
@@ -65,16 +80,18 @@ def _non_negative_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the generator's flags to `parser`."""
-    parser.add_argument("--users", type=_positive_int, metavar="N", default=2000,
-                        help="Number of simulated users; they arrive over the first 80%% of the --days period. "
+    parser.add_argument("--users", type=_int_in(1, MAX_USERS), metavar="N", default=2000,
+                        help=f"Number of simulated users (at most {MAX_USERS:,}); they arrive over the first 80%% of "
+                             "the --days period. "
                              "Default: 2000.")
-    parser.add_argument("--days", type=_positive_int, metavar="D", default=30,
-                        help="Length of the calibration period (the --out file), in whole UTC days. Default: 30.")
+    parser.add_argument("--days", type=_int_in(1, MAX_DAYS), metavar="D", default=30,
+                        help=f"Length of the calibration period (the --out file), in whole UTC days "
+                             f"(at most {MAX_DAYS:,}). Default: 30.")
     parser.add_argument("--holdout_days", type=_non_negative_int, metavar="N", default=0,
                         help="Also simulate N whole UTC days after the calibration period and write their events "
                              "to --holdout_out: the simulation then covers --days + N days ending at --end. "
                              "Default: 0 (one file, no hold-out).")
-    parser.add_argument("--holdout_out", type=pathlib.Path, metavar="PATH", default=None,
+    parser.add_argument("--holdout_out", type=_output_file, metavar="PATH", default=None,
                         help="Hold-out file, with --holdout_days (valid events only, same format as --out). "
                              "Default: <out stem>.holdout<suffix>, e.g. events.holdout.jsonl.")
     parser.add_argument("--end", type=_date, metavar="DATE", default=None,
@@ -85,13 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Random seed (non-negative integer); same arguments give identical bytes. Default: 0.")
     parser.add_argument("--format", choices=("jsonl", "avro"), default=None,
                         help="Output format. Default: avro if --out ends with .avro, else jsonl (JSON lines).")
-    parser.add_argument("--out", type=pathlib.Path, metavar="PATH", required=True,
+    parser.add_argument("--out", type=_output_file, metavar="PATH", required=True,
                         help="Output file of the calibration period (parent directories are created). Required.")
     parser.add_argument("--corrupt-rate", dest="corrupt_rate", type=_rate, metavar="R", default=0.0,
                         help="Fraction of the --out file's records, in [0, 1), that are bad: invalid records of "
                              "every dead-letter kind plus exact duplicates, round-robin (none in the hold-out "
                              "file). Default: 0.0.")
-    parser.add_argument("--truth", type=pathlib.Path, metavar="PATH", default=None,
+    parser.add_argument("--truth", type=_output_file, metavar="PATH", default=None,
                         help="Also write a CSV of each user's latent truth: user_id, archetype, acquired_at, "
                              "alive_at_calibration_end, dropped_out_at, purchase_rate_per_day (lambda), "
                              "dropout_probability (p), first_purchase_at (times RFC 3339 UTC), and "

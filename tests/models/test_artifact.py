@@ -146,11 +146,34 @@ def test_pinned_digest_must_match(trained, tmp_path):
         load_artifact(str(tmp_path / "m"), expected_sha256="0" * 64)
 
 
+def _set_segment(card, index, **fields):
+    card["segments"][index].update(fields)
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda c: c.update(feature_version="v0"), "feature_version"),
     (lambda c: c.update(features=list(reversed(c["features"]))), "feature list"),
+    (lambda c: c.update(features=c["features"][:-1]), "feature list"),
     (lambda c: c.pop("model_sha256"), "lacks"),
     (lambda c: c.update(format="other/9"), "format"),
+    # Numbers the job would score with: NaN, infinite, non-positive, of the wrong kind.
+    (lambda c: c["bgnbd"].update(r=float("nan")), "BG/NBD parameter r is nan"),
+    (lambda c: c["bgnbd"].update(alpha=float("inf")), "BG/NBD parameter alpha is inf"),
+    (lambda c: c["bgnbd"].update(a=0.0), "BG/NBD parameter a is 0.0"),
+    (lambda c: c["bgnbd"].update(b="2"), "BG/NBD parameter b is '2'"),
+    (lambda c: c["bgnbd"].update(time_unit="fortnight"), "time_unit"),
+    (lambda c: c["rfm"].update(orders=[0.0, 2.0, 1.0, 3.0]), "RFM thresholds for orders"),
+    (lambda c: c["rfm"].update(spend_total=[0.0, 1.0, float("nan"), 3.0]), "RFM thresholds for spend_total"),
+    (lambda c: _set_segment(c, 0, centroid=dict(c["segments"][0]["centroid"], recency_days=float("nan"))),
+     "non-finite"),
+    # Segments that do not describe the model's clusters.
+    (lambda c: c.update(segment_count=c["segment_count"] + 1), "segments for segment_count"),
+    (lambda c: c["segments"].pop(), "segments for segment_count"),
+    (lambda c: c.update(k=0), "k is not a positive integer"),
+    (lambda c: _set_segment(c, 1, segment_id=c["segments"][0]["segment_id"]), "segment_id values"),
+    (lambda c: _set_segment(c, 1, name=c["segments"][0]["name"]), "segment names"),
+    (lambda c: _set_segment(c, 0, cluster_index=c["segments"][1]["cluster_index"]), "cluster_index"),
+    (lambda c: _set_segment(c, 0, cluster_index=-2), "cluster_index"),
 ])
 def test_bad_cards_are_refused(trained, tmp_path, edit, message):
     path = tmp_path / "m"
@@ -159,6 +182,34 @@ def test_bad_cards_are_refused(trained, tmp_path, edit, message):
     edit(card)
     (path / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ArtifactError, match=message):
+        load_artifact(str(path))
+
+
+def test_card_problems_are_found_before_unpickling(trained, tmp_path, monkeypatch):
+    path = tmp_path / "m"
+    save_artifact(str(path), trained.model, trained.card_fields)
+    card = json.loads((path / "model_card.json").read_text())
+    card["bgnbd"]["r"] = float("nan")
+    (path / "model_card.json").write_text(json.dumps(card))  # json writes NaN; the card must not pass
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("unpickled a model with an unusable card")
+
+    monkeypatch.setattr(joblib, "load", forbidden)
+    with pytest.raises(ArtifactError, match="not usable"):
+        load_artifact(str(path))
+
+
+def test_a_card_whose_segments_do_not_match_the_model_is_refused(trained, tmp_path):
+    """A consistent card for one cluster fewer than the model has: only the model itself can tell."""
+    path = tmp_path / "m"
+    save_artifact(str(path), trained.model, trained.card_fields)
+    card = json.loads((path / "model_card.json").read_text())
+    card["segments"] = [s for s in card["segments"] if s["cluster_index"] != card["segment_count"] - 1]
+    card["segment_count"] -= 1
+    (path / "model_card.json").write_text(json.dumps(card))
+    load_card(str(path))  # consistent on its own
+    with pytest.raises(ArtifactError, match="do not match the model"):
         load_artifact(str(path))
 
 

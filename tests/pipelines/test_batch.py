@@ -15,10 +15,9 @@ from pipelines import batch
 from transforms.bigquery import admin as bq_admin
 from devtools import generate
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES
+from tests.support.expected import DAY, END, expected_scorings
+from tests.support.psi import counts_by_comparison, psi_of_shares
 from transforms.ingest.privacy import DEMO_ID_KEY, pseudonymise
-
-DAY = dt.timedelta(days=1)
-END = dt.date(2026, 11, 1)
 
 
 @pytest.fixture(scope="module")
@@ -26,43 +25,6 @@ def events_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("e2e") / "events.jsonl"
     generate.generate_events(str(path), users=40, days=8, end=END, seed=11, fmt="jsonl", corrupt_rate=0.05)
     return path
-
-
-def expected_scorings(path, history_days):
-    """(user_key, score_date) pairs the job must write, worked out from the raw records.
-
-    The generator gives valid events ids "e-<seed>-<n>" and corrupt records other ids
-    (or none); a valid event counts when it is consented. The as-of time is the midnight
-    after the latest event; a user is scored as of it and the `history_days` midnights
-    before it, from the first midnight after their first event on. A scoring as of a
-    midnight describes the day before it.
-    """
-    first = {}
-    for line in path.read_bytes().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or not str(record.get("event_id", "")).startswith("e-"):
-            continue
-        if (record.get("consent") or {}).get("personalization") is not True:
-            continue
-        stamp = record["timestamp"]
-        when = (dt.datetime.fromtimestamp(stamp / 1000, dt.timezone.utc) if isinstance(stamp, int)
-                else dt.datetime.fromisoformat(stamp).astimezone(dt.timezone.utc))
-        user = record["user_id"]
-        first[user] = min(first.get(user, when), when)
-        first["__latest__"] = max(first.get("__latest__", when), when)
-    latest = first.pop("__latest__")
-    as_of = latest.date() + DAY
-    pairs = set()
-    for user, when in first.items():
-        key = pseudonymise(DEMO_ID_KEY, user)
-        for back in range(history_days + 1):
-            midnight = as_of - back * DAY
-            if when.date() < midnight:
-                pairs.add((key, midnight - DAY))
-    return pairs
 
 
 HISTORY_DAYS = 3
@@ -107,6 +69,20 @@ def test_batch_end_to_end(events_file, warehouse, unique_dataset):
                     "last_purchase"] is not None:
                 assert after["features"]["recency_days"] - before["features"]["recency_days"] == pytest.approx(1.0)
 
+    # Segment changes: "entered" at each user's first scored date of the run, then one per
+    # consecutive pair of dates whose segment or named RFM segment differs (read off the rows).
+    expected_changes = set()
+    for user, history in by_user.items():
+        expected_changes.add((user, history[0]["score_date"], "entered"))
+        for before, after in zip(history, history[1:]):
+            if before["segment_id"] != after["segment_id"]:
+                expected_changes.add((user, after["score_date"], "segment"))
+            elif before["rfm"]["rfm_segment"] != after["rfm"]["rfm_segment"]:
+                expected_changes.add((user, after["score_date"], "rfm"))
+    changes = table_rows(warehouse, unique_dataset, "segment_changes", "change_key")
+    assert {(c["user_key"], c["score_date"], c["kind"]) for c in changes} == expected_changes
+    assert len(changes) == len(expected_changes)
+
     # The job made the analyst views while it ran.
     assert "views_error" not in first.extra
     names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
@@ -125,10 +101,24 @@ def test_batch_end_to_end(events_file, warehouse, unique_dataset):
         f"SELECT * FROM `{warehouse.project}.{unique_dataset}.run_audit` WHERE run_id = 'run-1'").result()
     assert (audit["read"], audit["valid"], audit["duplicates"], audit["reconciled"]) == (
         first.read, first.valid, first.duplicates, True)
+    # ... and records the drift of every user's features as of the run's as-of time against
+    # the card's training bins, PSI worked out by hand from the rows in the table.
+    latest = max(row["score_date"] for row in rows)
+    current = [row["features"] for row in rows if row["score_date"] == latest]
+    bins = card["distribution"]["features"]
+    expected = {name: psi_of_shares(bins[name]["proportions"],
+                                    counts_by_comparison([f[name] for f in current], bins[name]["edges"]))
+                for name in MODEL_FEATURES}
+    top = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    assert audit["drift_rows"] == len(current)
+    assert audit["drift_max_psi"] == pytest.approx(top[0][1])
+    assert [d["feature"] for d in audit["drift"]] == [name for name, _ in top]
+    assert [d["psi"] for d in audit["drift"]] == pytest.approx([value for _, value in top])
 
-    # A rerun over the same input and model leaves the same rows, assigned_at included.
+    # A rerun over the same input and model leaves the same rows, assigned_at and detected_at included.
     run_job(events_file, warehouse, unique_dataset, "run-2").check()
     assert table_rows(warehouse, unique_dataset, "segment_assignments", "row_key") == rows
+    assert table_rows(warehouse, unique_dataset, "segment_changes", "change_key") == changes
 
 
 def test_default_model_loads_and_assigns():

@@ -24,6 +24,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.portability.api import beam_runner_api_pb2
 from google.cloud import dataflow
 
+from models.artifact import load_card
+from models.drift import DriftMonitor
 from models.handler import assignment_handler
 from pipelines import batch, streaming
 from tests.support.models import save_small_model
@@ -41,10 +43,17 @@ WRITE_URN = "beam:transform:write_to_big_query:v0"
 # The stable labels. "Profiles" (one per-user step keeping state, with the dedupe folded
 # in) replaced "Dedupe" and "Features" with the profile redesign: its state is not the old
 # windows', so that change is a drain and a new job, not an in-place update.
-BATCH_STEPS = ["ReadEvents", "Privacy", "AsOf", "Profiles", "AssignSegments", "WriteAssignments", "WriteDeadLetters"]
+# Segment changes (issue 19) added three steps after scoring, none renamed: "SegmentChanges"
+# (a new keyed state, so the first job with it is a new job: every user "enters" once),
+# "WriteChanges" (the segment_changes table) and, with --changes_topic, "PublishChanges".
+# Drift (issue 20) added "DriftBins": the scored rows counted into the model's training bins.
+BATCH_STEPS = ["ReadEvents", "Privacy", "AsOf", "Profiles", "AssignSegments", "WriteAssignments", "SegmentChanges",
+               "WriteChanges", "WriteDeadLetters", "DriftBins"]
 STREAMING_INGEST_STEPS = ["ReadPubSub", "ParseRecords", "Privacy"]
 STREAMING_STEPS = STREAMING_INGEST_STEPS + [
-    "Profiles", "AssignSegments", "WriteAssignments", "WriteDeadLetters", "WriteAudit"]
+    "Profiles", "AssignSegments", "WriteAssignments", "SegmentChanges", "WriteChanges", "PublishChanges",
+    "WriteDeadLetters", "WriteAudit"]
+CHANGES_TOPIC = f"projects/{PROJECT}/topics/segment-changes"
 CAMEL_CASE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 
@@ -98,7 +107,7 @@ def batch_job(offline, model_dir):
     p = beam.Pipeline(options=options)
     target = BigQueryTarget(project=PROJECT, dataset=DATASET)
     batch.build_pipeline(p, options.view_as(batch.BatchOptions), b"k" * 32, assignment_handler(model_dir), target,
-                         "batch-test")
+                         "batch-test", drift_edges=DriftMonitor.from_card(load_card(model_dir)).edges)
     return _dry_run(p)
 
 
@@ -109,11 +118,13 @@ def _streaming_accepts_target() -> bool:
 @pytest.fixture(scope="module")
 def streaming_job(offline, model_dir):
     options = PipelineOptions(DATAFLOW_FLAGS + [
-        "--streaming", "--subscription=projects/my-project/subscriptions/events-sub", f"--model={model_dir}"])
+        "--streaming", "--subscription=projects/my-project/subscriptions/events-sub", f"--model={model_dir}",
+        f"--changes_topic={CHANGES_TOPIC}"])
     p = beam.Pipeline(options=options)
     kwargs = {}
     if _streaming_accepts_target():
         kwargs["target"] = BigQueryTarget(project=PROJECT, dataset=DATASET, streaming=True)
+        kwargs["drift"] = DriftMonitor.from_card(load_card(model_dir))  # each interval's PSI: TallyDrift
     streaming.build_pipeline(p, options.view_as(streaming.StreamingOptions), b"k" * 32, assignment_handler(model_dir),
                              **kwargs)
     return _dry_run(p)
@@ -194,8 +205,17 @@ def test_batch_appends_dead_letters_by_file_loads(batch_job):
     assert config["additional_bq_parameters"]["timePartitioning"]["type"] == "DAY"
 
 
-def test_batch_writes_only_the_two_tables(batch_job):
-    assert len(bigquery_writes(batch_job)) == 2  # run_audit is written once, after the run
+def test_batch_writes_changes_by_file_loads_into_staging_then_merge(batch_job):
+    name, config = the_write(bigquery_writes(batch_job), "WriteChanges")
+    spec = TABLES[Table.SEGMENT_CHANGES]
+    assert config["method"] == WriteToBigQuery.Method.FILE_LOADS
+    assert _table(config) == f"{PROJECT}:{DATASET}.{spec.name}__staging"
+    assert _column_names(config) == [f["name"] for f in spec.schema]
+    assert name.rsplit("/", 1)[0] + "/Merge" in transforms(batch_job)
+
+
+def test_batch_writes_only_the_three_tables(batch_job):
+    assert len(bigquery_writes(batch_job)) == 3  # run_audit is written once, after the run
 
 
 def test_workers_run_the_template_image(batch_job):
@@ -236,6 +256,7 @@ def test_streaming_ingest_steps_have_their_stable_labels(streaming_job):
 def test_streaming_has_every_step_of_the_final_pipeline(streaming_job):
     labels = top_level_labels(streaming_job)
     assert [label for label in labels if label in STREAMING_STEPS] == STREAMING_STEPS
+    assert "TallyDrift" in labels  # the drift of each audit interval
 
 
 @pytest.mark.xfail(not _streaming_accepts_target(), strict=True,
@@ -243,13 +264,20 @@ def test_streaming_has_every_step_of_the_final_pipeline(streaming_job):
 def test_streaming_writes_by_streaming_inserts(streaming_job):
     writes = bigquery_writes(streaming_job)
     tables = {}
-    for under in ("WriteAssignments", "WriteDeadLetters", "WriteAudit"):
+    for under in ("WriteAssignments", "WriteChanges", "WriteDeadLetters", "WriteAudit"):
         name, config = the_write(writes, under)
         assert config["method"] == WriteToBigQuery.Method.STREAMING_INSERTS, name
         assert config["write_disposition"] == BigQueryDisposition.WRITE_APPEND, name
         tables[under] = _table(config)
     assert tables == {
         "WriteAssignments": f"{PROJECT}:{DATASET}.{Table.SEGMENT_ASSIGNMENTS.value}",
+        "WriteChanges": f"{PROJECT}:{DATASET}.{Table.SEGMENT_CHANGES.value}",
         "WriteDeadLetters": f"{PROJECT}:{DATASET}.{Table.DEAD_LETTERS.value}",
         "WriteAudit": f"{PROJECT}:{DATASET}.{Table.RUN_AUDIT.value}",
     }
+
+
+def test_streaming_publishes_changes_to_the_topic(streaming_job):
+    publishes = [t for name, t in transforms(streaming_job).items() if name.startswith("PublishChanges/")]
+    topics = {t.spec.payload for t in publishes if b"segment-changes" in t.spec.payload}
+    assert publishes and topics, sorted(name for name in transforms(streaming_job) if "Publish" in name)

@@ -46,3 +46,69 @@ def test_every_job_declares_the_shared_flags_and_its_own(options_class, own):
 def test_the_run_id_is_generated_per_mode_unless_given():
     assert PipelineOptions(["--run_id", "r1"]).view_as(BatchOptions).resolved_run_id("batch") == "r1"
     assert PipelineOptions([]).view_as(StreamingOptions).resolved_run_id("stream").startswith("stream-")
+
+
+def _parse(*args):
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    declare_flags(parser, BatchOptions)
+    return parser.parse_args(list(args))
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--max_silent_days", "100000000"),  # 274,000 years: date arithmetic overflows
+    ("--rescore_days", "0"),
+    ("--history_days", "3651"),
+    ("--history_days", "-1"),
+    ("--session_gap_minutes", "inf"),
+    ("--session_gap_minutes", "nan"),
+    ("--allowed_lateness_hours", "-1"),
+    ("--allowed_lateness_hours", "1e308"),
+    ("--max_future_skew_hours", "Infinity"),
+    ("--max_event_age_days", "36501"),
+    ("--max_event_bytes", "104857601"),
+    ("--early_firing_seconds", "86401"),
+    ("--dead_letter_max_payload_bytes", "100"),
+    ("--model_sha256", "abc"),
+])
+def test_out_of_range_values_are_refused_by_argparse(flag, value):
+    with pytest.raises(argparse.ArgumentError, match=flag):
+        _parse("--input", "x", flag, value)
+
+
+@pytest.mark.parametrize("flag, value, parsed", [
+    ("--max_silent_days", "3650", 3650),
+    ("--history_days", "0", 0),
+    ("--session_gap_minutes", "0.5", 0.5),
+    ("--allowed_lateness_hours", "87600", 87600.0),
+    ("--dead_letter_max_payload_bytes", "1024", 1024),
+    ("--model_sha256", "AB" * 32, "ab" * 32),
+])
+def test_values_at_the_edges_are_accepted(flag, value, parsed):
+    assert getattr(_parse("--input", "x", flag, value), flag[2:]) == parsed
+
+
+def test_the_fallback_folder_follows_the_temp_location(tmp_path):
+    import os
+
+    local = PipelineOptions([]).view_as(BatchOptions)
+    assert local.fallback_dir("batch-1") == os.path.abspath(os.path.join(".work", "fallback", "batch-1"))
+    remote = PipelineOptions(["--temp_location", "gs://b/tmp"]).view_as(BatchOptions)
+    assert remote.fallback_dir("run/2") == "gs://b/tmp/segments-fallback/run_2"
+    given = PipelineOptions(["--dead_letter_fallback", str(tmp_path)]).view_as(BatchOptions)
+    assert given.fallback_dir("r") == str(tmp_path / "r")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runner", "DataflowRunner", "--demo_key"], "no pseudonymisation key for a DataflowRunner job"),
+    (["--runner", "DataflowRunner", "--id_key_file", "{short}"], "2-byte key"),
+    (["--id_key_file", "{empty}"], "is empty"),
+])
+def test_key_checks_happen_in_the_driver(tmp_path, monkeypatch, args, message):
+    from transforms.ingest.privacy import ID_KEY_ENV, MissingIdKey
+
+    monkeypatch.delenv(ID_KEY_ENV, raising=False)
+    (tmp_path / "short").write_text("ab")
+    (tmp_path / "empty").write_text("")
+    args = [a.format(short=tmp_path / "short", empty=tmp_path / "empty") for a in args]
+    with pytest.raises(MissingIdKey, match=message):
+        PipelineOptions(args).view_as(BatchOptions).id_key_ref()

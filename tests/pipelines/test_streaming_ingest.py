@@ -100,6 +100,64 @@ def test_publish_events_sends_everything_with_event_time_attribute():
     assert [orjson.loads(data)["event_id"] for _, data, _ in fake.messages[:5]] == [f"e{i}" for i in range(5)]
 
 
+def test_publish_events_batches_records_into_ndjson_messages():
+    records = [_event(f"e{i}", f"u{i}", "2020-01-01T00:00:00Z") for i in range(5)] + [b"{broken"]
+    fake = FakePublisher()
+
+    stats = publisher.publish_events(records, "projects/p/topics/t", rate=1000, publisher=fake, batch_size=4,
+                                     max_batch_delay_s=60, keep_ids=True, restamp=False)
+
+    # 6 records in messages of at most 4: 4 + 2, each marked as a batch.
+    assert (stats.published, stats.messages, stats.failed) == (6, 2, 0)
+    assert [attributes for _, _, attributes in fake.messages] == [{"content-type": "application/x-ndjson"}] * 2
+    lines = [line for _, data, _ in fake.messages for line in data.split(b"\n")[:-1]]
+    assert [orjson.loads(line)["event_id"] for line in lines[:5]] == [f"e{i}" for i in range(5)]
+    assert lines[5] == b"{broken"
+    assert all(data.endswith(b"\n") for _, data, _ in fake.messages)
+    # The source each record will carry: message id, then its 1-based line.
+    assert stats.message_ids == ["1#1", "1#2", "1#3", "1#4", "2#1", "2#2"]
+
+
+def test_a_failed_batch_fails_all_its_records():
+    fake = FakePublisher(fail_every=2)
+
+    stats = publisher.publish_events([b"x"] * 7, "projects/p/topics/t", rate=1000, publisher=fake, batch_size=3,
+                                     max_batch_delay_s=60)
+
+    assert (stats.published, stats.failed, stats.messages) == (4, 3, 2)  # messages of 3, 3 (failed) and 1
+
+
+def test_split_message_single_and_batched():
+    from transforms.ingest.messages import split_message
+
+    single = PubsubMessage(b'{"a": 1}\n{"b": 2}', {}, message_id="7")
+    batch = PubsubMessage(b'{"a": 1}\r\n\n  \n{"b": 2\n{"c": 3}\n', {"content-type": "application/x-ndjson"},
+                          message_id="8")
+
+    assert list(split_message(single)) == [(b'{"a": 1}\n{"b": 2}', "pubsub:7")]
+    # Line endings are not part of a record; blank lines are skipped but keep their number.
+    assert list(split_message(batch)) == [(b'{"a": 1}', "pubsub:8#1"), (b'{"b": 2', "pubsub:8#4"),
+                                          (b'{"c": 3}', "pubsub:8#5")]
+
+
+def test_parse_step_judges_each_line_and_counts_records_read():
+    fn = ParseMessageFn(ValidationConfig(), count_read_as="read")
+    fn.setup()
+    fn.start_bundle()
+    now_ms = time.time_ns() // 1_000_000 - 60_000
+    body = b"\n".join([orjson.dumps(_event("e1", "u1", now_ms)), b'{"event_id": "e2"', orjson.dumps(_event("e3", "u3", now_ms))])
+    message = PubsubMessage(body, {"content-type": "application/x-ndjson"}, message_id="42")
+
+    outputs = list(fn.process(message, timestamp=beam.utils.timestamp.Timestamp(0)))
+    (tally,) = list(fn.finish_bundle())
+
+    events = [o.value for o in outputs if isinstance(o, TimestampedValue)]
+    dead = [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert [(e.event_id, e.source) for e in events] == [("e1", "pubsub:42#1"), ("e3", "pubsub:42#3")]
+    assert [(d.error_code, d.source) for d in dead] == [("invalid_json", "pubsub:42#2")]
+    assert tally.value.value == ("read", 3)
+
+
 def test_publish_events_counts_failures():
     fake = FakePublisher(fail_every=3)
 

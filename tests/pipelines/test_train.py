@@ -60,6 +60,12 @@ def test_train_reports_the_holdout_of_the_calibration_customers(split):
     assert card["training"]["data_end"] == f"{UNTIL}T00:00:00Z"
     assert card["money"]["reporting_currency"] == "EUR" and len(card["money"]["fx_table_sha256"]) == 64
     assert any("P(alive) AUC" in line for line in lines)
+    # The drift reference: the calibration rows' bins, and movement over the 7 days before UNTIL.
+    assert card["distribution"]["rows"] == len(users)
+    assert card["distribution"]["daily_moves"]["days"] == 7
+    assert [d["as_of_us"] for d in card["distribution"]["daily_moves"]["per_day"]] == [
+        (UNTIL - dt.date(1970, 1, 1)).days * 86_400_000_000 - d * 86_400_000_000 for d in range(6, -1, -1)]
+    assert any("segment changes per day at training" in line for line in lines)
 
 
 def test_train_says_why_there_is_no_user_to_fit(split, tmp_path):

@@ -61,3 +61,30 @@ def save_small_model(path: str) -> str:
     trained = train_model(training_records(), until=END_US, k_range=(3, 3), silhouette_sample=100)
     save_artifact(path, trained.model, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
     return path
+
+
+# A two-segment model for segment changes: its groups differ only in two lifetime session
+# features, every other feature is one constant, so the segments' centres differ in those two
+# alone. Group "browsers" (12 rows) gets id 0, "cart fillers" (8 rows) id 1.
+CART_FEATURES = {"browsers": {"lifetime_product_views_per_session": 1.0, "lifetime_cart_adds_per_session": 0.0},
+                 "cart fillers": {"lifetime_product_views_per_session": 3.0, "lifetime_cart_adds_per_session": 3.0}}
+CART_SIZES = {"browsers": 12, "cart fillers": 8}
+
+
+def cart_training_records() -> list[dict]:
+    base = group_vectors()[1]  # customers (RFM and BG/NBD need some), orders constant
+    rows = []
+    for group, size in CART_SIZES.items():
+        values = base.copy()
+        for name, value in CART_FEATURES[group].items():
+            values[MODEL_FEATURES.index(name)] = value
+        for i in range(size):
+            rows.append(record(f"{group[0]}-{i:02d}", values, 2, 1.0 + i, 20.0 + i / 2))
+    return rows
+
+
+def save_cart_model(path: str) -> str:
+    """Trains the two-group model on `cart_training_records` (BG/NBD: `PARAMS`) and saves it to `path`."""
+    trained = train_model(cart_training_records(), until=END_US, k_range=(2, 2), silhouette_sample=100)
+    save_artifact(path, trained.model, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
+    return path

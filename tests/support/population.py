@@ -32,7 +32,9 @@ class Population(NamedTuple):
 def make_population(work: pathlib.Path) -> Population:
     events, truth_path = work / "events.jsonl", work / "truth.csv"
     generate.generate_events(events, users=USERS, days=DAYS, seed=SEED, fmt="jsonl", truth=truth_path)
-    options = PipelineOptions(["--input", str(events), "--out", str(work / "unused"), "--demo_key"])
+    # Without the baseline days: only the rows as of the calibration end (one per user).
+    options = PipelineOptions(["--input", str(events), "--out", str(work / "unused"), "--demo_key",
+                               "--baseline_days", "0"])
     prefix = str(work / "rows" / "rows")
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, options.view_as(TrainOptions), DEMO_ID_KEY, prefix, None)

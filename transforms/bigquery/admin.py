@@ -31,6 +31,13 @@ from transforms.contracts.feature_spec import MODEL_FEATURES
 
 _LOG = logging.getLogger(__name__)
 
+
+def _retry():
+    """A minute, not the client's ten: a warehouse that keeps failing is reported, not waited for."""
+    from google.cloud import bigquery
+
+    return bigquery.DEFAULT_RETRY.with_deadline(60)
+
 # The view statements live with the other SQL of the project (a checkout, not the worker image).
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "bigquery"
 DDL_DIR = TEMPLATES_DIR / "ddl"
@@ -118,27 +125,51 @@ def render_ddl(spec: TableSpec, project: str = "${project}", dataset: str = "${d
                      else f"PARTITION BY DATE({spec.partition_field})")
     if spec.clustering:
         lines.append(f"CLUSTER BY {', '.join(spec.clustering)}")
-    lines.append(f"OPTIONS (description = {json.dumps(spec.description)});")
+    options = [f"description = {json.dumps(spec.description)}"]
+    if spec.partition_field and spec.partition_expiration_days:
+        options.append(f"partition_expiration_days = {spec.partition_expiration_days}")
+    lines.append(f"OPTIONS ({', '.join(options)});")
     return "\n".join(lines) + "\n"
 
 
 def create_table(client, project: str, dataset: str, spec: TableSpec):
-    """Creates one table (partitioned and clustered per its spec) unless it exists."""
+    """Creates one table (partitioned, clustered and with the retention of its spec) unless it exists.
+
+    A table made by an older release is brought up to date: columns the spec added
+    (always NULLABLE or REPEATED) are added to it; nothing is removed or retyped.
+    """
     from google.cloud import bigquery
 
     table = bigquery.Table(f"{project}.{dataset}.{spec.name}", schema=schema_fields(spec))
     table.description = spec.description
     if spec.partition_field:
         table.time_partitioning = bigquery.TimePartitioning(
-            type_=bigquery.TimePartitioningType.DAY, field=spec.partition_field
+            type_=bigquery.TimePartitioningType.DAY, field=spec.partition_field,
+            expiration_ms=spec.partition_expiration_days * 86_400_000 if spec.partition_expiration_days else None,
         )
     if spec.clustering:
         table.clustering_fields = list(spec.clustering)
-    return client.create_table(table, exists_ok=True)
+    made = client.create_table(table, exists_ok=True, retry=_retry())
+    present = {field.name for field in made.schema}
+    missing = [field for field in schema_fields(spec) if field.name not in present]
+    if missing and made.schema:
+        made.schema = list(made.schema) + missing
+        made = client.update_table(made, ["schema"], retry=_retry())
+        _LOG.info("Added columns %s to %s", [f.name for f in missing], spec.name)
+    return made
+
+
+def set_partition_expiration(client, project: str, dataset: str, spec: TableSpec, days: int | None):
+    """Sets (or, with None, removes) the partition expiration of an existing table."""
+    table = client.get_table(f"{project}.{dataset}.{spec.name}", retry=_retry())
+    partitioning = table.time_partitioning
+    partitioning.expiration_ms = days * 86_400_000 if days else None
+    table.time_partitioning = partitioning
+    return client.update_table(table, ["time_partitioning"], retry=_retry())
 
 
 def setup(client, dataset: str, location: str = DEFAULT_LOCATION, project: str | None = None) -> dict:
-    """Creates the dataset, the three tables and the views; safe to run again.
+    """Creates the dataset, the tables and the views; safe to run again.
 
     Args:
         client: a google-cloud-bigquery client (local or real).
@@ -154,13 +185,13 @@ def setup(client, dataset: str, location: str = DEFAULT_LOCATION, project: str |
 
 
 def create_tables(client, dataset: str, location: str = DEFAULT_LOCATION, project: str | None = None) -> dict:
-    """The dataset and the three tables (the part of `setup` a job writes to); safe to run again."""
+    """The dataset and the tables (the part of `setup` a job writes to); safe to run again."""
     from google.cloud import bigquery
 
     project = project or client.project
     ds = bigquery.Dataset(f"{project}.{dataset}")
     ds.location = location
-    client.create_dataset(ds, exists_ok=True)
+    client.create_dataset(ds, exists_ok=True, retry=_retry())
     for spec in TABLES.values():
         create_table(client, project, dataset, spec)
     _LOG.info("Dataset %s.%s ready: %d tables", project, dataset, len(TABLES))
@@ -185,15 +216,15 @@ def create_views(client, dataset: str, project: str | None = None) -> list[str]:
         digest = view_digest(sql)
         table_id = f"{project}.{dataset}.{name}"
         try:
-            current = client.get_table(table_id).labels.get(VIEW_DIGEST_LABEL)
+            current = client.get_table(table_id, retry=_retry()).labels.get(VIEW_DIGEST_LABEL)
         except NotFound:
             current = None
         if current == digest:
             continue
-        client.query(sql).result()
-        view = client.get_table(table_id)
+        client.query(sql, retry=_retry()).result()
+        view = client.get_table(table_id, retry=_retry())
         view.labels = {**view.labels, VIEW_DIGEST_LABEL: digest}
-        client.update_table(view, ["labels"])
+        client.update_table(view, ["labels"], retry=_retry())
         replaced.append(name)
     _LOG.info("Views of %s.%s ready: %s", project, dataset,
               f"replaced {', '.join(replaced)}" if replaced else "all current")

@@ -42,7 +42,16 @@ class BigQueryTarget:
         streaming: True for unbounded input (production: STREAMING_INSERTS).
         create_disposition: production only; CREATE_IF_NEEDED (default) or CREATE_NEVER.
         batch_size: local sink: rows per load job (at most).
-        staging_suffix: production batch: staging table suffix, unique per run.
+        staging_suffix: staging tables are named ``<table>__<staging_suffix>`` (production
+            batch) or ``<table>__<staging_suffix>_<random>`` (local); a batch run makes
+            it unique (``staging_<run token>``).
+        run_id: the run writing (recorded on its staging tables, see `transforms.bigquery.loads.StagingOwner`).
+        owner_host / owner_pid: the process that launched the run (ditto; None: not recorded).
+        max_payload_bytes: dead letters: payloads longer than this are stored truncated,
+            with their full size and SHA-256 (`transforms.bigquery.rows.dead_letter_row`).
+        fallback_dir: local or gs:// folder where rows the warehouse refused and that have
+            no table to go to (dead letters, audit rows) are kept as JSON lines; None: such
+            a refusal fails the job.
     """
 
     project: str
@@ -54,6 +63,11 @@ class BigQueryTarget:
     # whole table: fewer, larger loads (20k rows are ~60 MB in memory) keep runs linear.
     batch_size: int = 20_000
     staging_suffix: str = "staging"
+    run_id: str | None = None
+    owner_host: str | None = None
+    owner_pid: int | None = None
+    max_payload_bytes: int = 1024 * 1024
+    fallback_dir: str | None = None
 
     @classmethod
     def local(cls, endpoint: str, project: str, dataset: str, **kwargs: Any) -> "BigQueryTarget":
@@ -72,6 +86,14 @@ class BigQueryTarget:
         """``project:dataset.table`` (Beam form)."""
         name = table.value if isinstance(table, Table) else table
         return f"{self.project}:{self.dataset}.{name}"
+
+    def staging_owner(self):
+        """Who the staging tables belong to (`StagingOwner`), or None when not recorded."""
+        from transforms.bigquery.loads import StagingOwner
+
+        if self.run_id is None or self.owner_host is None or self.owner_pid is None:
+            return None
+        return StagingOwner(self.run_id, self.owner_host, self.owner_pid)
 
     def client(self):
         """A google-cloud-bigquery client for this target."""

@@ -12,6 +12,10 @@ version):
 * a scoring as of an earlier time never replaces a later one.
 
 Among the staged rows themselves, the latest scoring per key wins.
+
+A row of `segment_changes` (one per user, model version and scoring time) is inserted
+when its key is unseen and replaced only when its content differs: writing the same
+changes again (a rerun, a replayed message) changes nothing, ``detected_at`` included.
 """
 
 from __future__ import annotations
@@ -21,10 +25,20 @@ from typing import Sequence
 from transforms.bigquery.tables import TableSpec
 
 
+# merge key -> (the order that picks one staged row per key, when a matched row is replaced)
+_RULES = {
+    "row_key": ("as_of DESC, event_count DESC, content_sha256 DESC, assigned_at DESC",
+                "(s.as_of > t.as_of\n  OR (s.as_of = t.as_of AND s.content_sha256 != t.content_sha256))"),
+    "change_key": ("content_sha256 DESC, detected_at DESC", "s.content_sha256 != t.content_sha256"),
+}
+
+
 def merge_sql(spec: TableSpec, target_table: str, staging_tables: Sequence[str]) -> str:
-    """MERGE staged rows (one staging table or several) into the target (the rule: module docstring)."""
-    if spec.merge_key != "row_key":
+    """MERGE staged rows (one staging table or several) into the target (the rules: module docstring)."""
+    if spec.merge_key not in _RULES:
         raise ValueError(f"{spec.name} has no MERGE rule")
+    key = spec.merge_key
+    order, replace_when = _RULES[key]
     staged = "\n  UNION ALL\n".join(f"  SELECT * FROM `{table}`" for table in staging_tables)
     cols = [f["name"] for f in spec.schema]
     return (
@@ -33,13 +47,12 @@ def merge_sql(spec: TableSpec, target_table: str, staging_tables: Sequence[str])
         f"  SELECT * FROM (\n{staged}\n  )\n"
         f"  WHERE TRUE\n"
         f"  QUALIFY ROW_NUMBER() OVER (\n"
-        f"    PARTITION BY row_key\n"
-        f"    ORDER BY as_of DESC, event_count DESC, content_sha256 DESC, assigned_at DESC) = 1\n"
+        f"    PARTITION BY {key}\n"
+        f"    ORDER BY {order}) = 1\n"
         f") AS s\n"
-        f"ON t.row_key = s.row_key\n"
-        f"WHEN MATCHED AND (s.as_of > t.as_of\n"
-        f"  OR (s.as_of = t.as_of AND s.content_sha256 != t.content_sha256)) THEN\n"
-        f"  UPDATE SET {', '.join(f'{c} = s.{c}' for c in cols if c != 'row_key')}\n"
+        f"ON t.{key} = s.{key}\n"
+        f"WHEN MATCHED AND {replace_when} THEN\n"
+        f"  UPDATE SET {', '.join(f'{c} = s.{c}' for c in cols if c != key)}\n"
         f"WHEN NOT MATCHED THEN\n"
         f"  INSERT ({', '.join(cols)})\n"
         f"  VALUES ({', '.join('s.' + c for c in cols)})"

@@ -9,6 +9,7 @@ streaming inserts and the local sink's newline-delimited JSON loads); DATE colum
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import hashlib
@@ -182,16 +183,75 @@ def assignment_row(assignment: Mapping[str, Any], assigned_at_us: int) -> dict:
     return row
 
 
+_NOT_CONTENT = frozenset({"row_key", "change_key", "content_sha256", "assigned_at", "detected_at"})
+
+
 def content_sha256(row: Mapping[str, Any]) -> str:
-    """The digest of a row's content: every column but `row_key`, `content_sha256` and `assigned_at`."""
-    content = {k: v for k, v in row.items() if k not in ("row_key", "content_sha256", "assigned_at")}
+    """The digest of a row's content: every column but the key, `content_sha256` and the processing time."""
+    content = {k: v for k, v in row.items() if k not in _NOT_CONTENT}
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=repr)).hexdigest()
 
 
-def dead_letter_row(dl: DeadLetter, run_id: str | None) -> dict:
-    """A `DeadLetter` as a `dead_letters` row."""
+def change_row(change: Mapping[str, Any], detected_at_us: int) -> dict:
+    """A change record (`transforms.changes.change_of`) as a `segment_changes` row.
+
+    Faithful like `assignment_row`: missing keys become NULL for `validate_row` to report.
+    The same row is the JSON body of the change's Pub/Sub message.
+    """
+    c = change
+    as_of = _plain(c.get("as_of_us"))
+    valid_time = isinstance(as_of, int) and not isinstance(as_of, bool)
+    previous = _plain(c.get("previous_as_of_us"))
+    row = {
+        "change_key": c.get("change_key"),
+        "user_key": c.get("user_key"),
+        "kind": c.get("kind"),
+        "score_date": score_date(as_of) if valid_time else None,
+        "as_of": _ts(as_of),
+        "previous_as_of": None if previous is None else _ts(previous),
+        "scoring": c.get("scoring"),
+        "model_version": c.get("model_version"),
+        "from_segment_id": _plain(c.get("from_segment_id")),
+        "from_segment_name": c.get("from_segment_name"),
+        "to_segment_id": _plain(c.get("to_segment_id")),
+        "to_segment_name": c.get("to_segment_name"),
+        "from_rfm_segment": c.get("from_rfm_segment"),
+        "to_rfm_segment": c.get("to_rfm_segment"),
+        "scores": _plain_values(c.get("scores")),
+        "drivers": [_plain_values(d) for d in c.get("drivers") or ()],
+        "event_count": _plain(c.get("event_count")),
+    }
+    row["content_sha256"] = content_sha256(row)
+    row["detected_at"] = format_timestamp(detected_at_us)
+    return row
+
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+def payload_bytes(dl: DeadLetter) -> bytes:
+    """The payload of a dead letter as it was received (undoing the base64 of non-UTF-8 bytes)."""
+    if dl.payload_encoding == "base64":
+        return base64.b64decode(dl.raw_payload)
+    return dl.raw_payload.encode("utf-8", "surrogatepass")
+
+
+def dead_letter_row(dl: DeadLetter, run_id: str | None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> dict:
+    """A `DeadLetter` as a `dead_letters` row.
+
+    Every row records the payload's size and SHA-256. A payload longer than
+    `max_payload_bytes` is stored truncated to its first bytes (whole UTF-8 characters;
+    base64 of the first bytes when it is not UTF-8), with ``payload_truncated``: one
+    huge record must not make its whole load fail, and the digest still identifies it.
+    """
+    data = payload_bytes(dl)
+    payload, truncated = dl.raw_payload, len(data) > max_payload_bytes
+    if truncated:
+        head = data[:max_payload_bytes]
+        payload = (base64.b64encode(head).decode("ascii") if dl.payload_encoding == "base64"
+                   else head.decode("utf-8", "ignore"))
     return {
-        "raw_payload": dl.raw_payload,
+        "raw_payload": payload,
         "payload_encoding": dl.payload_encoding,
         "error_code": dl.error_code,
         "error_detail": dl.error_detail,
@@ -199,6 +259,9 @@ def dead_letter_row(dl: DeadLetter, run_id: str | None) -> dict:
         "stage": dl.stage,
         "processing_time": _ts(dl.processing_time_us),
         "run_id": run_id,
+        "payload_bytes": len(data),
+        "payload_sha256": hashlib.sha256(data).hexdigest(),
+        "payload_truncated": truncated,
     }
 
 
@@ -211,6 +274,11 @@ def audit_row(
     started_at_us: int | None = None,
     finished_at_us: int | None = None,
     model_version: str | None = None,
+    status: str | None = None,
+    detail: str | None = None,
+    writes: Mapping[str, Mapping[str, int]] | None = None,
+    fallback: str | None = None,
+    drift: Mapping[str, Any] | None = None,
 ) -> dict:
     """A run summary as a `run_audit` row.
 
@@ -222,6 +290,12 @@ def audit_row(
         input: what was read (path or subscription).
         started_at_us / finished_at_us: wall clock, UTC microseconds.
         model_version: the model that assigned the segments.
+        status: succeeded, failed, interrupted or killed (batch runs).
+        detail: one line on what went wrong.
+        writes: per table {produced, written, dead_lettered, kept_in_fallback}.
+        fallback: where refused rows were kept.
+        drift: the drift fields (`models.drift.DriftMonitor.audit_fields`): drift_rows,
+            drift_max_psi, drift [{feature, psi}]; None leaves them NULL.
     """
     def counts(key: str, name: str) -> list[dict]:
         items = summary.get(key) or {}
@@ -245,7 +319,19 @@ def audit_row(
         "reconciled": None if summary.get("reconciled") is None else bool(summary.get("reconciled")),
         "assignments": opt_int("assignments"),
         "model_version": model_version,
+        "status": status,
+        "detail": None if detail is None else detail[:1000],
+        "writes": [{"table_name": table, **{k: int(_plain(counts.get(k, 0))) for k in _WRITE_COUNTS}}
+                   for table, counts in sorted((writes or {}).items())],
+        "fallback": fallback,
+        "drift_rows": None if drift is None else drift.get("drift_rows"),
+        "drift_max_psi": None if drift is None else drift.get("drift_max_psi"),
+        "drift": [] if drift is None else [{"feature": str(d["feature"]), "psi": float(d["psi"])}
+                                           for d in drift.get("drift") or []],
     }
+
+
+_WRITE_COUNTS = ("produced", "written", "dead_lettered", "kept_in_fallback")
 
 
 # ----------------------------------------------------------------------------- validation

@@ -31,6 +31,7 @@ class ErrorCode(str, enum.Enum):
     NEGATIVE_VALUE = "negative_value"
     OVERSIZED = "oversized"
     INVALID_FIELD_VALUE = "invalid_field_value"
+    CORRUPT_FILE = "corrupt_file"  # an unreadable stretch of an input file (a damaged or foreign Avro block)
     TOO_LATE = "too_late"  # later than the windows' allowed lateness
     INFERENCE_FAILED = "inference_failed"
     ROW_REJECTED = "row_rejected"  # a row the warehouse schema (or BigQuery) refused
@@ -87,11 +88,31 @@ def encode_payload(raw: bytes | str) -> tuple[str, str]:
 
 
 # Counter names: "read", "assignments", "dead_letter.<code>", "filtered.<reason>" (and the
-# dedupe's "dedupe.in" / "dedupe.out", `transforms.ingest.dedupe`).
+# dedupe's "dedupe.in" / "dedupe.out", `transforms.ingest.dedupe`), and per warehouse
+# table "bigquery.<table>.<WriteCount>".
 READ = "read"
 ASSIGNMENTS = "assignments"  # segment rows produced (per user and window), by the model handler
+CHANGES = "segment_changes"  # change records emitted by the change detection (transforms.changes)
 DEAD_LETTER_PREFIX = "dead_letter."
 FILTERED_PREFIX = "filtered."
+WRITE_PREFIX = "bigquery."
+
+
+class WriteCount(str, enum.Enum):
+    """What became of the rows handed to a warehouse table (counters `bigquery.<table>.<count>`).
+
+    Every row handed over is loaded or refused: ``rows == loaded + rejected + load_failed``
+    once the job has finished. A refused row becomes a dead letter (assignments and
+    changes: ``dead_lettered``) or is kept in the fallback folder (dead letters and audit
+    rows: ``fallback``).
+    """
+
+    ROWS = "rows"  # handed to the write
+    LOADED = "loaded"  # in the table (local: loaded and MERGEd; production: the load jobs' output rows)
+    REJECTED = "rejected"  # refused by the schema check before loading
+    LOAD_FAILED = "load_failed"  # in a load that failed after its retries
+    FALLBACK = "fallback"  # refused, and written to the fallback folder instead
+    DEAD_LETTERED = "dead_lettered"  # refused, and turned into a row_rejected dead letter
 
 
 def counter(name: str):
@@ -104,3 +125,11 @@ def dead_letter_counter(code: ErrorCode):
 
 def filtered_counter(reason: FilterReason):
     return counter(FILTERED_PREFIX + reason.value)
+
+
+def write_counter_name(table: str, count: WriteCount) -> str:
+    return f"{WRITE_PREFIX}{table}.{count.value}"
+
+
+def write_counter(table: str, count: WriteCount):
+    return counter(write_counter_name(table, count))

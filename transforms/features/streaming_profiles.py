@@ -18,7 +18,9 @@ it is dead-lettered (`ErrorCode.TOO_LATE`), because its day may be folded away a
 forgotten by the dedupe. Duplicates of a (user, event_id) seen within the lateness are
 dropped and counted like `ingest.dedupe` counts them.
 
-Each flush also emits the number of unique events it applied, as an audit tally.
+Each flush also emits the number of unique events it applied and of duplicates it dropped,
+as audit tallies: an event still waiting in a user's bag is in neither, which is how the
+local drain knows every flush has fired (`devtools.live`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.audit import AUDIT_UNIQUE
+from transforms.audit import AUDIT_DUPLICATES, AUDIT_UNIQUE
 from transforms.contracts.events import Event
 from transforms.contracts.outcomes import DeadLetter, ErrorCode, Stage, counter, dead_letter_counter
 from transforms.features.activity import US_PER_DAY
@@ -43,6 +45,12 @@ from transforms.ingest.event_coder import key_by_user, unpack_for_user
 
 EVENT = "event"
 DAILY = "daily"
+
+
+def aligned(at: Timestamp, grid: Duration = Duration(seconds=1)) -> Timestamp:
+    """`at` rounded up to the next multiple of `grid` (processing-time timers fire together)."""
+    step = grid.micros
+    return Timestamp(micros=-(-at.micros // step) * step)
 
 
 class ProfileTag:
@@ -98,9 +106,11 @@ class UpdateProfileFn(beam.DoFn):
         _, packed = element
         pending.add(packed)
         if not flush_set.read():
-            # Processing-time timers take absolute times: the wall clock (a test clock
-            # under TestStream) plus the delay.
-            flush.set(Timestamp.now() + Duration(seconds=self._early_s))
+            # Processing-time timers take absolute times: the wall clock plus the delay,
+            # rounded up to a whole second, so that the users whose events arrived within
+            # the same second flush together (one timer bundle a second, not one per
+            # arrival: the local runner reads no input in a round where timers fired).
+            flush.set(aligned(Timestamp.now() + Duration(seconds=self._early_s)))
             flush_set.write(True)
         if rescore_at.read() is None:
             next_us = (timestamp.micros // US_PER_DAY + 1) * US_PER_DAY
@@ -119,11 +129,12 @@ class UpdateProfileFn(beam.DoFn):
                     pending.add(packed)
             buffered = [(event, packed) for event, packed in buffered if event.timestamp_us < before_us]
         events = sorted((event for event, _ in buffered), key=lambda e: (e.timestamp_us, e.source, e.event_id))
-        outputs, unique, added = [], 0, 0
+        outputs, unique, added, duplicates = [], 0, 0, 0
         for event in events:
             self._dedupe_in.inc()
             outcome = self._rules.add(profile, event, check=True)
             if outcome == Outcome.DUPLICATE:
+                duplicates += 1
                 continue
             self._dedupe_out.inc()
             unique += 1
@@ -137,6 +148,8 @@ class UpdateProfileFn(beam.DoFn):
                 added += 1
         if unique:
             outputs.append(beam.pvalue.TaggedOutput(ProfileTag.TALLIES, (AUDIT_UNIQUE, unique)))
+        if duplicates:
+            outputs.append(beam.pvalue.TaggedOutput(ProfileTag.TALLIES, (AUDIT_DUPLICATES, duplicates)))
         return outputs, added
 
     @userstate.on_timer(FLUSH)

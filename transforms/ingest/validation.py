@@ -49,12 +49,16 @@ class ValidationConfig:
       max_age: how far before `now_us` an event time may lie.
       now_us: the reference "now" in UTC microseconds; None means the wall clock
         when the config is built.
+      suppression_list: the erasure list (a path, read where records are judged): a
+        record that is not a valid event but names a suppressed user is filtered as
+        suppressed instead of dead-lettered, since its payload would keep the raw id.
     """
 
     max_event_bytes: int = 16 * 1024
     max_future_skew: dt.timedelta = dt.timedelta(days=1)
     max_age: dt.timedelta = dt.timedelta(days=3650)
     now_us: Optional[int] = None
+    suppression_list: Optional[str] = None
 
     def __post_init__(self):
         if self.now_us is None:

@@ -7,7 +7,10 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.dead_letters` (
   source STRING NOT NULL,
   stage STRING NOT NULL,
   processing_time TIMESTAMP NOT NULL,
-  run_id STRING
+  run_id STRING,
+  payload_bytes INT64,
+  payload_sha256 STRING,
+  payload_truncated BOOL
 )
 PARTITION BY DATE(processing_time)
-OPTIONS (description = "Records that could not be processed, byte-exact, with the reason.");
+OPTIONS (description = "Records that could not be processed, byte-exact, with the reason.", partition_expiration_days = 30);

@@ -12,6 +12,13 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.run_audit` (
   dead_lettered ARRAY<STRUCT<code STRING, count INT64>>,
   reconciled BOOL,
   assignments INT64,
-  model_version STRING
+  model_version STRING,
+  status STRING,
+  detail STRING,
+  writes ARRAY<STRUCT<table_name STRING, produced INT64, written INT64, dead_lettered INT64, kept_in_fallback INT64>>,
+  fallback STRING,
+  drift_rows INT64,
+  drift_max_psi FLOAT64,
+  drift ARRAY<STRUCT<feature STRING, psi FLOAT64>>
 )
 OPTIONS (description = "One row per batch run or streaming interval, with the reconciliation counts.");

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import json
 import math
 import random
@@ -91,8 +93,9 @@ def test_layout_parameters():
         "timePartitioning": {"type": "DAY", "field": "score_date"},
         "clustering": {"fields": ["segment_id", "user_key"]},
     }
+    # Dead letters hold raw ids: partitions expire after 30 days (30 * 86,400,000 ms).
     assert bt.additional_bq_parameters(bt.TABLES[bt.Table.DEAD_LETTERS]) == {
-        "timePartitioning": {"type": "DAY", "field": "processing_time"}
+        "timePartitioning": {"type": "DAY", "field": "processing_time", "expirationMs": "2592000000"}
     }
     assert bt.additional_bq_parameters(bt.TABLES[bt.Table.RUN_AUDIT]) == {}
 
@@ -318,8 +321,37 @@ def test_dead_letter_row():
         "stage": "parse",
         "processing_time": "1970-01-02 00:00:00.000000 UTC",
         "run_id": "run-1",
+        "payload_bytes": 4,
+        "payload_sha256": hashlib.sha256(b"{bad").hexdigest(),
+        "payload_truncated": False,
     }
     assert bq_rows.validate_row(row, bt.DEAD_LETTERS_SCHEMA) == []
+
+
+def test_an_oversized_utf8_payload_is_stored_truncated_with_its_size_and_digest():
+    # 1,000 three-byte characters: 3,000 bytes; a 1,000-byte limit keeps 333 whole characters.
+    payload = "€" * 1000
+    dl = DeadLetter(payload, "utf8", "oversized", "too big", "in.jsonl:1", "parse", 0)
+    row = bq_rows.dead_letter_row(dl, "run-1", max_payload_bytes=1000)
+    assert row["raw_payload"] == "€" * 333
+    assert (row["payload_bytes"], row["payload_truncated"]) == (3000, True)
+    assert row["payload_sha256"] == hashlib.sha256(payload.encode()).hexdigest()
+    assert bq_rows.validate_row(row, bt.DEAD_LETTERS_SCHEMA) == []
+
+
+def test_an_oversized_binary_payload_keeps_its_first_bytes_in_base64():
+    raw = bytes(range(256)) * 8  # 2,048 bytes, not UTF-8
+    dl = DeadLetter(base64.b64encode(raw).decode(), "base64", "invalid_json", "not UTF-8", "in.jsonl:2", "parse", 0)
+    row = bq_rows.dead_letter_row(dl, None, max_payload_bytes=1024)
+    assert base64.b64decode(row["raw_payload"]) == raw[:1024]
+    assert (row["payload_bytes"], row["payload_truncated"], row["payload_encoding"]) == (2048, True, "base64")
+    assert row["payload_sha256"] == hashlib.sha256(raw).hexdigest()
+
+
+def test_a_payload_at_the_limit_is_kept_whole():
+    dl = DeadLetter("x" * 1024, "utf8", "oversized", "", "s", "parse", 0)
+    row = bq_rows.dead_letter_row(dl, None, max_payload_bytes=1024)
+    assert (row["raw_payload"], row["payload_truncated"]) == ("x" * 1024, False)
 
 
 def test_audit_row():
@@ -334,6 +366,19 @@ def test_audit_row():
     assert row["dead_lettered"] == [{"code": "bad_type", "count": 0}, {"code": "invalid_json", "count": 1}]
     assert row["finished_at"] == "1970-01-01 00:00:01.000000 UTC"
     assert (row["read"], row["valid"], row["duplicates"], row["assignments"], row["reconciled"]) == (10, 6, 1, 4, True)
+    assert (row["status"], row["writes"], row["fallback"]) == (None, [], None)
+    assert bq_rows.validate_row(row, bt.RUN_AUDIT_SCHEMA) == []
+
+
+def test_audit_row_records_the_writes_and_the_status():
+    row = bq_rows.audit_row({}, run_id="r2", mode="batch", status="failed", detail="x" * 2000,
+                            writes={"segment_assignments": {"produced": 5, "written": 3, "dead_lettered": 2},
+                                    "dead_letters": {"produced": 4, "written": 0, "kept_in_fallback": 4}},
+                            fallback="/tmp/fb/r2")
+    assert row["writes"] == [
+        {"table_name": "dead_letters", "produced": 4, "written": 0, "dead_lettered": 0, "kept_in_fallback": 4},
+        {"table_name": "segment_assignments", "produced": 5, "written": 3, "dead_lettered": 2, "kept_in_fallback": 0}]
+    assert (row["status"], len(row["detail"]), row["fallback"]) == ("failed", 1000, "/tmp/fb/r2")
     assert bq_rows.validate_row(row, bt.RUN_AUDIT_SCHEMA) == []
 
 
@@ -433,7 +478,7 @@ def test_rejected_row_dead_letter():
     assert dl.error_detail == "segment_id: missing REQUIRED field"
 
 
-def test_validate_rows_fn_routes_invalid_rows_to_dead_letters():
+def test_validate_rows_fn_routes_invalid_rows_to_refused():
     good = _valid_row()
     bad = _with("event_count", math.nan)
     bad_day = _with("score_date", "2024-02-30")
@@ -446,9 +491,9 @@ def test_validate_rows_fn_routes_invalid_rows_to_dead_letters():
         assert_that(out[WriteTag.ROWS.value] | "Keys" >> beam.Map(lambda r: r["row_key"]),
                     equal_to([good["row_key"]]), label="Valid")
         assert_that(
-            out[WriteTag.REJECTED.value] | "Codes" >> beam.Map(lambda d: (d.error_code, d.stage, d.error_detail)),
-            equal_to([("row_rejected", "write", "event_count: expected INT64, got float nan"),
-                      ("row_rejected", "write", "score_date: DATE not in 'YYYY-MM-DD' form: '2024-02-30'")]),
+            out[WriteTag.REJECTED.value] | "Reasons" >> beam.Map(lambda r: (r.row["row_key"], r.reason)),
+            equal_to([(bad["row_key"], "event_count: expected INT64, got float nan"),
+                      (bad_day["row_key"], "score_date: DATE not in 'YYYY-MM-DD' form: '2024-02-30'")]),
             label="Rejected",
         )
 
@@ -461,7 +506,7 @@ def test_validate_rows_fn_converts_assignments_first():
     assert (row["score_date"], row["is_final"]) == ("2024-01-01", True)
     (rejected,) = list(fn.process(dict(good, as_of_us=None)))
     assert rejected.tag == WriteTag.REJECTED.value
-    assert rejected.value.error_detail == "score_date: missing REQUIRED field; as_of: missing REQUIRED field"
+    assert rejected.value.reason == "score_date: missing REQUIRED field; as_of: missing REQUIRED field"
 
 
 def test_merge_sql_names_every_column_explicitly():
@@ -506,7 +551,8 @@ def test_production_write_configuration(streaming):
     by_table = {w.table_reference.tableId: w for w in writes.values()}
     dead = by_table["dead_letters"]
     assert dead.schema == bt.beam_schema(bt.TABLES[bt.Table.DEAD_LETTERS])
-    assert dead.additional_bq_parameters == {"timePartitioning": {"type": "DAY", "field": "processing_time"}}
+    assert dead.additional_bq_parameters == {"timePartitioning": {"type": "DAY", "field": "processing_time",
+                                                                  "expirationMs": "2592000000"}}
     assert dead.write_disposition == BigQueryDisposition.WRITE_APPEND
     if streaming:
         assert set(by_table) == {"segment_assignments", "dead_letters"}

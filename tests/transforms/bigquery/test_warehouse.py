@@ -101,7 +101,10 @@ def test_default_data_dir_is_in_the_project(monkeypatch, tmp_path):
 
 def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
     again = bq_admin.setup(warehouse.client, module_dataset)  # the fixture ran it once already
-    assert again["tables"] == ["segment_assignments", "dead_letters", "run_audit"]
+    assert again["tables"] == ["segment_assignments", "dead_letters", "run_audit", "erasure_audit", "segment_changes",
+                               "shadow_moves"]
+    changes = warehouse.client.get_table(f"{warehouse.project}.{module_dataset}.segment_changes")
+    assert (changes.time_partitioning.field, changes.clustering_fields) == ("score_date", ["user_key"])
     unique_dataset = module_dataset
     table = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.segment_assignments")
     assert table.time_partitioning.field == "score_date"
@@ -110,7 +113,12 @@ def test_setup_is_idempotent_and_keeps_the_layout(warehouse, module_dataset):
     assert [(f.name, f.mode) for f in table.schema] == [(f["name"], f["mode"]) for f in bt.SEGMENT_ASSIGNMENTS_SCHEMA]
     assert {f.name: f.field_type for f in table.schema}["score_date"] == "DATE"
     names = {t.table_id for t in warehouse.client.list_tables(f"{warehouse.project}.{unique_dataset}")}
-    assert names == {"segment_assignments", "dead_letters", "run_audit", *bq_admin.VIEWS}
+    assert names == {"segment_assignments", "dead_letters", "run_audit", "erasure_audit", "segment_changes",
+                     "shadow_moves", *bq_admin.VIEWS}
+    shadow = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.shadow_moves")
+    assert (shadow.time_partitioning.field, shadow.clustering_fields) == ("score_date", ["shadow_id", "moved"])
+    letters = warehouse.client.get_table(f"{warehouse.project}.{unique_dataset}.dead_letters")
+    assert letters.time_partitioning.expiration_ms == 30 * 86_400_000  # raw ids: 30 days by default
 
 
 def test_setup_replaces_only_the_views_whose_statement_changed(warehouse, module_dataset):
@@ -361,11 +369,11 @@ def test_a_failed_load_dead_letters_exactly_its_batch(warehouse, dataset, monkey
     real_stage = local_sink.stage_rows
     batches = []
 
-    def refuse_u3(client, spec, table_id, rows):
+    def refuse_u3(client, spec, table_id, rows, *naming):
         batches.append([r["user_key"] for r in rows])
         if "u3" in batches[-1]:
             raise exceptions.BadRequest("no u3 today")
-        return real_stage(client, spec, table_id, rows)
+        return real_stage(client, spec, table_id, rows, *naming)
 
     monkeypatch.setattr(local_sink, "stage_rows", refuse_u3)
     monkeypatch.setattr(bq_loads, "stage_rows", refuse_u3)
@@ -445,3 +453,109 @@ def test_start_refuses_a_port_another_server_holds(tmp_path):
         taken = holder.getsockname()[1]
         with pytest.raises(RuntimeError, match=f"port {taken} on 127.0.0.1 is already in use"):
             wh.start(tmp_path / "data", rest_port=taken, grpc_port=wh.free_port())
+
+
+# ----------------------------------------------------------------------------- issue 17: nothing lost
+
+
+def test_an_oversized_dead_letter_is_stored_truncated_with_its_size_and_digest(warehouse, dataset):
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, max_payload_bytes=2048)
+    big = "{" + "x" * 300_000 + "}"  # 300,002 bytes
+    with TestPipeline() as p:
+        kept = p | beam.Create([DeadLetter(big, "utf8", "oversized", "too big", "in.jsonl:7", "parse", T0),
+                                DeadLetter("{ok", "utf8", "invalid_json", "", "in.jsonl:8", "parse", T0)]) | (
+            WriteDeadLetters(target, run_id="run-big"))
+        assert_that(kept, equal_to([]))
+    rows = {r["source"]: dict(r) for r in warehouse.client.query(
+        f"SELECT * FROM `{warehouse.project}.{dataset}.dead_letters`").result()}
+    assert rows["in.jsonl:7"]["raw_payload"] == big[:2048]
+    assert (rows["in.jsonl:7"]["payload_bytes"], rows["in.jsonl:7"]["payload_truncated"]) == (300_002, True)
+    assert rows["in.jsonl:7"]["payload_sha256"] == hashlib.sha256(big.encode()).hexdigest()
+    assert (rows["in.jsonl:8"]["raw_payload"], rows["in.jsonl:8"]["payload_truncated"]) == ("{ok", False)
+
+
+def test_dead_letters_the_warehouse_refuses_go_to_the_fallback_folder(warehouse, dataset, tmp_path, monkeypatch):
+    from google.api_core import exceptions
+
+    def refuse(*args, **kwargs):
+        raise exceptions.BadRequest("no dead letters today")
+
+    monkeypatch.setattr(bq_loads, "_load", refuse)
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset, fallback_dir=str(tmp_path / "fb"))
+    letters = [DeadLetter(f"{{bad{i}", "utf8", "invalid_json", "", f"in.jsonl:{i}", "parse", T0) for i in range(5)]
+    with TestPipeline() as p:
+        kept = p | beam.Create(letters) | WriteDeadLetters(target, run_id="run-fb")
+        assert_that(kept | beam.Map(lambda r: r.row["source"]), equal_to([f"in.jsonl:{i}" for i in range(5)]))
+    lines = [json.loads(line) for name in sorted((tmp_path / "fb").iterdir()) for line in name.read_text().splitlines()]
+    assert sorted(row["raw_payload"] for row in lines) == [f"{{bad{i}" for i in range(5)]
+    assert {row["run_id"] for row in lines} == {"run-fb"}
+    assert all(bq_rows.validate_row(row, bt.DEAD_LETTERS_SCHEMA) == [] for row in lines)  # loadable as they are
+
+
+def test_without_a_fallback_folder_a_refused_dead_letter_fails_the_job(warehouse, dataset, monkeypatch):
+    from google.api_core import exceptions
+
+    monkeypatch.setattr(bq_loads, "_load", lambda *a, **k: (_ for _ in ()).throw(exceptions.BadRequest("no")))
+    target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
+    with pytest.raises(Exception, match="no fallback folder is configured"):
+        with TestPipeline() as p:
+            _ = p | beam.Create([DeadLetter("{x", "utf8", "invalid_json", "", "s", "parse", T0)]) | WriteDeadLetters(
+                target)
+
+
+def _ended_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_sweep_drops_only_the_staging_tables_of_ended_runs(warehouse, dataset):
+    import os
+    import socket
+
+    client, project = warehouse.client, warehouse.project
+    spec = bt.TABLES[bt.Table.SEGMENT_ASSIGNMENTS]
+    table_id = f"{project}.{dataset}.segment_assignments"
+    host = socket.gethostname()
+    row = [bq_rows.assignment_row(assignment("u1", 0, 1), T0)]
+    owners = {
+        "ended": bq_loads.StagingOwner("run-ended", host, _ended_pid()),
+        "alive": bq_loads.StagingOwner("run-alive", host, os.getpid()),
+        "kept": bq_loads.StagingOwner("run-kept", host, _ended_pid(), kept=True),
+        "elsewhere": bq_loads.StagingOwner("run-elsewhere", "another-host", 1),
+    }
+    made = {name: bq_loads.stage_rows(client, spec, table_id, row, f"staging_{name}", owner)
+            for name, owner in owners.items()}
+    made["unowned"] = bq_loads.stage_rows(client, spec, table_id, row, "staging_unowned")
+
+    swept = bq_loads.sweep_staging(client, project, dataset)
+    assert swept.tables == {"run-ended": [made["ended"]]} and swept.rows == {"run-ended": 1}
+    left = {t.table_id for t in client.list_tables(f"{project}.{dataset}")}
+    assert {made[n].rsplit(".", 1)[1] for n in ("alive", "kept", "elsewhere", "unowned")} <= left
+
+    # A day later the ones whose maker cannot be asked are leftovers too (never the kept one).
+    import datetime as dt_
+
+    later = dt_.datetime.now(dt_.timezone.utc) + dt_.timedelta(hours=25)
+    swept = bq_loads.sweep_staging(client, project, dataset, now=later)
+    assert set(swept.tables) == {"run-elsewhere", "unknown"}
+    # A run cleans up its own, whatever its state.
+    assert bq_loads.sweep_staging(client, project, dataset, run_id="run-alive").tables == {
+        "run-alive": [made["alive"]]}
+    client.delete_table(made["kept"])
+
+
+def test_an_older_dead_letters_table_gets_the_new_columns(warehouse, unique_dataset):
+    from google.cloud import bigquery
+
+    client, project = warehouse.client, warehouse.project
+    client.create_dataset(f"{project}.{unique_dataset}")
+    old = [f for f in bt.DEAD_LETTERS_SCHEMA if not f["name"].startswith("payload_") or f["name"] == "payload_encoding"]
+    client.create_table(bigquery.Table(f"{project}.{unique_dataset}.dead_letters",
+                                       schema=[bigquery.SchemaField.from_api_repr(f) for f in old]))
+    bq_admin.create_tables(client, unique_dataset, project=project)
+    columns = [f.name for f in client.get_table(f"{project}.{unique_dataset}.dead_letters").schema]
+    assert columns == [f["name"] for f in bt.DEAD_LETTERS_SCHEMA]

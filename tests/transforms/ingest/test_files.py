@@ -148,3 +148,25 @@ def test_pseudonym_is_hmac_sha256_hex():
 
     assert pseudonymise(b"k", "alice") == hmac.new(b"k", b"alice", hashlib.sha256).hexdigest()
     assert len(pseudonymise(b"k", "alice")) == 64
+
+
+def test_invalid_records_of_suppressed_users_are_filtered_not_dead_lettered(tmp_path):
+    from pipelines.summary import counters_of
+    from transforms.ingest.files import ReadEventFiles
+    from transforms.ingest.validation import ValidationConfig
+
+    suppression = tmp_path / "erasures.txt"
+    suppression.write_text("mallory\n")
+    path = tmp_path / "events.jsonl"
+    bad_time = dict(event("e1", "mallory"), timestamp="yesterday")
+    write_jsonl(path, [bad_time, dict(bad_time, user_id="alice"), event("e2", "mallory")],
+                extra_lines=[b'{"event_id": "e3", "user_id": "mallory", "event_ty', b"   "])
+    p = TestPipeline()
+    parsed = p | ReadEventFiles([str(path)], ValidationConfig(suppression_list=str(suppression)))
+    assert_that(parsed.dead_letters | beam.Map(lambda d: (d.error_code, d.source.rsplit(":", 1)[1])),
+                equal_to([("bad_timestamp", "2"), ("invalid_json", "5")]), label="DeadLetters")
+    assert_that(parsed.events | beam.Map(lambda e: e.event_id), equal_to(["e2"]), label="Events")
+    result = p.run()
+    result.wait_until_finish()
+    counters = counters_of(result)
+    assert (counters["read"], counters["filtered.suppressed"]) == (5, 2)
