@@ -87,7 +87,7 @@ def test_an_erased_user_is_gone_from_every_table_and_stays_gone(warehouse, uniqu
 def long_input(tmp_path_factory):
     """Enough users that the final loads take seconds: time to interrupt a run while it stages."""
     path = tmp_path_factory.mktemp("long") / "events.jsonl"
-    generate.generate_events(str(path), users=3000, days=30, end=END, seed=5, fmt="jsonl", corrupt_rate=0.0)
+    generate.generate_events(str(path), users=6000, days=30, end=END, seed=5, fmt="jsonl", corrupt_rate=0.0)
     return path
 
 
