@@ -98,6 +98,15 @@ def currency_code(text: str) -> str:
     return code
 
 
+def file_location(text: str) -> str:
+    """A file, folder or glob as typed: a local relative one is made absolute against the
+    working directory (Beam's local filesystem matches ``ev*.jsonl`` only when written
+    ``./ev*.jsonl``, and workers may run elsewhere); ``gs://`` and other URLs stay as they are."""
+    if "://" in text:
+        return text
+    return os.path.abspath(os.path.expanduser(text))
+
+
 def iso_date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -130,12 +139,12 @@ class SegmentsOptions(PipelineOptions):
             "--consent_default", choices=[c.value for c in ConsentDefault], default=ConsentDefault.DENY.value,
             help="What an event without a consent object means: deny (strict) or grant. Default: deny.")
         group.add_argument(
-            "--suppression_list", default=None,
+            "--suppression_list", type=file_location, default=None,
             help="File of raw user ids to leave out (erasure requests; local path or gs://): one id per line, "
                  "'#' starts a comment line, ids with surrounding spaces or a leading '#' or '\"' as JSON strings "
                  "(README, Privacy). Default: none.")
         group.add_argument(
-            "--id_key_file", default=None,
+            "--id_key_file", type=file_location, default=None,
             help="File (local or gs://) holding the HMAC key for pseudonymising user ids; the workers read it. "
                  "Default: --id_key_secret, else the SEGMENTS_ID_KEY env var (local runners only).")
         group.add_argument(
@@ -188,7 +197,7 @@ class SegmentsOptions(PipelineOptions):
 
         model = parser.add_argument_group("model and warehouse")
         model.add_argument(
-            "--model", default=None,
+            "--model", type=file_location, default=None,
             help="Model artifact folder (local or gs://). Loading it runs code from it: use folders only the "
                  "training job can write, and pin them with --model_sha256. Default: the model shipped in "
                  "models/default.")
@@ -219,7 +228,7 @@ class SegmentsOptions(PipelineOptions):
             help=f"Store at most this many bytes of a dead letter's payload (1,024 to {MAX_PAYLOAD_BYTES:,}); a "
                  "longer one is stored truncated, with its full size and SHA-256. Default: 1048576.")
         letters.add_argument(
-            "--dead_letter_fallback", default=None,
+            "--dead_letter_fallback", type=file_location, default=None,
             help="Folder (local or gs://) for dead letters the warehouse refused, as JSON lines under "
                  "<folder>/<run id>/. Default: <--temp_location>/segments-fallback when set, else "
                  f"{LOCAL_FALLBACK_DIR}.")
@@ -355,7 +364,7 @@ class FileInputOptions(SegmentsOptions):
         # Not argparse-required: Beam re-parses options internally without our flags,
         # which would then exit. The jobs and the CLI insist on it instead.
         parser.add_argument_group("input").add_argument(
-            "--input", action="append", default=None,
+            "--input", action="append", type=file_location, default=None,
             help="(Required) Event files: a path, glob or gs:// pattern; JSON lines, or Avro when it ends in .avro. "
                  "Repeatable.")
 

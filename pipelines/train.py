@@ -33,7 +33,7 @@ from models.bgnbd import BgNbdParams
 from models.evaluation import (HoldoutActivity, bgnbd_recovery, evaluate_holdout, format_holdout,
                                format_recovery)
 from models.training import format_report, latest_per_user, train_model
-from pipelines.options import FileInputOptions, int_in, iso_date, non_negative_float, positive_int
+from pipelines.options import FileInputOptions, file_location, int_in, iso_date, non_negative_float, positive_int
 from pipelines.summary import RunSummary, counters_of
 from transforms.contracts.outcomes import ErrorCode
 from transforms.features.activity import US_PER_DAY
@@ -53,21 +53,21 @@ class TrainOptions(FileInputOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         group = parser.add_argument_group("training")
-        group.add_argument("--out", default=None, help="(Required) Artifact folder to write (local or gs://).")
+        group.add_argument("--out", type=file_location, default=None, help="(Required) Artifact folder to write (local or gs://).")
         group.add_argument("--until", type=iso_date, default=None,
                            help="Calibration end (UTC date, midnight): users are profiled as of it, events from it on "
                                 "are not read. Default: the midnight after the latest event.")
-        group.add_argument("--holdout", action="append", default=None,
+        group.add_argument("--holdout", action="append", type=file_location, default=None,
                            help="Event files of the hold-out period after --until (path, glob or gs:// pattern; "
                                 "repeatable): report P(alive) AUC and predicted vs actual repeat purchases. "
                                 "Default: none.")
         group.add_argument("--holdout_days", type=positive_int, default=None,
                            help="Length of the hold-out period, in days. Default: from --until to the midnight after "
                                 "the latest hold-out event.")
-        group.add_argument("--truth", default=None,
+        group.add_argument("--truth", type=file_location, default=None,
                            help="CSV user_id,archetype from `segments generate --truth`: report the adjusted Rand "
                                 "index. Default: none.")
-        group.add_argument("--previous", default=None,
+        group.add_argument("--previous", type=file_location, default=None,
                            help="Previous artifact folder: keep its segment ids for matching clusters. Default: none.")
         group.add_argument("--algorithm", choices=list(algorithms.ALGORITHMS), default=algorithms.KMEANS,
                            help="kmeans (Mahalanobis k-means), gmm (tied-covariance Gaussian mixture: soft "

@@ -140,7 +140,7 @@ class StreamingAudit(beam.PTransform):
         self._model_version = model_version
         self._drift = drift
 
-    def expand(self, tallies: beam.PCollection[tuple[str, int]]) -> Audited:
+    def expand(self, tallies: beam.PCollection[tuple[str, int]]):  # -> Audited (not annotated: Beam would take it for an element type)
         from apache_beam.transforms import trigger, window
 
         run_id, subscription, model_version = self._run_id, self._subscription, self._model_version

@@ -83,7 +83,7 @@ class AssignSegments(beam.PTransform):
         self._handler = handler
         self._source = source
 
-    def expand(self, records: beam.PCollection[dict]) -> Assigned:
+    def expand(self, records: beam.PCollection[dict]):  # -> Assigned (not annotated: Beam would take it for an element type)
         assignments, dlq = records | "RunInference" >> RunInference(self._handler).with_exception_handling()
         failed = [dlq.failed_inferences | "InferenceFailures" >> beam.ParDo(
             FailedToDeadLetters("inference", self._source))]

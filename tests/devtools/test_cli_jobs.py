@@ -127,9 +127,18 @@ def test_the_next_run_sweeps_a_killed_runs_staging_tables(warehouse, unique_data
     job.communicate(timeout=60)
     left = staging_of(warehouse, unique_dataset, token)
     assert left, "a killed run leaves its staging tables"
-    small = tmp_path / "small.jsonl"
-    generate.generate_events(str(small), users=5, days=3, end=END, seed=2, fmt="jsonl")
-    batch.run(["--input", str(small), "--demo_key", "--run_id", "next", *target_flags(warehouse, unique_dataset)])
+    # The next run is typed as a user would: from the folder holding the data, a relative glob.
+    (tmp_path / "data").mkdir()
+    records = 0
+    for seed in (2, 3):
+        small = tmp_path / "data" / f"small-{seed}.jsonl"
+        generate.generate_events(str(small), users=5, days=3, end=END, seed=seed, fmt="jsonl")
+        records += len(small.read_bytes().splitlines())
+    job = cli("run", "--input", "data/*.jsonl", "--summary", "s.json", "--demo_key", "--run_id", "next",
+              *target_flags(warehouse, unique_dataset), cwd=tmp_path)
+    _out, err = job.communicate(timeout=600)
+    assert job.returncode == 0, err
+    assert json.loads((tmp_path / "s.json").read_text())["read"] == records
     assert staging_of(warehouse, unique_dataset, token) == []
     (audit,) = query(warehouse, f"SELECT status, detail FROM `{warehouse.project}.{unique_dataset}.run_audit` "
                                 "WHERE run_id = 'killed'")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import pathlib
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.batch import BatchOptions
-from pipelines.options import SegmentsOptions, declare_flags, unknown_pipeline_args
+from pipelines.options import SegmentsOptions, check_inputs, declare_flags, file_location, unknown_pipeline_args
 from pipelines.streaming import StreamingOptions
 from pipelines.train import TrainOptions
 
@@ -112,3 +113,24 @@ def test_key_checks_happen_in_the_driver(tmp_path, monkeypatch, args, message):
     args = [a.format(short=tmp_path / "short", empty=tmp_path / "empty") for a in args]
     with pytest.raises(MissingIdKey, match=message):
         PipelineOptions(args).view_as(BatchOptions).id_key_ref()
+
+
+def test_relative_file_flags_are_resolved_against_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    for name in ("a.jsonl", "b.jsonl", "c.avro"):
+        (tmp_path / "data" / name).write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    options = PipelineOptions(["--input", "data/*.jsonl", "--input", "gs://bucket/e-*.avro", "--model", "m",
+                               "--suppression_list", "~/erased.txt"]).view_as(BatchOptions)
+    assert options.input == [str(tmp_path / "data" / "*.jsonl"), "gs://bucket/e-*.avro"]
+    assert options.model == str(tmp_path / "m")
+    assert options.suppression_list == str(pathlib.Path.home() / "erased.txt")
+    assert check_inputs(options.input[:1]) == 2  # what Beam's filesystem matched: a.jsonl and b.jsonl
+    assert file_location(options.input[0]) == options.input[0], "idempotent: workers parse the options again"
+
+
+@pytest.mark.parametrize("flag", ["--out", "--holdout", "--truth", "--previous"])
+def test_training_paths_are_resolved_too(tmp_path, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)
+    value = getattr(PipelineOptions([flag, "x*.jsonl"]).view_as(TrainOptions), flag[2:])
+    assert value in (str(tmp_path / "x*.jsonl"), [str(tmp_path / "x*.jsonl")])

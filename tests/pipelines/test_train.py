@@ -41,11 +41,12 @@ def _consented(record) -> bool:
     return (record.get("consent") or {}).get("personalization") is True
 
 
-def test_train_reports_the_holdout_of_the_calibration_customers(split):
+def test_train_reports_the_holdout_of_the_calibration_customers(split, monkeypatch):
     lines = []
-    card = train.run(["--input", str(split / "calibration.jsonl"), "--holdout", str(split / "holdout.jsonl"),
-                      "--out", str(split / "model"), "--until", str(UNTIL), "--demo_key", "--k_min", "3",
-                      "--k_max", "4"], say=lines.append)
+    monkeypatch.chdir(split)  # relative paths and globs, as a user types them in the data's folder
+    card = train.run(["--input", "cal*.jsonl", "--holdout", "hold*.jsonl", "--out", "model", "--until", str(UNTIL),
+                      "--demo_key", "--k_min", "3", "--k_max", "4"], say=lines.append)
+    assert (split / "model" / "model.joblib").exists()
     # Worked out from the raw records: customers bought before UNTIL; active ones did anything after.
     calibration = [json.loads(line) for line in (split / "calibration.jsonl").read_bytes().splitlines()]
     holdout = [json.loads(line) for line in (split / "holdout.jsonl").read_bytes().splitlines()]

@@ -52,7 +52,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import apache_beam as beam
 import orjson
@@ -157,8 +157,9 @@ class WriteFallbackFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._refused: list[Refused] = []
 
-    def process(self, refused: Refused) -> None:
+    def process(self, refused: Refused) -> Iterable[Refused]:
         self._refused.append(refused)
+        return ()  # kept rows are emitted by finish_bundle, once they are written
 
     def finish_bundle(self) -> Iterator[Any]:
         if not self._refused:
@@ -257,7 +258,7 @@ class WriteTable(beam.PTransform):
         self._to_row = to_row
         self._refusals = refusals or DEFAULT_REFUSALS.get(table, Refusals.FALLBACK)
 
-    def expand(self, rows: beam.PCollection[dict]) -> beam.PCollection:
+    def expand(self, rows: beam.PCollection[Any]) -> beam.PCollection:  # Any: whatever to_row takes
         # Rows carry their day as a column; rows from a windowed stage are loaded together,
         # across windows, rather than in one load per window.
         if not rows.windowing.is_default():  # bounded runs are in the global window already

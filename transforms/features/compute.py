@@ -79,7 +79,7 @@ class ComputeProfiles(beam.PTransform):
         options = events.pipeline.options
         return bool(options and options.view_as(StandardOptions).streaming) or not events.is_bounded
 
-    def expand(self, events: beam.PCollection[Event]) -> UserFeatures:
+    def expand(self, events: beam.PCollection[Event]):  # -> UserFeatures (not annotated: Beam would take it for an element type)
         if self.is_unbounded(events):
             out = events | "Streaming" >> MaintainProfiles(self.rules, self.early_firing, self.rescore_every,
                                                           self.max_silent)

@@ -208,7 +208,7 @@ class MaintainProfiles(beam.PTransform):
         super().__init__()
         self._fn = UpdateProfileFn(rules, early_firing, rescore_every, max_silent)
 
-    def expand(self, events: beam.PCollection[Event]) -> StreamingProfiles:
+    def expand(self, events: beam.PCollection[Event]):  # -> StreamingProfiles (not annotated: Beam would take it for an element type)
         updated = (
             events
             | "KeyByUser" >> beam.Map(key_by_user).with_output_types(tuple[str, bytes])

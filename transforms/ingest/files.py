@@ -86,7 +86,7 @@ class ReadEventFiles(beam.PTransform):
         self._patterns = list(patterns)
         self._config = config
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> Parsed:
+    def expand(self, pbegin: beam.pvalue.PBegin):  # -> Parsed (not annotated: Beam would take it for an element type)
         return Parsed.of(
             pbegin
             | "Patterns" >> beam.Create(self._patterns)

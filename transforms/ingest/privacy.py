@@ -391,6 +391,6 @@ class ApplyPrivacy(beam.PTransform):
         super().__init__()
         self._fn = _PrivacyFn(key, suppression_list, ConsentDefault(consent_default))
 
-    def expand(self, events: beam.PCollection[Event]) -> Privacy:
+    def expand(self, events: beam.PCollection[Event]):  # -> Privacy (not annotated: Beam would take it for an element type)
         out = events | "ConsentSuppressPseudonymise" >> beam.ParDo(self._fn).with_outputs(FILTERED, main="events")
         return Privacy(out.events, out[FILTERED])

@@ -51,7 +51,7 @@ def test_unique_events_keeps_the_earliest_copy_per_user_and_id():
 
 def test_dedupe_events_keeps_the_same_copies_and_counts_them():
     p = TestPipeline()
-    unique = p | beam.Create(_stamped(RECORDS)) | DedupeEvents()
+    unique = p | beam.Create(_stamped(RECORDS)).with_output_types(Event) | DedupeEvents()
     assert_that(unique, equal_to(EXPECTED))
     result = p.run()
     result.wait_until_finish()
@@ -62,7 +62,7 @@ def test_dedupe_events_keeps_the_same_copies_and_counts_them():
 def test_the_batch_profile_step_drops_and_counts_duplicates():
     p = TestPipeline()
     as_of = p | "AsOf" >> beam.Create([(T0 // 86_400_000_000 + 1) * 86_400_000_000])
-    profiles = p | beam.Create(_stamped(RECORDS)) | ComputeProfiles(ProfileRules(), as_of_us=as_of)
+    profiles = p | beam.Create(_stamped(RECORDS)).with_output_types(Event) | ComputeProfiles(ProfileRules(), as_of_us=as_of)
     # alice has e1 and e2 (one purchase), bob his e1.
     counts = profiles.features | beam.Map(lambda r: (len(r["user_key"]), r["event_count"], r["orders"]))
     assert_that(counts, equal_to([(5, 2, 1.0), (3, 1, 0.0)]))
