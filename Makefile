@@ -9,6 +9,8 @@ UV_VERSION := 0.13.10
 TOOLS  := .work/tools
 UV     := $(TOOLS)/bin/uv
 LATEST := .work/latest
+# Extra pytest arguments: make test ARGS='tests/models -x'
+ARGS   ?=
 
 .PHONY: demo test test-latest lock bench clean help report-screenshot
 
@@ -40,7 +42,7 @@ demo: $(VENV)/.installed-local  ## Generate events, run the job locally, show th
 	$(BIN)/segments demo
 
 test: $(VENV)/.installed-dev  ## Run the test suite.
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(ARGS)
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -55,7 +57,7 @@ test-latest: $(UV)  ## Run the suite on the newest versions pyproject.toml allow
 	$(LATEST)/venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LATEST)/locks/dev.txt
 	$(LATEST)/venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(TOOLS)/bin/python -m devtools.locks diff locks/dev.txt $(LATEST)/locks/dev.txt
-	SEGMENTS_LOCK=$(LATEST)/locks/dev.txt $(LATEST)/venv/bin/python -m pytest -p no:cacheprovider; status=$$?; \
+	SEGMENTS_LOCK=$(LATEST)/locks/dev.txt $(LATEST)/venv/bin/python -m pytest -p no:cacheprovider $(ARGS); status=$$?; \
 	  $(TOOLS)/bin/python -m devtools.locks diff locks/dev.txt $(LATEST)/locks/dev.txt; exit $$status
 
 bench: $(VENV)/.installed-dev  ## Run the throughput benchmark (minutes; see benchmarks/README.md).
