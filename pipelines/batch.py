@@ -24,14 +24,11 @@ from typing import Mapping, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from models.artifact import load_artifact
 from models.drift import DriftMonitor
-from models.explain import change_explainer
-from models.handler import assignment_handler
+from models.serving import ServingModel, serving_model
 from pipelines.graph import JobOutputs, segment_and_write
 from pipelines.options import MAX_DAYS, ConfigError, FileInputOptions, check_inputs, check_output_file, int_in, iso_date
 from pipelines.summary import RunSummary, counters_of
@@ -39,7 +36,6 @@ from transforms.bigquery import admin, loads
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.loads import WarehouseUnreachable, check_reachable, sweep_staging, write_audit, write_errors
 from transforms.bigquery.rows import audit_row
-from transforms.changes import ExplainerLoader
 from transforms.contracts.outcomes import ASSIGNMENTS
 from transforms.drift import DRIFT_ROWS, CountFeatureBins, bin_counts
 from transforms.features.as_of import AsOfMicros
@@ -68,9 +64,8 @@ class BatchOptions(FileInputOptions):
                  "history). Default: 0.")
 
 
-def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handler: ModelHandler,
+def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, model: ServingModel,
                    target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None,
-                   explainer: Optional[ExplainerLoader] = None,
                    drift_edges: Optional[Mapping[str, Sequence[float]]] = None) -> JobOutputs:
     """Builds the batch graph (exposed for testing).
 
@@ -81,12 +76,11 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
       p: the pipeline.
       options: the job's options.
       id_key: the pseudonymisation key.
-      handler: the model (`models.handler.assignment_handler`).
+      model: the verified model (`models.serving.serving_model`): it scores, and explains the
+        segment changes between consecutive score dates of a user within the run, and
+        "entered" at the user's first scored date of the run (`transforms.changes`).
       target: where to write the tables; None builds the graph without writing.
       run_id: written on dead letters.
-      explainer: explains segment changes; default: the model of ``--model``. The changes
-        are those between consecutive score dates of a user within the run, and
-        "entered" at the user's first scored date of the run (`transforms.changes`).
       drift_edges: the model's training bins per feature (`models.drift.DriftMonitor.edges`): the
         rows scored as of the run's as-of time are counted into them (counters ``drift.*``,
         `transforms.drift`); None counts nothing.
@@ -96,8 +90,8 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
               | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)).events
     as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
     profiles = events | "Profiles" >> options.profile_transform(as_of_us, options.history_days)
-    segmented = segment_and_write(profiles.features, handler, [parsed.dead_letters, profiles.too_late],
-                                  target, run_id, explainer or change_explainer(options.model_dir()))
+    segmented = segment_and_write(profiles.features, model, [parsed.dead_letters, profiles.too_late],
+                                  target, run_id)
     if drift_edges:
         segmented.assignments | "DriftBins" >> CountFeatureBins(drift_edges, as_of_us)
     return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
@@ -221,7 +215,7 @@ def prepare(batch: "BatchOptions") -> tuple:
     """Every check that can fail before any work, in the order a user can fix them.
 
     Returns:
-      (key reference, verified model card).
+      (key reference, the verified model pinned to its digest).
 
     Raises:
       ConfigError, MissingIdKey, SuppressionListError, FileNotFoundError, ArtifactError.
@@ -234,8 +228,7 @@ def prepare(batch: "BatchOptions") -> tuple:
     if batch.suppression_list:
         read_user_ids(batch.suppression_list, "--suppression_list")
     # Verifies the digest (and --model_sha256), the card, and the clusters against the card.
-    model = load_artifact(batch.model_dir(), expected_sha256=batch.model_sha256)
-    return key, model.card
+    return key, serving_model(batch.model_dir(), expected_sha256=batch.model_sha256)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
@@ -254,15 +247,15 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     """
     options = PipelineOptions(argv)
     batch = options.view_as(BatchOptions)
-    key, card = prepare(batch)
+    key, model = prepare(batch)
+    card = model.card
     run_id = batch.resolved_run_id("batch")
     target = batch.bigquery_target(run_id=run_id)
-    handler = assignment_handler(batch.model_dir(), expected_sha256=card["model_sha256"])
     monitor = DriftMonitor.from_card(card)  # None: a card without a training distribution
     edges = monitor.edges if monitor else None
     if _dry_run(options):  # the runner builds the job and submits nothing: neither do we
         p = beam.Pipeline(options=options)
-        build_pipeline(p, batch, key, handler, target, run_id, drift_edges=edges)
+        build_pipeline(p, batch, key, model, target, run_id, drift_edges=edges)
         p.run()
         return RunSummary.from_counters({}, extra={"run_id": run_id, "dry_run": True})
     started_us = time.time_ns() // 1000
@@ -285,7 +278,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
             # the local warehouse, which works on the other core).
             views = background.submit(admin.create_views, target.client(), target.dataset, target.project)
         p = beam.Pipeline(options=options)
-        build_pipeline(p, batch, key, handler, target, run_id, drift_edges=edges)
+        build_pipeline(p, batch, key, model, target, run_id, drift_edges=edges)
         try:
             result = _run_interruptibly(p)
         except KeyboardInterrupt:

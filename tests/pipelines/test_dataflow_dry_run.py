@@ -26,7 +26,7 @@ from google.cloud import dataflow
 
 from models.artifact import load_card
 from models.drift import DriftMonitor
-from models.handler import assignment_handler
+from models.serving import serving_model
 from pipelines import batch, streaming
 from tests.support.models import save_small_model
 from transforms.bigquery.tables import TABLES, Table
@@ -106,7 +106,7 @@ def batch_job(offline, model_dir):
     options = PipelineOptions(DATAFLOW_FLAGS + ["--input=gs://my-bucket/events/*.avro", f"--model={model_dir}"])
     p = beam.Pipeline(options=options)
     target = BigQueryTarget(project=PROJECT, dataset=DATASET)
-    batch.build_pipeline(p, options.view_as(batch.BatchOptions), b"k" * 32, assignment_handler(model_dir), target,
+    batch.build_pipeline(p, options.view_as(batch.BatchOptions), b"k" * 32, serving_model(model_dir), target,
                          "batch-test", drift_edges=DriftMonitor.from_card(load_card(model_dir)).edges)
     return _dry_run(p)
 
@@ -125,7 +125,7 @@ def streaming_job(offline, model_dir):
     if _streaming_accepts_target():
         kwargs["target"] = BigQueryTarget(project=PROJECT, dataset=DATASET, streaming=True)
         kwargs["drift"] = DriftMonitor.from_card(load_card(model_dir))  # each interval's PSI: TallyDrift
-    streaming.build_pipeline(p, options.view_as(streaming.StreamingOptions), b"k" * 32, assignment_handler(model_dir),
+    streaming.build_pipeline(p, options.view_as(streaming.StreamingOptions), b"k" * 32, serving_model(model_dir),
                              **kwargs)
     return _dry_run(p)
 
