@@ -83,7 +83,8 @@ import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipelines.options import declare_flags, positive_float, positive_int
+from pipelines.flags import positive_float, positive_int
+from pipelines.options import declare_flags
 from pipelines.streaming import StreamingOptions
 from transforms import audit
 

@@ -26,7 +26,7 @@ from devtools import warehouse_cli
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from models import DEFAULT_MODEL_DIR
-    from pipelines.options import int_in, iso_date, sha256_hex
+    from pipelines.flags import int_in, iso_date, sha256_hex
 
     parser.add_argument("--candidate", required=True, metavar="DIR",
                         help="The candidate model's artifact folder (local or gs://). Required.")

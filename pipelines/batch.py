@@ -30,13 +30,14 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from models.drift import DriftMonitor
 from models.serving import ServingModel, serving_model
 from pipelines.graph import JobOutputs, segment_and_write
-from pipelines.options import MAX_DAYS, ConfigError, FileInputOptions, check_inputs, check_output_file, int_in, iso_date
+from pipelines.flags import int_in, iso_date
+from pipelines.options import MAX_DAYS, ConfigError, FileInputOptions, check_inputs, check_output_file
 from pipelines.summary import RunSummary, counters_of
 from transforms.bigquery import admin, loads
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.loads import WarehouseUnreachable, check_reachable, sweep_staging, write_audit, write_errors
 from transforms.bigquery.rows import audit_row
-from transforms.contracts.outcomes import ASSIGNMENTS
+from transforms.contracts.outcomes import ASSIGNMENTS, first_line
 from transforms.drift import DRIFT_ROWS, CountFeatureBins, bin_counts
 from transforms.features.as_of import AsOfMicros
 from transforms.ingest.files import ReadEventFiles
@@ -114,11 +115,6 @@ class RunInterrupted(KeyboardInterrupt):
 
 class JobFailed(RuntimeError):
     """The pipeline itself failed; one line of why, and what was done about it."""
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:500]
 
 
 def _run_interruptibly(p: beam.Pipeline) -> PipelineResult:
@@ -207,8 +203,8 @@ def _write_audit_row(target: BigQueryTarget, row: dict) -> Optional[str]:
         return None
     except Exception as error:  # noqa: BLE001 - the run itself is reported apart: say so, keep the row
         kept = _keep_audit_row(row, target.fallback_dir)
-        LOG.error("could not write the run_audit row: %s%s", _first_line(error), f"; kept in {kept}" if kept else "")
-        return f"{_first_line(error)}" + (f" (kept in {kept})" if kept else "")
+        LOG.error("could not write the run_audit row: %s%s", first_line(error), f"; kept in {kept}" if kept else "")
+        return f"{first_line(error)}" + (f" (kept in {kept})" if kept else "")
 
 
 def prepare(batch: "BatchOptions") -> tuple:
@@ -289,7 +285,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
             _clean_up_after(target, run_id, "")  # a load that was making its table as we swept
             raise RunInterrupted(detail) from None
         except Exception as error:  # noqa: BLE001 - recorded, then raised as one line
-            detail = _clean_up_after(target, run_id, f"failed: {_first_line(error)}")
+            detail = _clean_up_after(target, run_id, f"failed: {first_line(error)}")
             _write_audit_row(target, audit({}, finished_at_us=time.time_ns() // 1000, status="failed",
                                            detail=detail))
             raise JobFailed(detail) from error
@@ -334,7 +330,7 @@ def _reachable_client(target: BigQueryTarget):
     try:
         client = target.client()
     except write_errors() as error:
-        raise WarehouseUnreachable(f"cannot reach BigQuery (project {target.project}): {_first_line(error)}") from None
+        raise WarehouseUnreachable(f"cannot reach BigQuery (project {target.project}): {first_line(error)}") from None
     try:
         check_reachable(client, target.project, target.dataset)
     except BaseException:
@@ -353,7 +349,7 @@ def _clean_up_after(target: BigQueryTarget, run_id: str, what: str) -> str:
             client.close()
         return f"{what}; dropped {swept.count} staging table(s) with {sum(swept.rows.values()):,} unmerged rows"
     except Exception as error:  # noqa: BLE001 - the next run sweeps them
-        return f"{what}; could not drop the staging tables now ({_first_line(error)}): the next run will"
+        return f"{what}; could not drop the staging tables now ({first_line(error)}): the next run will"
 
 
 if __name__ == "__main__":

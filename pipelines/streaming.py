@@ -42,7 +42,8 @@ from apache_beam.runners.runner import PipelineResult
 from models.drift import DriftMonitor
 from models.serving import ServingModel, serving_model
 from pipelines.graph import JobOutputs, segment_and_write
-from pipelines.options import SegmentsOptions, positive_int
+from pipelines.flags import positive_int
+from pipelines.options import SegmentsOptions
 from transforms.audit import (AUDIT_ASSIGNMENTS, AUDIT_CHANGES, AUDIT_CONSENTED, AUDIT_PARSED, AUDIT_READ,
                               StreamingAudit, code_tally, filter_tally, tally)
 from transforms.bigquery import admin

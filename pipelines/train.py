@@ -33,7 +33,8 @@ from models.bgnbd import BgNbdParams
 from models.evaluation import (HoldoutActivity, bgnbd_recovery, evaluate_holdout, format_holdout,
                                format_recovery)
 from models.training import format_report, latest_per_user, train_model
-from pipelines.options import FileInputOptions, int_in, iso_date, non_negative_float, positive_int, sha256_hex
+from pipelines.flags import int_in, iso_date, non_negative_float, positive_int, sha256_hex
+from pipelines.options import FileInputOptions
 from pipelines.summary import RunSummary, counters_of
 from transforms.contracts.outcomes import ErrorCode
 from transforms.features.activity import US_PER_DAY

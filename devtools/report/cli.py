@@ -11,7 +11,7 @@ from devtools import warehouse_cli
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from models import DEFAULT_MODEL_DIR
-    from pipelines.options import iso_date, sha256_hex
+    from pipelines.flags import iso_date, sha256_hex
 
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="The HTML file to write (one self-contained page). Required.")
