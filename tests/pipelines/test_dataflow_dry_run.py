@@ -40,13 +40,11 @@ DATAFLOW_FLAGS = [
     "--temp_location=gs://my-bucket/tmp", f"--sdk_container_image={IMAGE}",
 ]
 WRITE_URN = "beam:transform:write_to_big_query:v0"
-# The stable labels. "Profiles" (one per-user step keeping state, with the dedupe folded
-# in) replaced "Dedupe" and "Features" with the profile redesign: its state is not the old
-# windows', so that change is a drain and a new job, not an in-place update.
-# Segment changes (issue 19) added three steps after scoring, none renamed: "SegmentChanges"
-# (a new keyed state, so the first job with it is a new job: every user "enters" once),
-# "WriteChanges" (the segment_changes table) and, with --changes_topic, "PublishChanges".
-# Drift (issue 20) added "DriftBins": the scored rows counted into the model's training bins.
+# The stable labels: Dataflow's in-place update matches steps by them. "Profiles" is one
+# per-user step keeping state, with the dedupe folded in; "SegmentChanges" keeps a keyed
+# state of its own; "WriteChanges" writes segment_changes and, with --changes_topic,
+# "PublishChanges" publishes them; "DriftBins" counts the scored rows into the model's
+# training bins.
 BATCH_STEPS = ["ReadEvents", "Privacy", "AsOf", "Profiles", "AssignSegments", "WriteAssignments", "SegmentChanges",
                "WriteChanges", "WriteDeadLetters", "DriftBins"]
 STREAMING_INGEST_STEPS = ["ReadPubSub", "ParseRecords", "Privacy"]
