@@ -159,8 +159,8 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, m
         tallies += (segmented.assignments | "TallyDrift" >> beam.ParDo(TallyFeatureBins(drift.edges)),)
     tallies = tallies | "AuditTallies" >> beam.Flatten()
     audited = tallies | "Audit" >> StreamingAudit(
-        dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription, model.card["model_version"],
-        drift)
+        dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription,
+        model.card["model_version"], drift)
     # Refused audit rows are logged by the sink; there is no further table for them.
     audited.rows | "WriteAudit" >> WriteTable(Table.RUN_AUDIT, target)
     return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
