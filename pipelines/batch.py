@@ -41,7 +41,7 @@ from transforms.contracts.outcomes import ASSIGNMENTS, first_line
 from transforms.drift import DRIFT_ROWS, CountFeatureBins, bin_counts
 from transforms.features.as_of import AsOfMicros
 from transforms.ingest.files import ReadEventFiles
-from transforms.ingest.privacy import ApplyPrivacy, read_user_ids
+from transforms.ingest.privacy import ApplyPrivacy, IdKeyRef, read_user_ids
 
 LOG = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def _write_audit_row(target: BigQueryTarget, row: dict) -> Optional[str]:
         return f"{first_line(error)}" + (f" (kept in {kept})" if kept else "")
 
 
-def prepare(batch: "BatchOptions") -> tuple:
+def prepare(batch: "BatchOptions") -> tuple[IdKeyRef, ServingModel]:
     """Every check that can fail before any work, in the order a user can fix them.
 
     Returns:
