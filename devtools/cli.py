@@ -237,7 +237,6 @@ def _user_facing(error: Exception) -> Optional[tuple[str, int]]:
     from pipelines.batch import JobFailed
     from pipelines.options import ConfigError
     from pipelines.summary import ReconciliationError, WriteFailure
-    from devtools.report.gather import ReportError
     from transforms.bigquery.loads import WarehouseUnreachable
     from transforms.contracts.outcomes import first_line
     from transforms.ingest.privacy import MissingIdKey, SuppressionListError
