@@ -23,33 +23,13 @@ import argparse
 import datetime as dt
 import json
 import queue
-import re
 import sys
 import time
 from typing import Callable, Mapping, Optional, Sequence
 
+from pipelines.flags import positive_float, positive_int, subscription_path
+
 PROG = "segments changes"
-_SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
-
-
-def _subscription(text: str) -> str:
-    if not _SUBSCRIPTION.match(text):
-        raise argparse.ArgumentTypeError(f"expected projects/PROJECT/subscriptions/NAME, got {text!r}")
-    return text
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,17 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Read the changes of the `segments stream --local` running on this machine (found through "
              ".work/live.json, or $SEGMENTS_LIVE_STATE); waits for one to start.")
     where.add_argument(
-        "--subscription", type=_subscription, default=None,
+        "--subscription", type=subscription_path, default=None,
         help="Read this Pub/Sub subscription to a changes topic instead: projects/PROJECT/subscriptions/NAME. "
              "Default: none.")
     parser.add_argument(
         "--json", action="store_true",
         help="Print each change message as it is (one JSON object per line). Default: one readable line.")
     parser.add_argument(
-        "--max_changes", type=_positive_int, default=None,
+        "--max_changes", type=positive_int, default=None,
         help="Stop after this many changes. Default: run until Ctrl-C.")
     parser.add_argument(
-        "--wait_seconds", type=_positive, default=None,
+        "--wait_seconds", type=positive_float, default=None,
         help="--local: give up when no local stream has started within this many seconds. Default: wait "
              "until Ctrl-C.")
 

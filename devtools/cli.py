@@ -228,11 +228,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return code
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 def _user_facing(error: Exception) -> Optional[tuple[str, int]]:
     """(one line, exit code) for an error a user should see as such; None for a bug (traceback)."""
     from google.api_core.exceptions import GoogleAPIError
@@ -242,18 +237,18 @@ def _user_facing(error: Exception) -> Optional[tuple[str, int]]:
     from pipelines.batch import JobFailed
     from pipelines.options import ConfigError
     from pipelines.summary import ReconciliationError, WriteFailure
-    from devtools.report.gather import ReportError
     from transforms.bigquery.loads import WarehouseUnreachable
+    from transforms.contracts.outcomes import first_line
     from transforms.ingest.privacy import MissingIdKey, SuppressionListError
 
     if isinstance(error, (UsageError, ConfigError, MissingIdKey, SuppressionListError, ArtifactError,
                           WarehouseUnreachable, FileNotFoundError, PermissionError, IsADirectoryError,
                           NotADirectoryError, ValueError)):
-        return _first_line(error), 2
+        return first_line(error), 2
     if isinstance(error, (ReconciliationError, WriteFailure, JobFailed)):
-        return _first_line(error), 1
+        return first_line(error), 1
     if isinstance(error, (RuntimeError, GoogleAPIError, GoogleAuthError, OSError)):  # a server or runner said no
-        return f"{_first_line(error)} (run with -v for details)", 1
+        return f"{first_line(error)} (run with -v for details)", 1
     return None
 
 

@@ -83,7 +83,8 @@ import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipelines.options import declare_flags, positive_float, positive_int
+from pipelines.flags import positive_float, positive_int
+from pipelines.options import declare_flags
 from pipelines.streaming import StreamingOptions
 from transforms import audit
 
@@ -531,10 +532,9 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
     """
     import tempfile
 
-    from models.artifact import load_card
     from models.drift import DriftMonitor
+    from models.serving import serving_model
     from devtools import publisher, pubsub_emulator, warehouse
-    from models.handler import assignment_handler
     from pipelines import streaming
     from transforms.bigquery import admin
     from transforms.bigquery.rows import audit_row
@@ -550,8 +550,9 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
     live = options.view_as(LiveOptions)
     if live.warehouse != "local":
         raise ValueError("--local writes to the local warehouse; drop --warehouse bigquery")
+    model = serving_model(live.model_dir(), expected_sha256=live.model_sha256)  # refused before anything starts
+    card = model.card
     pubsub_emulator.find_emulator()  # fail fast, with the install hint, before starting anything
-    card = load_card(live.model_dir())
     key_ref = live.id_key_ref()  # the graph holds where the key is; the ledger needs the key itself
     id_key = key_ref.read()
     run_id = live.resolved_run_id("stream")
@@ -591,8 +592,7 @@ def run_local(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str]
         streaming.local_runner(options)
         job = options.view_as(LiveOptions)
         p = beam.Pipeline(options=options)
-        outputs = streaming.build_pipeline(p, job, key_ref, assignment_handler(job.model_dir()), target, run_id,
-                                           card.get("model_version"), drift=DriftMonitor.from_card(card))
+        outputs = streaming.build_pipeline(p, job, key_ref, model, target, run_id, drift=DriftMonitor.from_card(card))
         tallies_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="segments-live-"))
         tallies_path = f"{tallies_dir}/tallies.jsonl"
         outputs.interval_counts | "SinkTallies" >> beam.ParDo(_AppendJsonLines(tallies_path))

@@ -26,7 +26,7 @@ from devtools import warehouse_cli
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from models import DEFAULT_MODEL_DIR
-    from pipelines.options import int_in, iso_date, sha256_hex
+    from pipelines.flags import int_in, iso_date, sha256_hex
 
     parser.add_argument("--candidate", required=True, metavar="DIR",
                         help="The candidate model's artifact folder (local or gs://). Required.")
@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Default: not pinned.")
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, metavar="DIR",
                         help="The current model: the one whose rows are compared. Default: the shipped model.")
+    parser.add_argument("--model_sha256", type=sha256_hex, default=None,
+                        help="Refuse the current model unless its model.joblib has this SHA-256. Default: its card's "
+                             "digest is checked, not pinned.")
     parser.add_argument("--score_date", type=iso_date, default=None,
                         help="The score date (UTC) of the rows to compare. Default: the current model's latest.")
     parser.add_argument("--page_size", type=int_in(100, 1_000_000), default=50_000,
@@ -153,7 +156,7 @@ def run_shadow(client, project: str, dataset: str, current, candidate, day: Opti
 def cmd_shadow(args: argparse.Namespace, _rest) -> int:
     from models.artifact import load_artifact
 
-    current = load_artifact(args.model)
+    current = load_artifact(args.model, expected_sha256=args.model_sha256)
     candidate = load_artifact(args.candidate, expected_sha256=args.candidate_sha256)
     client, project = warehouse_cli.client_and_project(args)
     print(f"segments shadow: current {current.model_version} ({args.model}), candidate {candidate.model_version} "

@@ -85,7 +85,6 @@ _LOG = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = LOCAL_PROJECT
 DEFAULT_REST_PORT = 9050
-DEFAULT_GRPC_PORT = 9060
 HOST = "127.0.0.1"
 STATE_FILE = "state.json"
 LOG_FILE = "bqemulator.log"

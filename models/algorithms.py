@@ -47,8 +47,6 @@ GMM = "gmm"
 HIERARCHICAL = "hierarchical"
 DENSITY = "density"
 ALGORITHMS = (KMEANS, GMM, HIERARCHICAL, DENSITY)
-# Algorithms told how many segments to find (density finds its number itself).
-WITH_K = (KMEANS, GMM, HIERARCHICAL)
 UNCLASSIFIED = -1  # the density clustering's noise label
 
 KMEANS_N_INIT = 10

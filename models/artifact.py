@@ -304,17 +304,8 @@ class LoadedModel:
         return Assigned(self._ids[position], [self._names[i] for i in position.tolist()], distance, margin)
 
 
-def load_artifact(directory: str, *, expected_sha256: str | None = None) -> LoadedModel:
-    """Loads an artifact after verifying the model file's sha256 against the card.
-
-    Args:
-        directory: local path or gs:// URI of the artifact folder.
-        expected_sha256: optionally pin the digest (e.g. from a deployment config);
-            then the card must carry exactly this digest too.
-
-    Raises:
-        ArtifactError: missing files, bad card, unknown feature_version, or a digest mismatch.
-    """
+def _verified_bytes(directory: str, expected_sha256: str | None) -> tuple[dict, bytes]:
+    """The card and the model bytes, after every check that needs no unpickling."""
     card = load_card(directory)
     if expected_sha256 is not None and card["model_sha256"] != expected_sha256:
         raise ArtifactError(f"{directory}: model card digest {card['model_sha256']} is not the pinned "
@@ -324,6 +315,31 @@ def load_artifact(directory: str, *, expected_sha256: str | None = None) -> Load
     if actual != card["model_sha256"]:
         raise ArtifactError(f"{directory}: {MODEL_FILE} has sha256 {actual} but the model card says "
                             f"{card['model_sha256']}; the file was modified or replaced, refusing to unpickle it")
+    return card, data
+
+
+def verified_card(directory: str, *, expected_sha256: str | None = None) -> dict:
+    """The card of an artifact whose model file passes every check of `load_artifact` but
+    the unpickling: for a caller that reads the card only (the report)."""
+    return _verified_bytes(directory, expected_sha256)[0]
+
+
+def load_artifact(directory: str, *, expected_sha256: str | None = None) -> LoadedModel:
+    """Loads an artifact after verifying the model file's sha256 against the card.
+
+    Every load of a model goes through here (or `verified_card`): the scorer's and the
+    explainer's on the workers (`models.serving`), shadow, report, live mode and training
+    with a previous model.
+
+    Args:
+        directory: local path or gs:// URI of the artifact folder.
+        expected_sha256: optionally pin the digest (e.g. from a deployment config);
+            then the card must carry exactly this digest too.
+
+    Raises:
+        ArtifactError: missing files, bad card, unknown feature_version, or a digest mismatch.
+    """
+    card, data = _verified_bytes(directory, expected_sha256)
     versions = card.get("library_versions", {})
     if versions.get("sklearn") and versions["sklearn"].split(".")[:2] != sklearn.__version__.split(".")[:2]:
         logging.warning("model %s was saved with scikit-learn %s, running %s", card["model_version"],

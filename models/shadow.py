@@ -106,15 +106,6 @@ def compare(current: LoadedModel, candidate: LoadedModel, X: np.ndarray, top: in
     return Comparison(now, then, moved, drivers)
 
 
-def move_counts(comparison: Comparison) -> dict[tuple[int, int], int]:
-    """(current segment id, candidate segment id) -> users moved that way."""
-    counts: dict[tuple[int, int], int] = {}
-    for row in np.flatnonzero(comparison.moved):
-        key = (int(comparison.current.segment_id[row]), int(comparison.candidate.segment_id[row]))
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
 def feature_matrix(records: Sequence[dict], features: Sequence[str]) -> np.ndarray:
     """Rows of feature dicts -> the matrix in `features` order."""
     return np.array([[float(r[name]) for name in features] for r in records], dtype=float).reshape(-1, len(features))

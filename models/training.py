@@ -25,7 +25,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from models import bgnbd, clustering, drift, k_selection, rfm, segment_quality
-from models.artifact import load_artifact, load_card
+from models.artifact import LoadedModel
 from models.representation import PRIOR_WEIGHTS
 from transforms.contracts.feature_spec import (FEATURE_VERSION, MODEL_FEATURES, RATE_EVIDENCE, SKEWED_FEATURES,
                                                model_input_vector)
@@ -72,7 +72,7 @@ def _json_params(params: Mapping[str, Any]) -> dict:
 
 
 def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | None = None,
-                truth: Mapping[str, str] | None = None, previous: str | None = None,
+                truth: Mapping[str, str] | None = None, previous: LoadedModel | None = None,
                 algorithm: str = clustering.algorithms.KMEANS, k: int | None = None,
                 k_range: tuple[int, int] = clustering.DEFAULT_K_RANGE, seed: int = 0,
                 activity_weight: float = 0.0, silhouette_sample: int = clustering.DEFAULT_SILHOUETTE_SAMPLE,
@@ -84,8 +84,8 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
         until: the calibration end (datetime or epoch micros); None = each user's latest record.
         truth: optional {user_key: true archetype} (user keys pseudonymised as in
             the pipeline): the card then reports the ARI, the supervised ceiling and their ratio.
-        previous: optional previous artifact folder: its segment ids are kept
-            for the segments that match (see `models.clustering`).
+        previous: optional previous model, loaded (and verified) by `models.artifact.load_artifact`:
+            its segment ids are kept for the segments that match (see `models.clustering`).
         algorithm: one of `models.algorithms.ALGORITHMS` ('kmeans' by default).
         k: the number of segments; None = chosen in `k_range` (`models.k_selection`).
         k_range: inclusive range of k to try.
@@ -111,7 +111,7 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
     fit = clustering.fit_segments(X, algorithm=algorithm, k=k, k_range=k_range, seed=seed,
                                   activity_weight=activity_weight, sample_size=silhouette_sample,
                                   stability_rounds=stability_rounds)
-    previous_card = load_card(previous) if previous else None
+    previous_card = previous.card if previous is not None else None
     segments, mapping = clustering.build_segments(
         fit, X, previous_segments=previous_card["segments"] if previous_card else None)
     id_of_label = {s.cluster_index: s.segment_id for s in segments}
@@ -129,7 +129,7 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
     if previous_card is not None:
         # The retrain report marketers care about: how many of these users would keep
         # the segment id the previous model gives them.
-        previous_ids = load_artifact(previous).assign(X).segment_id
+        previous_ids = previous.assign(X).segment_id
         kept_share = float(np.mean(previous_ids == segment_ids))
 
     quality = {**fit.quality.as_card(),

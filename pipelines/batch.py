@@ -24,27 +24,24 @@ from typing import Mapping, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from models.artifact import load_artifact
 from models.drift import DriftMonitor
-from models.explain import change_explainer
-from models.handler import assignment_handler
+from models.serving import ServingModel, serving_model
 from pipelines.graph import JobOutputs, segment_and_write
-from pipelines.options import MAX_DAYS, ConfigError, FileInputOptions, check_inputs, check_output_file, int_in, iso_date
+from pipelines.flags import int_in, iso_date
+from pipelines.options import MAX_DAYS, ConfigError, FileInputOptions, check_inputs, check_output_file
 from pipelines.summary import RunSummary, counters_of
 from transforms.bigquery import admin, loads
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.loads import WarehouseUnreachable, check_reachable, sweep_staging, write_audit, write_errors
 from transforms.bigquery.rows import audit_row
-from transforms.changes import ExplainerLoader
-from transforms.contracts.outcomes import ASSIGNMENTS
+from transforms.contracts.outcomes import ASSIGNMENTS, first_line
 from transforms.drift import DRIFT_ROWS, CountFeatureBins, bin_counts
 from transforms.features.as_of import AsOfMicros
 from transforms.ingest.files import ReadEventFiles
-from transforms.ingest.privacy import ApplyPrivacy, read_user_ids
+from transforms.ingest.privacy import ApplyPrivacy, IdKeyRef, read_user_ids
 
 LOG = logging.getLogger(__name__)
 
@@ -68,9 +65,8 @@ class BatchOptions(FileInputOptions):
                  "history). Default: 0.")
 
 
-def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handler: ModelHandler,
+def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, model: ServingModel,
                    target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None,
-                   explainer: Optional[ExplainerLoader] = None,
                    drift_edges: Optional[Mapping[str, Sequence[float]]] = None) -> JobOutputs:
     """Builds the batch graph (exposed for testing).
 
@@ -81,12 +77,11 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
       p: the pipeline.
       options: the job's options.
       id_key: the pseudonymisation key.
-      handler: the model (`models.handler.assignment_handler`).
+      model: the verified model (`models.serving.serving_model`): it scores, and explains the
+        segment changes between consecutive score dates of a user within the run, and
+        "entered" at the user's first scored date of the run (`transforms.changes`).
       target: where to write the tables; None builds the graph without writing.
       run_id: written on dead letters.
-      explainer: explains segment changes; default: the model of ``--model``. The changes
-        are those between consecutive score dates of a user within the run, and
-        "entered" at the user's first scored date of the run (`transforms.changes`).
       drift_edges: the model's training bins per feature (`models.drift.DriftMonitor.edges`): the
         rows scored as of the run's as-of time are counted into them (counters ``drift.*``,
         `transforms.drift`); None counts nothing.
@@ -96,8 +91,8 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, handl
               | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)).events
     as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
     profiles = events | "Profiles" >> options.profile_transform(as_of_us, options.history_days)
-    segmented = segment_and_write(profiles.features, handler, [parsed.dead_letters, profiles.too_late],
-                                  target, run_id, explainer or change_explainer(options.model_dir()))
+    segmented = segment_and_write(profiles.features, model, [parsed.dead_letters, profiles.too_late],
+                                  target, run_id)
     if drift_edges:
         segmented.assignments | "DriftBins" >> CountFeatureBins(drift_edges, as_of_us)
     return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
@@ -120,11 +115,6 @@ class RunInterrupted(KeyboardInterrupt):
 
 class JobFailed(RuntimeError):
     """The pipeline itself failed; one line of why, and what was done about it."""
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:500]
 
 
 def _run_interruptibly(p: beam.Pipeline) -> PipelineResult:
@@ -213,15 +203,15 @@ def _write_audit_row(target: BigQueryTarget, row: dict) -> Optional[str]:
         return None
     except Exception as error:  # noqa: BLE001 - the run itself is reported apart: say so, keep the row
         kept = _keep_audit_row(row, target.fallback_dir)
-        LOG.error("could not write the run_audit row: %s%s", _first_line(error), f"; kept in {kept}" if kept else "")
-        return f"{_first_line(error)}" + (f" (kept in {kept})" if kept else "")
+        LOG.error("could not write the run_audit row: %s%s", first_line(error), f"; kept in {kept}" if kept else "")
+        return f"{first_line(error)}" + (f" (kept in {kept})" if kept else "")
 
 
-def prepare(batch: "BatchOptions") -> tuple:
+def prepare(batch: "BatchOptions") -> tuple[IdKeyRef, ServingModel]:
     """Every check that can fail before any work, in the order a user can fix them.
 
     Returns:
-      (key reference, verified model card).
+      (key reference, the verified model pinned to its digest).
 
     Raises:
       ConfigError, MissingIdKey, SuppressionListError, FileNotFoundError, ArtifactError.
@@ -234,8 +224,7 @@ def prepare(batch: "BatchOptions") -> tuple:
     if batch.suppression_list:
         read_user_ids(batch.suppression_list, "--suppression_list")
     # Verifies the digest (and --model_sha256), the card, and the clusters against the card.
-    model = load_artifact(batch.model_dir(), expected_sha256=batch.model_sha256)
-    return key, model.card
+    return key, serving_model(batch.model_dir(), expected_sha256=batch.model_sha256)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
@@ -254,15 +243,15 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     """
     options = PipelineOptions(argv)
     batch = options.view_as(BatchOptions)
-    key, card = prepare(batch)
+    key, model = prepare(batch)
+    card = model.card
     run_id = batch.resolved_run_id("batch")
     target = batch.bigquery_target(run_id=run_id)
-    handler = assignment_handler(batch.model_dir(), expected_sha256=card["model_sha256"])
     monitor = DriftMonitor.from_card(card)  # None: a card without a training distribution
     edges = monitor.edges if monitor else None
     if _dry_run(options):  # the runner builds the job and submits nothing: neither do we
         p = beam.Pipeline(options=options)
-        build_pipeline(p, batch, key, handler, target, run_id, drift_edges=edges)
+        build_pipeline(p, batch, key, model, target, run_id, drift_edges=edges)
         p.run()
         return RunSummary.from_counters({}, extra={"run_id": run_id, "dry_run": True})
     started_us = time.time_ns() // 1000
@@ -285,7 +274,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
             # the local warehouse, which works on the other core).
             views = background.submit(admin.create_views, target.client(), target.dataset, target.project)
         p = beam.Pipeline(options=options)
-        build_pipeline(p, batch, key, handler, target, run_id, drift_edges=edges)
+        build_pipeline(p, batch, key, model, target, run_id, drift_edges=edges)
         try:
             result = _run_interruptibly(p)
         except KeyboardInterrupt:
@@ -296,7 +285,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
             _clean_up_after(target, run_id, "")  # a load that was making its table as we swept
             raise RunInterrupted(detail) from None
         except Exception as error:  # noqa: BLE001 - recorded, then raised as one line
-            detail = _clean_up_after(target, run_id, f"failed: {_first_line(error)}")
+            detail = _clean_up_after(target, run_id, f"failed: {first_line(error)}")
             _write_audit_row(target, audit({}, finished_at_us=time.time_ns() // 1000, status="failed",
                                            detail=detail))
             raise JobFailed(detail) from error
@@ -341,7 +330,7 @@ def _reachable_client(target: BigQueryTarget):
     try:
         client = target.client()
     except write_errors() as error:
-        raise WarehouseUnreachable(f"cannot reach BigQuery (project {target.project}): {_first_line(error)}") from None
+        raise WarehouseUnreachable(f"cannot reach BigQuery (project {target.project}): {first_line(error)}") from None
     try:
         check_reachable(client, target.project, target.dataset)
     except BaseException:
@@ -360,7 +349,7 @@ def _clean_up_after(target: BigQueryTarget, run_id: str, what: str) -> str:
             client.close()
         return f"{what}; dropped {swept.count} staging table(s) with {sum(swept.rows.values()):,} unmerged rows"
     except Exception as error:  # noqa: BLE001 - the next run sweeps them
-        return f"{what}; could not drop the staging tables now ({_first_line(error)}): the next run will"
+        return f"{what}; could not drop the staging tables now ({first_line(error)}): the next run will"
 
 
 if __name__ == "__main__":

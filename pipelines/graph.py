@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.write import WriteAssignments, WriteChanges, WriteDeadLetters, change_row_now
-from transforms.changes import DetectSegmentChanges, ExplainerLoader, PublishChanges
+from models.serving import ServingModel
+from transforms.changes import DetectSegmentChanges, PublishChanges
 from transforms.scoring import AssignSegments
 
 
@@ -30,7 +30,7 @@ class Segmented(NamedTuple):
 
     assignments: beam.PCollection  # assignment dicts, counted by the handler (ASSIGNMENTS)
     dead_letters: beam.PCollection  # every dead letter of the job, written or not
-    changes: Optional[beam.PCollection] = None  # change records; None without an explainer
+    changes: beam.PCollection  # change records
 
 
 class JobOutputs(NamedTuple):
@@ -44,7 +44,7 @@ class JobOutputs(NamedTuple):
         the warehouse refused), written or not.
       audit: streaming only: the `run_audit` rows (one per interval); None without a target.
       interval_counts: streaming only: the tallies behind each audit row; None without a target.
-      changes: segment change records (`transforms.changes`); None without an explainer.
+      changes: segment change records (`transforms.changes`).
     """
 
     events: beam.PCollection
@@ -56,35 +56,29 @@ class JobOutputs(NamedTuple):
     changes: Optional[beam.PCollection] = None
 
 
-def segment_and_write(features: beam.PCollection, handler: ModelHandler, dead_letters: Sequence[beam.PCollection],
+def segment_and_write(features: beam.PCollection, model: ServingModel, dead_letters: Sequence[beam.PCollection],
                       target: Optional[BigQueryTarget], run_id: Optional[str],
-                      explainer: Optional[ExplainerLoader] = None, changes_topic: Optional[str] = None) -> Segmented:
+                      changes_topic: Optional[str] = None) -> Segmented:
     """Feature records -> assignments in `segment_assignments`, their changes in
     `segment_changes` (and on `changes_topic`); every dead letter in `dead_letters`.
 
     Args:
       features: feature records.
-      handler: the model (`models.handler.assignment_handler`).
+      model: the verified model: its scoring handler and change explainer (`models.serving`).
       dead_letters: the dead letters of the steps before (parse, too late).
       target: where to write; None builds the graph without writing.
       run_id: written on dead letters.
-      explainer: the model's change explainer (`models.explain.change_explainer`); None
-        detects no changes.
       changes_topic: ``projects/P/topics/T`` to publish each change to; None publishes none.
     """
-    assigned = features | "AssignSegments" >> AssignSegments(handler)
+    assigned = features | "AssignSegments" >> AssignSegments(model.handler)
     every = [*dead_letters, assigned.dead_letters]
     if target is not None:
         every.append(assigned.assignments | "WriteAssignments" >> WriteAssignments(target))
-    changes = None
-    if explainer is not None:
-        changes = assigned.assignments | "SegmentChanges" >> DetectSegmentChanges(explainer)
-        if target is not None:
-            every.append(changes | "WriteChanges" >> WriteChanges(target))
-        if changes_topic:
-            changes | "PublishChanges" >> PublishChanges(changes_topic, change_row_now)
-    elif changes_topic:
-        raise ValueError("a changes topic needs an explainer to detect the changes")
+    changes = assigned.assignments | "SegmentChanges" >> DetectSegmentChanges(model.explainer)
+    if target is not None:
+        every.append(changes | "WriteChanges" >> WriteChanges(target))
+    if changes_topic:
+        changes | "PublishChanges" >> PublishChanges(changes_topic, change_row_now)
     # Dead letters come from steps windowed differently (files and messages in the global
     # window, scoring in the feature windows); they are written one by one, never grouped
     # by window, so they meet in the global window.

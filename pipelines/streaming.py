@@ -36,23 +36,20 @@ import re
 from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from models.artifact import load_artifact
 from models.drift import DriftMonitor
-from models.explain import change_explainer
-from models.handler import assignment_handler
+from models.serving import ServingModel, serving_model
 from pipelines.graph import JobOutputs, segment_and_write
-from pipelines.options import SegmentsOptions, positive_int
+from pipelines.flags import positive_int
+from pipelines.options import SegmentsOptions
 from transforms.audit import (AUDIT_ASSIGNMENTS, AUDIT_CHANGES, AUDIT_CONSENTED, AUDIT_PARSED, AUDIT_READ,
                               StreamingAudit, code_tally, filter_tally, tally)
 from transforms.bigquery import admin
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.tables import Table
 from transforms.bigquery.write import WriteTable
-from transforms.changes import ExplainerLoader
 from transforms.drift import TallyFeatureBins
 from transforms.ingest.messages import Messages, read_event_messages
 from transforms.ingest.privacy import ApplyPrivacy
@@ -122,9 +119,8 @@ def read_events(p: beam.Pipeline, options: StreamingOptions, id_key: bytes) -> I
     return Ingest(messages, privacy.events, privacy.filtered)
 
 
-def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, handler: ModelHandler,
+def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, model: ServingModel,
                    target: Optional[BigQueryTarget] = None, run_id: Optional[str] = None,
-                   model_version: Optional[str] = None, explainer: Optional[ExplainerLoader] = None,
                    drift: Optional[DriftMonitor] = None) -> JobOutputs:
     """Builds the streaming graph (exposed for testing).
 
@@ -132,22 +128,19 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
       p: the pipeline (streaming).
       options: the job's options.
       id_key: the pseudonymisation key.
-      handler: the model (`models.handler.assignment_handler`).
+      model: the verified model (`models.serving.serving_model`): it scores and explains the
+        segment changes; its version is written on audit rows.
       target: where to write assignments, dead letters and audit rows (build it with
         ``streaming=True``); None builds the graph without writing.
       run_id: written on dead letters and audit rows.
-      model_version: written on audit rows.
-      explainer: explains segment changes; default: the model of ``--model``
-        (`models.explain.change_explainer`).
       drift: the model's training bins (`models.drift.DriftMonitor.from_card`): each audit row
         records the PSI of the interval's midnight re-scorings; None records none.
     """
     messages, events, filtered = read_events(p, options, id_key)
     # One stateful step per user: the dedupe, sessions, the profile and its re-scoring.
     profiles = events | "Profiles" >> options.profile_transform()
-    segmented = segment_and_write(profiles.features, handler, [messages.parsed.dead_letters, profiles.too_late],
-                                  target, run_id, explainer or change_explainer(options.model_dir()),
-                                  options.changes_topic)
+    segmented = segment_and_write(profiles.features, model, [messages.parsed.dead_letters, profiles.too_late],
+                                  target, run_id, options.changes_topic)
     if target is None:
         return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
                           changes=segmented.changes)
@@ -166,8 +159,8 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
         tallies += (segmented.assignments | "TallyDrift" >> beam.ParDo(TallyFeatureBins(drift.edges)),)
     tallies = tallies | "AuditTallies" >> beam.Flatten()
     audited = tallies | "Audit" >> StreamingAudit(
-        dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription, model_version,
-        drift)
+        dt.timedelta(seconds=options.audit_interval_seconds), run_id or "stream", options.subscription,
+        model.card["model_version"], drift)
     # Refused audit rows are logged by the sink; there is no further table for them.
     audited.rows | "WriteAudit" >> WriteTable(Table.RUN_AUDIT, target)
     return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
@@ -200,14 +193,13 @@ def run(argv: Optional[Sequence[str]] = None) -> PipelineResult:
         raise ValueError("--subscription is required")
     id_key = streaming.pseudonymisation_key()
     # Fail fast on a missing, tampered or unpinned model, before launching.
-    card = load_artifact(streaming.model_dir(), expected_sha256=streaming.model_sha256).card
+    model = serving_model(streaming.model_dir(), expected_sha256=streaming.model_sha256)
     target = streaming.bigquery_target(streaming=True)
     if target.is_local:
         admin.setup(target.client(), target.dataset, project=target.project)
     p = beam.Pipeline(options=options)
-    build_pipeline(p, streaming, id_key, assignment_handler(streaming.model_dir(), expected_sha256=card["model_sha256"]),
-                   target,
-                   streaming.resolved_run_id("stream"), card.get("model_version"), drift=DriftMonitor.from_card(card))
+    build_pipeline(p, streaming, id_key, model, target, streaming.resolved_run_id("stream"),
+                   drift=DriftMonitor.from_card(model.card))
     return p.run()
 
 

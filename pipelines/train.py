@@ -28,12 +28,13 @@ import orjson
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import algorithms, clustering
-from models.artifact import save_artifact
+from models.artifact import load_artifact, save_artifact
 from models.bgnbd import BgNbdParams
 from models.evaluation import (HoldoutActivity, bgnbd_recovery, evaluate_holdout, format_holdout,
                                format_recovery)
 from models.training import format_report, latest_per_user, train_model
-from pipelines.options import FileInputOptions, file_location, int_in, iso_date, non_negative_float, positive_int
+from pipelines.flags import file_location, int_in, iso_date, non_negative_float, positive_int, sha256_hex
+from pipelines.options import FileInputOptions
 from pipelines.summary import RunSummary, counters_of
 from transforms.contracts.outcomes import ErrorCode
 from transforms.features.activity import US_PER_DAY
@@ -68,7 +69,11 @@ class TrainOptions(FileInputOptions):
                            help="CSV user_id,archetype from `segments generate --truth`: report the adjusted Rand "
                                 "index. Default: none.")
         group.add_argument("--previous", type=file_location, default=None,
-                           help="Previous artifact folder: keep its segment ids for matching clusters. Default: none.")
+                           help="Previous artifact folder: keep its segment ids for matching clusters. Loading it "
+                                "runs code from it: pin it with --previous_sha256. Default: none.")
+        group.add_argument("--previous_sha256", type=sha256_hex, default=None,
+                           help="Refuse the --previous model unless its model.joblib has this SHA-256. Default: its "
+                                "card's digest is checked, not pinned.")
         group.add_argument("--algorithm", choices=list(algorithms.ALGORITHMS), default=algorithms.KMEANS,
                            help="kmeans (Mahalanobis k-means), gmm (tied-covariance Gaussian mixture: soft "
                                 "membership), hierarchical (Ward on a sample, served by nearest centroid) or density "
@@ -200,6 +205,9 @@ def run(argv: Optional[Sequence[str]] = None, say: Callable[[str], None] = print
     if train.k is None and train.k_min > train.k_max:
         raise ValueError(f"--k_min {train.k_min} is above --k_max {train.k_max}")
     id_key = train.pseudonymisation_key()
+    # Refused before any work: the previous model is verified (and pinned) now, used after the fit.
+    previous = (load_artifact(train.previous, expected_sha256=train.previous_sha256)
+                if train.previous else None)
     rules = train.profile_rules()
     with tempfile.TemporaryDirectory(prefix="segments-train-") as scratch:
         prefix = os.path.join(scratch, "rows")
@@ -226,7 +234,7 @@ def run(argv: Optional[Sequence[str]] = None, say: Callable[[str], None] = print
     say(f"fitting on {len({r['user_key'] for r in rows}):,} users (each profiled as of the calibration end) ...")
     truth = read_truth(train.truth, id_key) if train.truth else None
     trained = train_model(
-        rows, until=None, truth=truth, previous=train.previous, algorithm=train.algorithm, k=train.k,
+        rows, until=None, truth=truth, previous=previous, algorithm=train.algorithm, k=train.k,
         k_range=(train.k_min, train.k_max), seed=train.random_state, activity_weight=train.activity_weight,
         money=rules.rates.card(rules.reporting_currency))
     fields = trained.card_fields

@@ -160,8 +160,7 @@ class TallyPerBundle(beam.DoFn):
     """Counts the elements of each bundle (per name) and emits ``(name, count)`` at its end.
 
     One tally per bundle and name instead of one per element: the audit's processing-time
-    trigger costs the local runner per element it sees (measured: a sixth of the job's
-    time at 500 events/s, `benchmarks/RESULTS_latency.md`).
+    trigger costs the local runner per element it sees (`benchmarks/RESULTS_latency.md`).
 
     Args:
         name: the tally's name; or, with `name_of`, a function of the element (dead letters

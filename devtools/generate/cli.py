@@ -6,26 +6,14 @@ import argparse
 import dataclasses
 import datetime as dt
 import pathlib
-import re
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import orjson
 
+from pipelines.flags import int_in, iso_date, non_negative_int
+
 if TYPE_CHECKING:
     from devtools.generate.writing import GenerationStats
-
-def _int_in(low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be a positive integer at most {high:,}, got {text!r}")
-        return value
-
-    return parse
-
 
 MAX_USERS = 10_000_000
 MAX_DAYS = 3650
@@ -39,25 +27,6 @@ def _output_file(text: str) -> pathlib.Path:
     return path
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return value
-
-
-def _date(text: str) -> dt.date:
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        raise argparse.ArgumentTypeError(f"must be a date YYYY-MM-DD, got {text!r}")
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"must be a date YYYY-MM-DD, got {text!r} ({error})") from None
-
-
 def _rate(text: str) -> float:
     try:
         value = float(text)
@@ -68,37 +37,27 @@ def _rate(text: str) -> float:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the generator's flags to `parser`."""
-    parser.add_argument("--users", type=_int_in(1, MAX_USERS), metavar="N", default=2000,
+    parser.add_argument("--users", type=int_in(1, MAX_USERS), metavar="N", default=2000,
                         help=f"Number of simulated users (at most {MAX_USERS:,}); they arrive over the first 80%% of "
                              "the --days period. "
                              "Default: 2000.")
-    parser.add_argument("--days", type=_int_in(1, MAX_DAYS), metavar="D", default=30,
+    parser.add_argument("--days", type=int_in(1, MAX_DAYS), metavar="D", default=30,
                         help=f"Length of the calibration period (the --out file), in whole UTC days "
                              f"(at most {MAX_DAYS:,}). Default: 30.")
-    parser.add_argument("--holdout_days", type=_non_negative_int, metavar="N", default=0,
+    parser.add_argument("--holdout_days", type=non_negative_int(MAX_DAYS), metavar="N", default=0,
                         help="Also simulate N whole UTC days after the calibration period and write their events "
                              "to --holdout_out: the simulation then covers --days + N days ending at --end. "
                              "Default: 0 (one file, no hold-out).")
     parser.add_argument("--holdout_out", type=_output_file, metavar="PATH", default=None,
                         help="Hold-out file, with --holdout_days (valid events only, same format as --out). "
                              "Default: <out stem>.holdout<suffix>, e.g. events.holdout.jsonl.")
-    parser.add_argument("--end", type=_date, metavar="DATE", default=None,
+    parser.add_argument("--end", type=iso_date, metavar="DATE", default=None,
                         help="End of the simulated period, exclusive, as YYYY-MM-DD (00:00 UTC of that date); "
                              "the calibration period ends --holdout_days earlier. Default: today's date in UTC, "
                              "so no event is in the future.")
-    parser.add_argument("--seed", type=_seed, metavar="SEED", default=0,
+    parser.add_argument("--seed", type=non_negative_int(2**63 - 1), metavar="SEED", default=0,
                         help="Random seed (non-negative integer); same arguments give identical bytes. Default: 0.")
     parser.add_argument("--format", choices=("jsonl", "avro"), default=None,
                         help="Output format. Default: avro if --out ends with .avro, else jsonl (JSON lines).")

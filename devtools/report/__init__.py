@@ -23,17 +23,19 @@ from devtools.report.gather import ReportError
 
 
 def write_report(client, project: str, dataset: str, model_dir: str, out: str, start: Optional[dt.date] = None,
-                 end: Optional[dt.date] = None, say: Callable[[str], None] = lambda line: None) -> dict:
+                 end: Optional[dt.date] = None, model_sha256: Optional[str] = None,
+                 say: Callable[[str], None] = lambda line: None) -> dict:
     """Gathers the numbers, renders the page to `out`; returns the gathered data.
 
     Raises:
         ReportError: nothing of the model in the dataset, or an empty range.
-        ArtifactError: the model card cannot be read.
+        ArtifactError: the model card cannot be read, or the model file does not match it or
+            `model_sha256`.
     """
     from devtools.report import gather, page
-    from models.artifact import load_card
+    from models.artifact import verified_card
 
-    card = load_card(model_dir)
+    card = verified_card(model_dir, expected_sha256=model_sha256)
     processed_until = end
     start, end = gather.date_range(client, project, dataset, card["model_version"], start, end)
     say(f"reading {project}.{dataset} for model {card['model_version']}, score dates {start} to {end}, runs "

@@ -45,11 +45,6 @@ def _figure(height: float) -> Figure:
         return Figure(figsize=(WIDTH, height))
 
 
-def _axes(fig: Figure):
-    with rc_context(_RC):
-        return fig.subplots()
-
-
 def _date_ticks(ax, days: Sequence[str], every: Optional[int] = None) -> None:
     step = every or max(1, len(days) // 10)
     ax.set_xticks(range(0, len(days), step))

@@ -11,7 +11,7 @@ from devtools import warehouse_cli
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from models import DEFAULT_MODEL_DIR
-    from pipelines.options import iso_date
+    from pipelines.flags import iso_date, sha256_hex
 
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="The HTML file to write (one self-contained page). Required.")
@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, metavar="DIR",
                         help="The model whose segments to report (its card gives names, descriptions, distinguishing "
                              "features and the training distribution). Default: the shipped model.")
+    parser.add_argument("--model_sha256", type=sha256_hex, default=None,
+                        help="Refuse the model unless its model.joblib has this SHA-256. Default: its card's digest is "
+                             "checked, not pinned.")
     warehouse_cli.add_target_arguments(parser)
 
 
@@ -31,16 +34,17 @@ def cmd_report(args: argparse.Namespace, _rest) -> int:
     from devtools.report import write_report
     from pipelines.options import ConfigError, check_output_file
 
-    from models.artifact import load_card
+    from models.artifact import verified_card
 
     check_output_file(args.out, "--out")
     if args.start and args.end and args.start > args.end:
         raise ConfigError(f"--from {args.start} is after --to {args.end}")
-    load_card(args.model)  # a missing or broken card is reported before the warehouse is started
+    # A missing, broken, tampered or unpinned model is reported before the warehouse is started.
+    verified_card(args.model, expected_sha256=args.model_sha256)
     started = time.monotonic()
     client, project = warehouse_cli.client_and_project(args)
     data = write_report(client, project, args.bq_dataset, args.model, args.out, args.start, args.end,
-                        say=lambda line: print(f"segments report: {line}", flush=True))
+                        model_sha256=args.model_sha256, say=lambda line: print(f"segments report: {line}", flush=True))
     print(f"segments report: {summary_line(data)}")
     path = os.path.abspath(args.out)
     print(f"segments report: wrote {path} ({os.path.getsize(path) / 1024:,.0f} KiB) in "

@@ -40,7 +40,7 @@ from transforms.bigquery.tables import Table
 DEFAULT_DAYS = 30
 TOP_REASONS = 3
 MAX_RUNS = 20
-SEGMENT_CHANGES = "segment_changes"  # issue 19's table of changes with their drivers, when the dataset has it
+SEGMENT_CHANGES = "segment_changes"  # changes with their drivers, when the dataset has the table
 
 
 class ReportError(ValueError):

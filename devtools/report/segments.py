@@ -1,7 +1,7 @@
 """What the model card says about each segment: name, description, distinguishing features.
 
-A card lists each segment's distinguishing features when its training wrote them (the
-segments work of issue 18); this module reads such a list whatever the exact key names,
+A card lists each segment's distinguishing features when its training wrote them
+(`models.naming`); this module reads such a list whatever the exact key names,
 and otherwise computes them from the card itself: the standardised difference of the
 segment's centroid from the training population,
 

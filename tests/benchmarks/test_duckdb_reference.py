@@ -33,7 +33,7 @@ from benchmarks import duckdb_features, python_loop
 from benchmarks.pseudonyms import BENCH_KEY, pseudonymise_rows
 from devtools import generate
 from models import DEFAULT_MODEL_DIR
-from models.handler import assignment_handler
+from models.serving import serving_model
 from pipelines.batch import BatchOptions, build_pipeline
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS
 from transforms.features.batch_profiles import ScoreUserHistory
@@ -220,7 +220,7 @@ def pipeline_records(events_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline") / "features"
     options = BatchOptions(["--input", events_file, "--demo_key"])
     with TestPipeline() as p:
-        outputs = build_pipeline(p, options, DEMO_ID_KEY, assignment_handler(DEFAULT_MODEL_DIR), target=None)
+        outputs = build_pipeline(p, options, DEMO_ID_KEY, serving_model(DEFAULT_MODEL_DIR), target=None)
         _ = (outputs.features
              | "Json" >> beam.Map(lambda record: json.dumps(record))
              | "Write" >> beam.io.WriteToText(str(out), shard_name_template=""))

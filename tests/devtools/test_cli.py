@@ -1,10 +1,9 @@
 """The command line: every flag in --help, one-line errors (exit 2, no traceback) for bad input.
 
-The walk runs every bad command line of issue 17 (and the older ones) through the real
-`segments` entry point and checks each: exit code, one line on stderr, the expected
-words, no traceback. Command lines that get past argparse run in subprocesses, two at
-a time; the ones argparse refuses run in this process (the same `main`, a second less
-each).
+The walk runs bad command lines through the real `segments` entry point and checks each:
+exit code, one line on stderr, the expected words, no traceback. Command lines that get
+past argparse run in subprocesses, two at a time; the ones argparse refuses run in this
+process (the same `main`, a second less each).
 """
 
 from __future__ import annotations

@@ -239,7 +239,7 @@ def test_previous_model_keeps_ids(trained, data, tmp_path):
     save_artifact(str(tmp_path / "prev"), trained.model, trained.card_fields)
     # Another sample of the same population (same centres, other draws), plus a fifth group.
     records, truth = make_records([55, 45, 45, 35, 40], seed=9, prefix="v")
-    retrained = train_model(records, until=UNTIL_US, truth=truth, previous=str(tmp_path / "prev"),
+    retrained = train_model(records, until=UNTIL_US, truth=truth, previous=load_artifact(str(tmp_path / "prev")),
                             k_range=(3, 6), silhouette_sample=200)
     card = retrained.card_fields
     mapping = card["segment_id_mapping"]

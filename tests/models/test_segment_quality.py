@@ -34,7 +34,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from models.algorithms import ALGORITHMS, DENSITY
 from models.artifact import load_artifact, load_card, save_artifact
-from models.handler import assignment_handler
+from models.serving import serving_model
 from models.training import latest_per_user, train_model
 from pipelines.batch import BatchOptions, build_pipeline
 from tests.support.population import USERS
@@ -84,7 +84,7 @@ def _serve(model_dir: str, events: str, out: str) -> list[dict]:
     """The batch job's graph over `events` with the artifact in `model_dir`; its assignments."""
     options = BatchOptions(["--input", events, "--demo_key"])
     with beam.Pipeline(options=PipelineOptions()) as p:
-        outputs = build_pipeline(p, options, DEMO_ID_KEY, assignment_handler(model_dir), target=None)
+        outputs = build_pipeline(p, options, DEMO_ID_KEY, serving_model(model_dir), target=None)
         _ = (outputs.assignments
              | "Json" >> beam.Map(lambda a: json.dumps(a, sort_keys=True))
              | "Write" >> beam.io.WriteToText(out, shard_name_template=""))

@@ -26,7 +26,7 @@ from google.cloud import dataflow
 
 from models.artifact import load_card
 from models.drift import DriftMonitor
-from models.handler import assignment_handler
+from models.serving import serving_model
 from pipelines import batch, streaming
 from tests.support.models import save_small_model
 from transforms.bigquery.tables import TABLES, Table
@@ -40,13 +40,11 @@ DATAFLOW_FLAGS = [
     "--temp_location=gs://my-bucket/tmp", f"--sdk_container_image={IMAGE}",
 ]
 WRITE_URN = "beam:transform:write_to_big_query:v0"
-# The stable labels. "Profiles" (one per-user step keeping state, with the dedupe folded
-# in) replaced "Dedupe" and "Features" with the profile redesign: its state is not the old
-# windows', so that change is a drain and a new job, not an in-place update.
-# Segment changes (issue 19) added three steps after scoring, none renamed: "SegmentChanges"
-# (a new keyed state, so the first job with it is a new job: every user "enters" once),
-# "WriteChanges" (the segment_changes table) and, with --changes_topic, "PublishChanges".
-# Drift (issue 20) added "DriftBins": the scored rows counted into the model's training bins.
+# The stable labels: Dataflow's in-place update matches steps by them. "Profiles" is one
+# per-user step keeping state, with the dedupe folded in; "SegmentChanges" keeps a keyed
+# state of its own; "WriteChanges" writes segment_changes and, with --changes_topic,
+# "PublishChanges" publishes them; "DriftBins" counts the scored rows into the model's
+# training bins.
 BATCH_STEPS = ["ReadEvents", "Privacy", "AsOf", "Profiles", "AssignSegments", "WriteAssignments", "SegmentChanges",
                "WriteChanges", "WriteDeadLetters", "DriftBins"]
 STREAMING_INGEST_STEPS = ["ReadPubSub", "ParseRecords", "Privacy"]
@@ -106,7 +104,7 @@ def batch_job(offline, model_dir):
     options = PipelineOptions(DATAFLOW_FLAGS + ["--input=gs://my-bucket/events/*.avro", f"--model={model_dir}"])
     p = beam.Pipeline(options=options)
     target = BigQueryTarget(project=PROJECT, dataset=DATASET)
-    batch.build_pipeline(p, options.view_as(batch.BatchOptions), b"k" * 32, assignment_handler(model_dir), target,
+    batch.build_pipeline(p, options.view_as(batch.BatchOptions), b"k" * 32, serving_model(model_dir), target,
                          "batch-test", drift_edges=DriftMonitor.from_card(load_card(model_dir)).edges)
     return _dry_run(p)
 
@@ -125,7 +123,7 @@ def streaming_job(offline, model_dir):
     if _streaming_accepts_target():
         kwargs["target"] = BigQueryTarget(project=PROJECT, dataset=DATASET, streaming=True)
         kwargs["drift"] = DriftMonitor.from_card(load_card(model_dir))  # each interval's PSI: TallyDrift
-    streaming.build_pipeline(p, options.view_as(streaming.StreamingOptions), b"k" * 32, assignment_handler(model_dir),
+    streaming.build_pipeline(p, options.view_as(streaming.StreamingOptions), b"k" * 32, serving_model(model_dir),
                              **kwargs)
     return _dry_run(p)
 

@@ -10,7 +10,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.batch import BatchOptions
-from pipelines.options import SegmentsOptions, check_inputs, declare_flags, file_location, unknown_pipeline_args
+from pipelines.flags import file_location
+from pipelines.options import SegmentsOptions, check_inputs, declare_flags, unknown_pipeline_args
 from pipelines.streaming import StreamingOptions
 from pipelines.train import TrainOptions
 

@@ -25,7 +25,7 @@ import orjson
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from models.handler import assignment_handler
+from models.serving import serving_model
 from transforms.bigquery import admin as bq_admin
 from devtools import live, publisher, pubsub_emulator
 from pipelines import streaming
@@ -107,7 +107,7 @@ def test_pubsub_to_warehouse_with_corrupt_and_too_late_events(warehouse, unique_
         job = options.view_as(streaming.StreamingOptions)
         target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, unique_dataset, streaming=True)
         p = beam.Pipeline(options=options)
-        streaming.build_pipeline(p, job, DEMO_ID_KEY, assignment_handler(model_dir), target, RUN_ID)
+        streaming.build_pipeline(p, job, DEMO_ID_KEY, serving_model(model_dir), target, RUN_ID)
         result = p.run()
         try:
             # One batched message: four lines, the second truncated JSON.

@@ -33,6 +33,7 @@ import orjson
 from transforms.bigquery.merge import merge_sql
 from transforms.bigquery.rows import validate_row
 from transforms.bigquery.tables import TABLES, Table, TableSpec, schema_fields
+from transforms.contracts.outcomes import first_line
 
 _LOG = logging.getLogger(__name__)
 
@@ -94,12 +95,7 @@ def check_reachable(client, project: str, dataset: str, deadline_s: float = 10.0
     except write_errors() as error:
         where = getattr(getattr(client, "_connection", None), "API_BASE_URL", None) or "BigQuery"
         raise WarehouseUnreachable(
-            f"cannot reach the warehouse at {where} (project {project}): {_first_line(error)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
+            f"cannot reach the warehouse at {where} (project {project}): {first_line(error, 300)}") from None
 
 
 def ndjson_bytes(rows: Sequence[Mapping[str, Any]]) -> bytes:
@@ -231,7 +227,7 @@ def _drop_quietly(client, table_id: str) -> None:
     try:
         client.delete_table(table_id, not_found_ok=True, retry=_short_retry(10), timeout=10)
     except Exception as error:  # noqa: BLE001 - the caller reports the first failure, and a sweep the rest
-        _LOG.warning("could not drop %s: %s", table_id, _first_line(error))
+        _LOG.warning("could not drop %s: %s", table_id, first_line(error, 300))
 
 
 def keep_staging(client, staging_ids: Iterable[str], reason: str) -> None:
@@ -243,7 +239,7 @@ def keep_staging(client, staging_ids: Iterable[str], reason: str) -> None:
             table.description = dataclasses.replace(owner, kept=True).description() + f"\n{reason}"[:1000]
             client.update_table(table, ["description"], retry=_short_retry(10))
         except Exception as error:  # noqa: BLE001 - the tables stay either way; this only labels them
-            _LOG.warning("could not mark %s as kept: %s", staging_id, _first_line(error))
+            _LOG.warning("could not mark %s as kept: %s", staging_id, first_line(error, 300))
 
 
 @dataclasses.dataclass

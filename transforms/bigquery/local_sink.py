@@ -11,10 +11,10 @@ format of Beam's FILE_LOADS) with resumable uploads:
   ``flush_every`` of processing time, on a background thread: each load is staged in a
   table of its own and MERGEd as it lands (append-only tables are appended). The local
   DirectRunner runs every step on one thread, so a load waited for in the step (as the
-  bounded path does at the end of each bundle) stopped the whole job for the warehouse's
-  round trip, about 40 % of its time at 300 events/s (benchmarks/RESULTS_latency.md). A
-  load's outcome is collected by the next timer firing, which re-arms itself while a
-  load is in flight, so a failed load's rows always come out refused;
+  bounded path does at the end of each bundle) would stop the whole job for the
+  warehouse's round trip (benchmarks/RESULTS_latency.md). A load's outcome is collected
+  by the next timer firing, which re-arms itself while a load is in flight, so a failed
+  load's rows always come out refused;
 * append-only tables (dead letters, audit) are loaded directly with ``WRITE_APPEND``.
 
 A load that fails after its retries refuses exactly its batch: its rows come out as

@@ -115,6 +115,12 @@ class WriteCount(str, enum.Enum):
     DEAD_LETTERED = "dead_lettered"  # refused, and turned into a row_rejected dead letter
 
 
+def first_line(error: BaseException, limit: int = 500) -> str:
+    """An error as one line: its message's first non-blank line (or its type), at most `limit` characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
 def counter(name: str):
     return Metrics.counter(METRICS_NAMESPACE, name)
 

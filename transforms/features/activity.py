@@ -281,11 +281,3 @@ class Activity:
         ranked = sorted(self.categories.items(), key=lambda kv: (-kv[1], kv[0]))
         self.categories = dict(ranked[:MAX_CATEGORIES])
         self.other_category += sum(n for _, n in ranked[MAX_CATEGORIES:])
-
-
-def merge_all(activities) -> Activity:
-    """A new Activity holding the sum of `activities`."""
-    total = Activity()
-    for activity in activities:
-        total.merge(activity)
-    return total

@@ -10,22 +10,18 @@ user at random. Keying by user also lets a per-user grouping dedupe for free
 Duplicates are counted, not dead-lettered: the run summary's `duplicates` is
 `dedupe.in - dedupe.out`.
 
-* Bounded input: a `CombinePerKey` keeps one canonical event per key, the one
-  with the earliest (event time, source), so the result does not depend on the
-  order records arrive in. Combiner lifting makes this cheap.
-* Unbounded input: Beam's `DeduplicatePerKey` keeps the first event per key and
-  remembers the key for `memory` of event time.
+`DedupeEvents` is for bounded input: a `CombinePerKey` keeps one canonical event per key,
+the one with the earliest (event time, source), so the result does not depend on the
+order records arrive in. Combiner lifting makes this cheap. The streaming job dedupes in
+its per-user state (`transforms.features.streaming_profiles`), which it keeps anyway.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Iterable
 
 import apache_beam as beam
-from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration
 
 from transforms.contracts.events import Event
 from transforms.contracts.outcomes import counter
@@ -83,33 +79,17 @@ def _count(name: str):
 
 
 class DedupeEvents(beam.PTransform):
-    """Drops repeated (`user_id`, `event_id`)s and restores event-time timestamps.
-
-    Args:
-      memory: for unbounded input, how long (event time) an id is remembered.
-    """
-
-    def __init__(self, memory: dt.timedelta = dt.timedelta(days=3)):
-        super().__init__()
-        self._memory = memory
+    """Bounded input: drops repeated (`user_id`, `event_id`)s and restores event-time timestamps."""
 
     def expand(self, events: beam.PCollection[Event]) -> beam.PCollection[Event]:
-        keyed = (
+        if not events.is_bounded:
+            raise ValueError("DedupeEvents takes bounded input; the streaming job dedupes in its per-user state")
+        return (
             events
             | "CountIn" >> beam.Map(_count(DEDUPE_IN))
             | "KeyByUserAndEventId" >> beam.Map(lambda event: (dedupe_key(event), event))
+            | "KeepEarliest" >> beam.CombinePerKey(_EarliestEvent())
+            | "DropKey" >> beam.Values()
+            | "RestoreEventTime" >> beam.Map(lambda event: TimestampedValue(event, event.timestamp_us / 1e6))
+            | "CountOut" >> beam.Map(_count(DEDUPE_OUT))
         )
-        if events.is_bounded:
-            unique = (
-                keyed
-                | "KeepEarliest" >> beam.CombinePerKey(_EarliestEvent())
-                | "DropKey" >> beam.Values()
-                | "RestoreEventTime" >> beam.Map(lambda event: TimestampedValue(event, event.timestamp_us / 1e6))
-            )
-        else:
-            unique = (
-                keyed
-                | "KeepFirst" >> DeduplicatePerKey(event_time_duration=Duration(micros=int(self._memory.total_seconds() * 1e6)))
-                | "DropKey" >> beam.Values()
-            )
-        return unique | "CountOut" >> beam.Map(_count(DEDUPE_OUT))

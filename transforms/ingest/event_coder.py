@@ -1,14 +1,14 @@
 """A compact, fast coder for `Event`, registered with Beam's coder registry on import.
 
 Events cross a shuffle once in batch (the per-user grouping). Pickling the plain tuple
-and rebuilding the `Event` with `_make` is several times cheaper than Beam's default for
-a NamedTuple (`FastPrimitivesCoder`), and smaller: no class reference per element
-(measured: `benchmarks/RESULTS.md`). Not deterministic, like any pickle: fine for values,
+and rebuilding the `Event` with `_make` is cheaper than Beam's default for a NamedTuple
+(`FastPrimitivesCoder`), and smaller: no class reference per element
+(`benchmarks/RESULTS.md`). Not deterministic, like any pickle: fine for values,
 so `Event` must not be used as a grouping key.
 
 `pack_event` / `unpack_event` are the same encoding as functions. `key_by_user` /
 `unpack_for_user` pack an event without its `user_id` for a grouping keyed by it
-(`transforms.features.per_user`): the key already carries the 64-character pseudonym, a
+(`transforms.features.streaming_profiles`): the key already carries the 64-character pseudonym, a
 large part of each packed event, and every grouped event is held in memory.
 """
 

@@ -124,10 +124,8 @@ class ParseMessageFn(beam.DoFn):
 
     def finish_bundle(self):
         if self._count_read_as and self._read:
-            yield beam.pvalue.TaggedOutput(READ_TALLIES, GlobalWindows.windowed_value((self._count_read_as, self._read)))
-
-
-READ_TALLIES = "read_tallies"
+            yield beam.pvalue.TaggedOutput(ParsedTag.READ_TALLIES.value,
+                                           GlobalWindows.windowed_value((self._count_read_as, self._read)))
 
 
 class Messages(NamedTuple):
@@ -152,5 +150,5 @@ def read_event_messages(p: beam.Pipeline, subscription: str, config: ValidationC
         subscription=subscription, with_attributes=True, timestamp_attribute=timestamp_attribute)
     parsed = messages | "ParseRecords" >> beam.ParDo(
         ParseMessageFn(config, keep_read_time=bool(timestamp_attribute), count_read_as=count_read_as)
-    ).with_outputs(ParsedTag.DEAD_LETTERS.value, READ_TALLIES, main=ParsedTag.EVENTS.value)
-    return Messages(parsed[READ_TALLIES], Parsed.of(parsed))
+    ).with_outputs(ParsedTag.DEAD_LETTERS.value, ParsedTag.READ_TALLIES.value, main=ParsedTag.EVENTS.value)
+    return Messages(parsed[ParsedTag.READ_TALLIES.value], Parsed.of(parsed))

@@ -28,6 +28,7 @@ class ParsedTag(str, enum.Enum):
 
     EVENTS = "events"
     DEAD_LETTERS = "dead_letters"
+    READ_TALLIES = "read_tallies"  # Pub/Sub only: (name, records read) per bundle
 
 
 class Parsed(NamedTuple):

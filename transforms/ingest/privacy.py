@@ -352,17 +352,21 @@ class _PrivacyFn(beam.DoFn):
             consented = self._grant_by_default
         if not consented:
             self._no_consent.inc()
-            yield beam.pvalue.TaggedOutput(FILTERED, FilterReason.NO_CONSENT.value)
+            yield beam.pvalue.TaggedOutput(PrivacyTag.FILTERED.value, FilterReason.NO_CONSENT.value)
             return
         if event.user_id in self._suppressed:
             self._suppressed_count.inc()
-            yield beam.pvalue.TaggedOutput(FILTERED, FilterReason.SUPPRESSED.value)
+            yield beam.pvalue.TaggedOutput(PrivacyTag.FILTERED.value, FilterReason.SUPPRESSED.value)
             return
         # Event._make over a slice: a third of `_replace`'s cost, once per event.
         yield Event._make((event.event_id, self._pseudonym(event.user_id)) + event[2:])
 
 
-FILTERED = "filtered"  # output of `_PrivacyFn`: the `FilterReason` of each event kept out
+class PrivacyTag(str, enum.Enum):
+    """Outputs of `_PrivacyFn`."""
+
+    EVENTS = "events"  # consented, unsuppressed events, pseudonymised (the main output)
+    FILTERED = "filtered"  # the `FilterReason` of each event kept out
 
 
 class Privacy(NamedTuple):
@@ -392,5 +396,6 @@ class ApplyPrivacy(beam.PTransform):
         self._fn = _PrivacyFn(key, suppression_list, ConsentDefault(consent_default))
 
     def expand(self, events: beam.PCollection[Event]):  # -> Privacy (not annotated: Beam would take it for an element type)
-        out = events | "ConsentSuppressPseudonymise" >> beam.ParDo(self._fn).with_outputs(FILTERED, main="events")
-        return Privacy(out.events, out[FILTERED])
+        out = events | "ConsentSuppressPseudonymise" >> beam.ParDo(self._fn).with_outputs(
+            PrivacyTag.FILTERED.value, main=PrivacyTag.EVENTS.value)
+        return Privacy(out[PrivacyTag.EVENTS.value], out[PrivacyTag.FILTERED.value])

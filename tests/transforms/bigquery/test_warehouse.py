@@ -455,7 +455,7 @@ def test_start_refuses_a_port_another_server_holds(tmp_path):
             wh.start(tmp_path / "data", rest_port=taken, grpc_port=wh.free_port())
 
 
-# ----------------------------------------------------------------------------- issue 17: nothing lost
+# ----------------------------------------------------------------------------- nothing lost
 
 
 def test_an_oversized_dead_letter_is_stored_truncated_with_its_size_and_digest(warehouse, dataset):

@@ -9,6 +9,7 @@ profile step's dedupe: `tests/transforms/features/test_profile.py` and `test_com
 from __future__ import annotations
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
@@ -57,6 +58,19 @@ def test_dedupe_events_keeps_the_same_copies_and_counts_them():
     result.wait_until_finish()
     counters = counters_of(result)
     assert (counters[DEDUPE_IN], counters[DEDUPE_OUT]) == (6, 3)
+
+
+def test_dedupe_events_refuses_unbounded_input():
+    """The streaming job dedupes in its per-user state; a second, unbounded dedupe would be a silent twin."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    p = beam.Pipeline(options=options)
+    stream = p | TestStream().add_elements(_stamped(RECORDS)).advance_watermark_to_infinity()
+    with pytest.raises(ValueError, match="bounded input"):
+        _ = stream | DedupeEvents()
 
 
 def test_the_batch_profile_step_drops_and_counts_duplicates():

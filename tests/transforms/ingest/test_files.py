@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from models import DEFAULT_MODEL_DIR
-from models.handler import assignment_handler
+from models.serving import serving_model
 from pipelines import batch
 from pipelines.batch import BatchOptions, build_pipeline
 from transforms.contracts.events import load_avro_schema
@@ -120,7 +120,7 @@ def test_json_and_avro_give_identical_valid_events(tmp_path, fmt):
     argv = options_for(tmp_path, [path])
     with TestPipeline(options=PipelineOptions(argv)) as p:
         outputs = build_pipeline(p, PipelineOptions(argv).view_as(BatchOptions), DEMO_ID_KEY,
-                                 assignment_handler(DEFAULT_MODEL_DIR))
+                                 serving_model(DEFAULT_MODEL_DIR))
         # Consented events, duplicates still in: the feature step drops them (test_dedupe.py).
         expected = _expected_events()
         assert_that(outputs.events | beam.Map(lambda e: e._replace(source="")),
@@ -134,7 +134,7 @@ def test_no_raw_user_id_leaves_the_privacy_step(tmp_path):
     raw_ids = {record["user_id"] for record in VALID + NO_CONSENT + SUPPRESSED}
     with TestPipeline(options=PipelineOptions(argv)) as p:
         outputs = build_pipeline(p, PipelineOptions(argv).view_as(BatchOptions), DEMO_ID_KEY,
-                                 assignment_handler(DEFAULT_MODEL_DIR))
+                                 serving_model(DEFAULT_MODEL_DIR))
         leaked = outputs.events | beam.FlatMap(lambda e: [raw for raw in raw_ids if raw in repr(e)])
         assert_that(leaked, equal_to([]))
         keys = outputs.events | beam.Map(lambda e: e.user_id)

@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from hypothesis import given, strategies as st
 
 from models import DEFAULT_MODEL_DIR
-from models.handler import assignment_handler
+from models.serving import serving_model
 from pipelines.batch import BatchOptions, build_pipeline
 from transforms.ingest.privacy import (DEMO_ID_KEY, ID_KEY_ENV, ApplyPrivacy, IdKeyRef, KeySource, MissingIdKey,
                                        SuppressionListError, append_to_suppression_list, check_id_key,
@@ -171,7 +171,7 @@ def test_the_pipeline_graph_holds_the_reference_not_the_key(tmp_path):
     ref = batch.id_key_ref()
     assert ref == IdKeyRef(KeySource.FILE, str(key_file))
     p = beam.Pipeline(options=options)
-    build_pipeline(p, batch, ref, assignment_handler(DEFAULT_MODEL_DIR))
+    build_pipeline(p, batch, ref, serving_model(DEFAULT_MODEL_DIR))
     pickled = _pickled_dofns(p.to_runner_api())  # what a runner stages for its workers
     privacy = [blob for blob in pickled if b"_PrivacyFn" in blob]
     assert len(privacy) == 1 and str(key_file).encode() in privacy[0]
