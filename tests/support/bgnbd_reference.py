@@ -31,6 +31,11 @@ def expected_direct(p: BgNbdParams, t: float, x: int, t_x: float, T: float) -> f
     return unconditional * p_alive_direct(p, x, t_x, T)
 
 
+def p_purchase_direct(p: BgNbdParams, t: float, x: int, t_x: float, T: float) -> float:
+    """P(alive) * (1 - ((alpha+T)/(alpha+T+t))^(r+x)), as written in the docstring of `models.bgnbd`."""
+    return p_alive_direct(p, x, t_x, T) * (1 - ((p.alpha + T) / (p.alpha + T + t)) ** (p.r + x))
+
+
 def likelihood_direct(p: BgNbdParams, x: int, t_x: float, T: float) -> float:
     """FHL (2005) eq. 6 as printed, without logs (fine for small x)."""
     r, alpha, a, b = p.r, p.alpha, p.a, p.b
