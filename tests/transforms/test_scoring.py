@@ -13,6 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from models.artifact import load_card
 from models.handler import SegmentScorer, assignment_handler, score_batch, scoring_vector
 from tests.support.bgnbd_reference import expected_direct, p_alive_direct, p_purchase_direct
+from tests.support.rfm_reference import tie_aware_cuts_direct
 from tests.support.models import DAY_US, END_US, PARAMS, SIZES, group_vectors, record, save_small_model
 from models.representation import CLUSTERING_FEATURES, MIN_WITHIN_VARIANCE, PRIOR_WEIGHTS
 from transforms.contracts.feature_spec import (FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS, RATE_EVIDENCE,
@@ -54,14 +55,14 @@ def scaled(X: np.ndarray) -> np.ndarray:
 
 
 def rfm_scores(values: np.ndarray) -> tuple[int, int, int]:
-    """R, F, M with cut points at the 20/40/60/80 % quantiles of the training CUSTOMERS (groups 0, 1)."""
+    """R, F, M with the tie-aware cut points of the training CUSTOMERS (groups 0, 1)."""
     if values[MODEL_FEATURES.index("orders")] <= 0:
         return 0, 0, 0
     train = np.repeat(group_vectors()[:2], SIZES[:2], axis=0)
     scores = []
     for name in ("recency_days", "orders", "spend_total"):
         i = MODEL_FEATURES.index(name)
-        cuts = np.quantile(train[:, i], [0.2, 0.4, 0.6, 0.8])
+        cuts = tie_aware_cuts_direct(train[:, i])
         scores.append(1 + sum(1 for c in cuts if c < values[i]))
     return 6 - scores[0], scores[1], scores[2]
 
