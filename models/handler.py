@@ -72,6 +72,18 @@ class Scores(NamedTuple):
     p_purchase_90d: Optional[float]
 
 
+# What each customer score means, as the model card states it.
+SCORE_DEFINITIONS: dict[str, str] = {
+    "p_purchase_30d": "P(at least one purchase in the next 30 days): BG/NBD, closed form "
+                      "P(alive) * (1 - ((alpha+T)/(alpha+T+t))^(r+x))",
+    "p_purchase_90d": "P(at least one purchase in the next 90 days): BG/NBD, closed form as p_purchase_30d",
+    "churn_risk": "P(no purchase in the next 90 days) = 1 - p_purchase_90d; never 0, grows with every silent day",
+    "p_alive": "BG/NBD P(not dropped out); 1 for a customer without a repeat purchase, so it does not rank "
+               "who buys next",
+    "expected_purchases_30d": "BG/NBD expected purchase days in the next 30 days",
+}
+
+
 BGNBD_INPUTS = 4  # is a customer (0/1), x, t_x, T
 
 

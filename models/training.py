@@ -25,6 +25,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from models import bgnbd, clustering, drift, k_selection, rfm, segment_quality
+from models.handler import SCORE_DEFINITIONS
 from models.artifact import load_artifact, load_card
 from models.representation import PRIOR_WEIGHTS
 from transforms.contracts.feature_spec import (FEATURE_VERSION, MODEL_FEATURES, RATE_EVIDENCE, SKEWED_FEATURES,
@@ -187,6 +188,7 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
                                     users_keeping_segment_id=kept_share) if mapping else None),
         "rfm": thresholds.as_card(),
         "bgnbd": params.as_card(),
+        "scores": {"propensity_model": "bgnbd", "definitions": dict(SCORE_DEFINITIONS)},
         drift.CARD_KEY: distribution,
     }
     return TrainedModel(model, card_fields, users, segment_ids)
@@ -245,4 +247,8 @@ def format_report(card: Mapping) -> str:
                      f"(mean of the last {moves['days']} days)")
     b = card["bgnbd"]
     lines.append(f"BG/NBD ({b['time_unit']}): r={b['r']:.4g} alpha={b['alpha']:.4g} a={b['a']:.4g} b={b['b']:.4g}")
+    scores = card.get("scores")
+    if scores:
+        lines.append(f"p_purchase_30d / p_purchase_90d scored by {scores['propensity_model']}; "
+                     f"churn_risk = {scores['definitions']['churn_risk']}")
     return "\n".join(lines)
