@@ -103,6 +103,8 @@ def test_card_contents(trained, data):
     assert card["model_version"] == "19700411-" + card["model_sha256"][:12]
     assert set(card["library_versions"]) == {"sklearn", "numpy", "scipy", "python"}
     assert card["segment_id_mapping"] is None
+    assert card["scores"]["propensity_model"] == "bgnbd"
+    assert "1 - p_purchase_90d" in card["scores"]["definitions"]["churn_risk"]
     report = format_report(card)
     assert "kmeans, k = 4: 4 segments" in report and "adjusted Rand index" in report and "ceiling" in report
     for s in card["segments"]:  # each segment lists what distinguishes it, with values in original units
