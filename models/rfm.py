@@ -114,8 +114,8 @@ class RfmScore(NamedTuple):
     segment: str  # an RfmSegment value, or PROSPECT
 
 
-TIE_RULE = ("each cut point in turn: the quantile of the customers above the previous one at "
-            "1 / (buckets left); ties stay in the lower bucket")
+TIE_RULE = ("each cut point in turn: the smallest value with at least 1 / (buckets left) of the customers "
+            "above the previous cut point at or below it; ties stay in the lower bucket")
 
 
 def tie_aware_cuts(values: Sequence[float], buckets: int = len(QUANTILES) + 1) -> tuple[float, ...]:
