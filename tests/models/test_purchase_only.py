@@ -50,8 +50,7 @@ def test_unused_features_name_constant_and_scant_evidence():
 
 @pytest.fixture(scope="module")
 def card():
-    trained = train_model(purchase_log_records(300), until=UNTIL_US, k_range=(3, 4), silhouette_sample=200,
-                          stability_rounds=2)
+    trained = train_model(purchase_log_records(200), until=UNTIL_US, k=3, silhouette_sample=200, stability_rounds=2)
     return trained.card_fields
 
 
