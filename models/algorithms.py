@@ -40,7 +40,8 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestCentroid, NearestNeighbors, RadiusNeighborsClassifier
 
-from models.representation import CLUSTERING_FEATURES, block_whitening
+from models.representation import block_whitening
+from transforms.contracts.feature_spec import ACTIVITY_FEATURES
 
 KMEANS = "kmeans"
 GMM = "gmm"
@@ -81,10 +82,11 @@ def mahalanobis_kmeans(Z: np.ndarray, k: int, *, seed: int = 0, activity_weight:
 
     Returns:
         (the KMeans fitted in the final model space, the map from Z to that space).
-        Only the behaviour block (the first `len(CLUSTERING_FEATURES)` columns) is
-        whitened; an activity block after it is multiplied by `activity_weight`.
+        Only the behaviour block is whitened; an activity block after it (the last
+        `len(ACTIVITY_FEATURES)` columns, present when `activity_weight` > 0) is multiplied
+        by `activity_weight`.
     """
-    behaviour = len(CLUSTERING_FEATURES)
+    behaviour = Z.shape[1] - (len(ACTIVITY_FEATURES) if activity_weight > 0 else 0)
     matrix = np.eye(Z.shape[1])
     if Z.shape[1] > behaviour:
         matrix[behaviour:, behaviour:] *= activity_weight

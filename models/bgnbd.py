@@ -31,11 +31,20 @@ Closed forms (paper, eqs. 10 and 13)::
 
 (the second needs a != 1; the fitted a is a continuous estimate, never exactly 1).
 
+The probability of at least one purchase in the next t (the purchase propensity)::
+
+    P(X(t) > 0 | x, t_x, T) = P(alive | x, t_x, T) * (1 - ((alpha+T)/(alpha+T+t))^(r+x))
+
+A customer alive at T makes a purchase before any dropout (dropout only follows a
+purchase), and given alive the rate's posterior is Gamma(r+x, alpha+T), whose
+probability of no event in t is the power above.
+
 Example::
 
     params = fit_bgnbd(x, t_x, T)
     p = p_alive(params, x, t_x, T)
     e30 = expected_purchases(params, 30.0, x, t_x, T)
+    p90 = p_purchase(params, 90.0, x, t_x, T)
 """
 
 from __future__ import annotations
@@ -187,6 +196,22 @@ def expected_purchases(params: BgNbdParams, t: float, x, t_x, T) -> np.ndarray |
     head = (a + b + x - 1.0) / (a - 1.0)
     body = 1.0 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp
     result = head * body * p_alive(params, x, t_x, T)
+    return float(result) if np.ndim(result) == 0 else result
+
+
+def p_purchase(params: BgNbdParams, t: float, x, t_x, T) -> np.ndarray | float:
+    """P(at least one purchase in the next `t` time units | x, t_x, T) (see the module docstring).
+
+    Unlike P(alive), it falls for every customer who stays silent, one-time buyers
+    included: T grows, the posterior purchase rate falls.
+    """
+    r, alpha, a, b = params[:4]
+    x, t_x, T = _arrays(x, t_x, T)
+    if t < 0:
+        raise ValueError("t must be >= 0")
+    # 1 - ((alpha+T)/(alpha+T+t))^(r+x) as -expm1(log ...): exact for small t.
+    buys_if_alive = -np.expm1((r + x) * (np.log(alpha + T) - np.log(alpha + T + t)))
+    result = buys_if_alive * p_alive(params, x, t_x, T)
     return float(result) if np.ndim(result) == 0 else result
 
 

@@ -152,7 +152,7 @@ class Fit(NamedTuple):
 def fit_segments(X: np.ndarray, *, algorithm: str = KMEANS, k: int | None = None,
                  k_range: tuple[int, int] = DEFAULT_K_RANGE, seed: int = 0, activity_weight: float = 0.0,
                  sample_size: int = DEFAULT_SILHOUETTE_SAMPLE,
-                 stability_rounds: int = k_selection.STABILITY_ROUNDS) -> Fit:
+                 stability_rounds: int = k_selection.STABILITY_ROUNDS, unused: Sequence[str] = ()) -> Fit:
     """Fits the representation, chooses k (unless given) and fits `algorithm`.
 
     The density algorithm finds its number of segments itself; its model space is the
@@ -174,7 +174,7 @@ def fit_segments(X: np.ndarray, *, algorithm: str = KMEANS, k: int | None = None
     if len(X) <= 2 * max(ks):
         raise ValueError(f"{len(X)} training rows cannot support k up to {max(ks)}")
     with threadpool_limits(limits=1):
-        representation = representation_pipeline(activity_weight)
+        representation = representation_pipeline(activity_weight, unused=unused)
         Z = np.asarray(representation[:-1].fit_transform(X), dtype=float)
         options = dict(seed=seed, activity_weight=activity_weight)
         chosen, scores, fit = k_selection.select_k(Z, ks, KMEANS if algorithm == DENSITY else algorithm,
@@ -192,7 +192,8 @@ def fit_segments(X: np.ndarray, *, algorithm: str = KMEANS, k: int | None = None
             raise ValueError(f"{algorithm} leaves segment label(s) {empty} without any training user; "
                              f"try another --k or --random_state")
         centers = algorithms.predictor_centres(fit.predictor, Z @ fit.matrix, fit.labels, labels)
-        model = SegmentModel(representation, fit.predictor, labels, centers, clustering_columns(activity_weight))
+        model = SegmentModel(representation, fit.predictor, labels, centers,
+                             clustering_columns(activity_weight, unused))
     return Fit(model, chosen, scores, quality, fit.labels, Z)
 
 

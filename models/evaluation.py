@@ -3,27 +3,43 @@
 Given every user's profile as of the calibration end and what each did in the hold-out
 period after it, this reports, for the customers (BG/NBD's population):
 
-* how well P(alive) ranks "has any activity in the hold-out period": the AUC (0.5 is a
-  coin, 1 is perfect);
+* **who buys**: for the label "bought at least once in the first H days of the hold-out"
+  (H = 30 and 90 days, the horizons of ``p_purchase_30d`` / ``p_purchase_90d``, and the
+  whole hold-out), each score's AUC (0.5 is a coin, 1 is perfect), top-decile lift (the
+  buyer rate among the 10 % ranked highest over the overall rate), its predicted against
+  actual buyer rate per decile, and the Brier score (mean squared error of a probability).
+  The scores: the BG/NBD purchase propensity for H (`bgnbd.p_purchase`), P(alive), the
+  expected purchases in H, and the two baselines a marketer would use instead, recency only
+  (fewer days since the last purchase ranks higher) and frequency only (more purchase
+  days ranks higher). Baselines and P(alive) rank but are not probabilities of the label:
+  no Brier score or predicted rate for them;
 * predicted against actual repeat purchase days in the hold-out, in total and by
   calibration frequency (x = repeat purchase days before the calibration end; 7 and more
   grouped), as in Fader, Hardie & Lee (2005), Figure 4 ("conditional expectations").
 
+Deciles with ties: customers are sorted by score, highest first, and cut into ten groups
+of equal size; a run of equal scores that straddles a cut counts in each group in
+proportion, with its mean (what random tie-breaking gives on average), so a baseline with
+many ties (frequency: 60 % bought once) is neither flattered nor penalised by the order
+of the rows.
+
 Example::
 
-    report = evaluate_holdout(rows, {"u1": HoldoutActivity(True, 2)}, params, holdout_days=90)
+    report = evaluate_holdout(rows, {"u1": HoldoutActivity(True, 2, 3.5)}, params, holdout_days=90)
 """
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from models import bgnbd
 
 FREQUENCY_GROUPS = 7  # x = 0..6 on their own, 7 and more together
+PROPENSITY_HORIZONS_DAYS = (30, 90)
+DECILES = 10
 
 
 class HoldoutActivity(NamedTuple):
@@ -31,6 +47,45 @@ class HoldoutActivity(NamedTuple):
 
     active: bool  # any event
     purchase_days: int  # UTC days with a purchase
+    first_purchase_day: Optional[float] = None  # days from the hold-out start to the first purchase
+
+
+def decile_means(score: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Mean of `values` in each tenth of the customers ranked by `score` (highest first), ties shared.
+
+    Equal scores form one block; a block that straddles a cut point contributes to each
+    decile its mean times the positions it covers there (the expectation under random
+    tie-breaking).
+    """
+    n = len(score)
+    order = np.argsort(-score, kind="stable")
+    s, v = score[order], values[order].astype(float)
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ends = np.r_[starts[1:], n]
+    block_mean = np.add.reduceat(v, starts) / (ends - starts)
+    cuts = np.linspace(0.0, n, DECILES + 1)
+    result = np.zeros(DECILES)
+    for d in range(DECILES):
+        lo, hi = cuts[d], cuts[d + 1]
+        overlap = np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0.0, None)
+        result[d] = float(np.dot(overlap, block_mean) / (hi - lo))
+    return result
+
+
+def score_report(name: str, score: np.ndarray, bought: np.ndarray, probability: bool) -> dict:
+    """AUC, top-decile lift, decile table and (for a probability) Brier score of one score."""
+    base = float(bought.mean())
+    actual = decile_means(score, bought)
+    predicted = decile_means(score, score) if probability else None
+    two_classes = 0 < bought.sum() < len(bought)
+    return {
+        "score": name,
+        "auc": float(roc_auc_score(bought, score)) if two_classes else None,
+        "top_decile_lift": float(actual[0] / base) if base else None,
+        "brier": float(brier_score_loss(bought, score)) if probability else None,
+        "deciles": [{"decile": d + 1, "actual": float(actual[d]),
+                     "predicted": None if predicted is None else float(predicted[d])} for d in range(DECILES)],
+    }
 
 
 def evaluate_holdout(rows: Sequence[Mapping], holdout: Mapping[str, HoldoutActivity], params: bgnbd.BgNbdParams,
@@ -52,9 +107,30 @@ def evaluate_holdout(rows: Sequence[Mapping], holdout: Mapping[str, HoldoutActiv
     alive = np.atleast_1d(bgnbd.p_alive(params, x, t_x, T))
     predicted = np.atleast_1d(bgnbd.expected_purchases(params, holdout_days / per_unit, x, t_x, T))
     seen = [holdout.get(r["user_key"], HoldoutActivity(False, 0)) for r in customers]
-    active = np.array([a.active for a in seen])
     actual = np.array([a.purchase_days for a in seen], dtype=float)
-    auc = float(roc_auc_score(active, alive)) if 0 < active.sum() < len(active) else None
+    first_purchase = np.array([np.inf if a.first_purchase_day is None else a.first_purchase_day for a in seen])
+    recency_days = inputs[:, 2] - inputs[:, 1]
+    horizons = [h for h in PROPENSITY_HORIZONS_DAYS if h <= holdout_days]
+    if holdout_days not in horizons:
+        horizons.append(holdout_days)
+    purchases = []
+    for h in horizons:
+        bought = first_purchase < h
+        purchases.append({
+            "horizon_days": float(h),
+            "label": f"bought at least once in the first {h:g} days of the hold-out",
+            "buyers": int(bought.sum()),
+            "buyer_rate": float(bought.mean()),
+            "scores": [
+                score_report(f"p_purchase_{h:g}d",
+                             np.atleast_1d(bgnbd.p_purchase(params, h / per_unit, x, t_x, T)), bought, True),
+                score_report("p_alive", alive, bought, False),
+                score_report(f"expected_purchases_{h:g}d",
+                             np.atleast_1d(bgnbd.expected_purchases(params, h / per_unit, x, t_x, T)), bought, False),
+                score_report("recency_only", -recency_days, bought, False),
+                score_report("frequency_only", x, bought, False),
+            ],
+        })
     groups = np.minimum(x, FREQUENCY_GROUPS).astype(int)
     by_frequency = []
     for g in range(FREQUENCY_GROUPS + 1):
@@ -71,8 +147,9 @@ def evaluate_holdout(rows: Sequence[Mapping], holdout: Mapping[str, HoldoutActiv
         "holdout_days": float(holdout_days),
         "users": len(rows),
         "customers": len(customers),
-        "customers_active_in_holdout": int(active.sum()),
-        "p_alive_auc": auc,
+        "customers_active_in_holdout": int(sum(a.active for a in seen)),
+        "customers_buying_in_holdout": int(np.isfinite(first_purchase).sum()),
+        "purchase_prediction": purchases,
         "repeat_purchase_days": {
             "actual": total_actual,
             "predicted": total_predicted,
@@ -82,15 +159,28 @@ def evaluate_holdout(rows: Sequence[Mapping], holdout: Mapping[str, HoldoutActiv
     }
 
 
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def format_holdout(report: Mapping) -> str:
     """The lines `segments train --holdout` prints."""
-    auc = report["p_alive_auc"]
     totals = report["repeat_purchase_days"]
     error = totals["relative_error"]
     lines = [
-        f"hold-out ({report['holdout_days']:g} days, {report['customers']:,} customers of {report['users']:,} users):",
-        f"  P(alive) AUC for any activity in the hold-out: {'n/a' if auc is None else f'{auc:.3f}'} "
-        f"({report['customers_active_in_holdout']:,} customers active)",
+        f"hold-out ({report['holdout_days']:g} days, {report['customers']:,} customers of {report['users']:,} users; "
+        f"{report['customers_buying_in_holdout']:,} bought in it, {report['customers_active_in_holdout']:,} active):",
+    ]
+    for horizon in report["purchase_prediction"]:
+        lines.append(f"  {horizon['label']}: {horizon['buyers']:,} customers ({horizon['buyer_rate']:.1%})")
+        lines.append(f"    {'score':<24} {'AUC':>6} {'lift@10%':>8} {'Brier':>7}   "
+                     f"actual (predicted) buyer rate, deciles 1-5")
+        for s in horizon["scores"]:
+            deciles = "  ".join(f"{d['actual']:.3f}" + ("" if d["predicted"] is None else f" ({d['predicted']:.3f})")
+                                for d in s["deciles"][:5])
+            lines.append(f"    {s['score']:<24} {_fmt(s['auc'], '6.3f')} {_fmt(s['top_decile_lift'], '8.2f')} "
+                         f"{_fmt(s['brier'], '7.4f')}   {deciles}")
+    lines += [
         f"  repeat purchase days: predicted {totals['predicted']:,.1f}, actual {totals['actual']:,.0f}"
         + ("" if error is None else f" ({error:+.1%})"),
         f"  {'x':>3} {'customers':>9} {'actual':>8} {'predicted':>9}",

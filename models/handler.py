@@ -14,8 +14,19 @@ The scoring vector is the model input (`MODEL_FEATURES` order) followed by wheth
 user is a customer and the three BG/NBD inputs (x, t_x, T in days as of the record's
 scoring time, `models.bgnbd.inputs_from_record`), so segment, RFM and BG/NBD scores are
 computed vectorised per batch in one place, with the model's own thresholds and
-parameters. P(alive), expected purchases and churn risk are NULL for users who have not
-bought yet: BG/NBD describes customers from their first purchase on.
+parameters. P(alive), expected purchases, the purchase propensities and churn risk are
+NULL for users who have not bought yet: BG/NBD describes customers from their first
+purchase on.
+
+The scores of a customer, all as of the record's scoring time:
+
+* ``p_purchase_30d`` / ``p_purchase_90d``: the probability of at least one purchase in the
+  next 30 / 90 days (`models.bgnbd.p_purchase`);
+* ``churn_risk = 1 - p_purchase_90d``: the probability of NO purchase in the next 90 days
+  (`CHURN_HORIZON_DAYS`). It is never 0 and grows with every silent day, for one-time buyers
+  too; ``1 - p_alive`` would not (BG/NBD's P(alive) is 1 for anyone without a repeat purchase);
+* ``p_alive``: BG/NBD's probability that the customer has not dropped out. Reported as the
+  model defines it, but it does not rank who buys next (a one-time buyer is "alive").
 
 `AssignmentHandler` composes `SegmentScorer` (vectors -> `Scores`) and builds the
 assignment dicts itself, per batch, counting them (`outcomes.ASSIGNMENTS`): a
@@ -36,6 +47,8 @@ from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, P
 from transforms.contracts.outcomes import ASSIGNMENTS, counter
 
 EXPECTED_PURCHASES_HORIZON_DAYS = 30.0
+PROPENSITY_HORIZONS_DAYS = (30.0, 90.0)  # p_purchase_30d, p_purchase_90d
+CHURN_HORIZON_DAYS = PROPENSITY_HORIZONS_DAYS[1]  # churn_risk = 1 - p_purchase_90d
 DEFAULT_MIN_BATCH_SIZE = 256
 DEFAULT_MAX_BATCH_SIZE = 4096
 METRICS_NAMESPACE = "segments_inference"
@@ -55,6 +68,20 @@ class Scores(NamedTuple):
     rfm_segment: str
     p_alive: Optional[float]  # None: not a customer yet
     expected_purchases_30d: Optional[float]
+    p_purchase_30d: Optional[float]  # P(at least one purchase in the next 30 days)
+    p_purchase_90d: Optional[float]
+
+
+# What each customer score means, as the model card states it.
+SCORE_DEFINITIONS: dict[str, str] = {
+    "p_purchase_30d": "P(at least one purchase in the next 30 days): BG/NBD, closed form "
+                      "P(alive) * (1 - ((alpha+T)/(alpha+T+t))^(r+x))",
+    "p_purchase_90d": "P(at least one purchase in the next 90 days): BG/NBD, closed form as p_purchase_30d",
+    "churn_risk": "P(no purchase in the next 90 days) = 1 - p_purchase_90d; never 0, grows with every silent day",
+    "p_alive": "BG/NBD P(not dropped out); 1 for a customer without a repeat purchase, so it does not rank "
+               "who buys next",
+    "expected_purchases_30d": "BG/NBD expected purchase days in the next 30 days",
+}
 
 
 BGNBD_INPUTS = 4  # is a customer (0/1), x, t_x, T
@@ -101,7 +128,9 @@ def score_batch(model: LoadedModel, batch: Sequence[Sequence[float]],
     alive = np.atleast_1d(bgnbd.p_alive(model.bgnbd, x, t_x, T))
     expected = np.atleast_1d(bgnbd.expected_purchases(model.bgnbd, EXPECTED_PURCHASES_HORIZON_DAYS / per_unit,
                                                       x, t_x, T))
-    if not (np.all(np.isfinite(alive[customer])) and np.all(np.isfinite(expected[customer]))):
+    propensity = [np.atleast_1d(bgnbd.p_purchase(model.bgnbd, days / per_unit, x, t_x, T))
+                  for days in PROPENSITY_HORIZONS_DAYS]
+    if not all(np.all(np.isfinite(v[customer])) for v in (alive, expected, *propensity)):
         raise ValueError("BG/NBD produced a non-finite score")
     customers = customer.tolist()
     # tolist() turns each column into Python scalars at once (indexing numpy per row is slow).
@@ -110,7 +139,8 @@ def score_batch(model: LoadedModel, batch: Sequence[Sequence[float]],
                [model.model_version] * len(matrix), np.asarray(r).astype(int).tolist(),
                np.asarray(f).astype(int).tolist(), np.asarray(m).astype(int).tolist(), list(rfm_names),
                [a if c else None for a, c in zip(alive.astype(float).tolist(), customers)],
-               [e if c else None for e, c in zip(expected.astype(float).tolist(), customers)])
+               [e if c else None for e, c in zip(expected.astype(float).tolist(), customers)],
+               *([v if c else None for v, c in zip(p.astype(float).tolist(), customers)] for p in propensity))
     return [Scores(*values) for values in zip(*columns)]
 
 
@@ -198,6 +228,11 @@ def assignment_handler(model_dir: str, *, expected_sha256: str | None = None, **
     return AssignmentHandler(scorer).with_preprocess_fn(to_scoring_input)
 
 
+def churn_risk(p_purchase_90d: Optional[float]) -> Optional[float]:
+    """P(no purchase in the next `CHURN_HORIZON_DAYS` days); None for a prospect."""
+    return None if p_purchase_90d is None else 1.0 - p_purchase_90d
+
+
 def to_assignment(record: Mapping[str, Any], s: Scores) -> dict[str, Any]:
     """A feature record and its scores -> the assignment (the row before its timestamps are formatted)."""
     return {
@@ -211,7 +246,9 @@ def to_assignment(record: Mapping[str, Any], s: Scores) -> dict[str, Any]:
         "rfm": {"r": s.rfm_r, "f": s.rfm_f, "m": s.rfm_m, "rfm_segment": s.rfm_segment},
         "p_alive": s.p_alive,
         "expected_purchases_30d": s.expected_purchases_30d,
-        "churn_risk": None if s.p_alive is None else 1.0 - s.p_alive,
+        "p_purchase_30d": s.p_purchase_30d,
+        "p_purchase_90d": s.p_purchase_90d,
+        "churn_risk": churn_risk(s.p_purchase_90d),
         "features": {name: float(record[name]) for name in MODEL_FEATURES},
         "profile": {name: record.get(name) for name in PROFILE_FACTS},
         "feature_version": FEATURE_VERSION,

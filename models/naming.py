@@ -63,6 +63,9 @@ PHRASES: dict[str, tuple[str, str]] = {
     "lifetime_email_ctr": ("click e-mails", "rarely click e-mails"),
     "lifetime_email_opens_per_session": ("read e-mails", "rarely open e-mails"),
     "avg_order_value": ("large baskets", "small or no orders"),  # 0 for a user who never bought
+    "orders": ("frequent buyers", "one or few orders"),
+    "recency_days": ("long since last purchase", "bought recently"),
+    "spend_total": ("high spend", "low spend"),
     "active_days_7d": ("active this week", "not active this week"),
     "active_days_30d": ("active this month", "not active this month"),
     "active_days_90d": ("active this quarter", "not active this quarter"),

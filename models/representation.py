@@ -7,8 +7,9 @@ picklable scikit-learn steps (`representation_pipeline`)::
       -> ShrinkRates       each rate shrunk towards the population's rate by its evidence:
                            (rate * n + m * prior) / (n + m); the priors are learned from the
                            training rows and kept, so serving shrinks as training did
-      -> select            the clustering inputs (`CLUSTERING_FEATURES`, plus the activity
-                           block when it has a weight)
+      -> select            the clustering inputs (`CLUSTERING_FEATURES` the training data
+                           carry, `unused_features`; plus the activity block when it has a
+                           weight)
       -> log1p             on the heavy-tailed ones
       -> StandardScaler    the "standardised space": one unit is one population standard
                            deviation, the population mean is 0
@@ -53,6 +54,15 @@ from transforms.contracts.feature_spec import (ACTIVITY_FEATURES, LIFETIME_BEHAV
 
 # What kind of user: the lifetime behaviour and the basket size.
 CLUSTERING_FEATURES: tuple[str, ...] = LIFETIME_BEHAVIOUR_FEATURES + ("avg_order_value",)
+# The purchase figures an analyst segments a purchase log by (frequency, recency, value):
+# clustered only when the data carry fewer than `MIN_BEHAVIOUR_FEATURES` behaviour inputs.
+PURCHASE_FEATURES: tuple[str, ...] = ("orders", "recency_days", "spend_total")
+MIN_BEHAVIOUR_FEATURES = 2
+# A rate rests on too little evidence when its evidence feature (sessions, events, e-mail
+# opens: `RATE_EVIDENCE`) is below `MIN_EVIDENCE` for more than `SCANT_EVIDENCE_SHARE` of the
+# training users: for them it is the shrinkage's prior, the same number for everyone.
+MIN_EVIDENCE = 1.0
+SCANT_EVIDENCE_SHARE = 0.5
 # m of the shrinkage, in units of each evidence feature.
 PRIOR_WEIGHTS: dict[str, float] = {
     "lifetime_sessions": 2.0,
@@ -185,14 +195,50 @@ def block_whitening(Z: np.ndarray, labels: np.ndarray, behaviour_columns: int, a
     return matrix
 
 
-def clustering_columns(activity_weight: float = 0.0) -> tuple[str, ...]:
-    """The features the segments are found on: behaviour, then the activity block if weighted."""
-    return CLUSTERING_FEATURES + (ACTIVITY_FEATURES if activity_weight > 0 else ())
+def unused_features(X: np.ndarray, features: Sequence[str] = MODEL_FEATURES) -> dict[str, str]:
+    """The behaviour inputs the training rows do not carry, each with the reason.
+
+    * constant: one value for every training row (purchase logs: no app, e-mail or
+      channel data);
+    * scant evidence: its evidence feature is below `MIN_EVIDENCE` for more than
+      `SCANT_EVIDENCE_SHARE` of the rows (no sessions: every per-session rate is the prior).
+    """
+    X = np.asarray(X, dtype=float)
+    index = {name: i for i, name in enumerate(features)}
+    unused = {}
+    for name in CLUSTERING_FEATURES:
+        column = X[:, index[name]]
+        if name in RATE_EVIDENCE:
+            evidence_name = RATE_EVIDENCE[name][0]
+            scant = float(np.mean(X[:, index[evidence_name]] < MIN_EVIDENCE))
+            if scant > SCANT_EVIDENCE_SHARE:
+                unused[name] = (f"scant evidence: {evidence_name} below {MIN_EVIDENCE:g} for {scant:.0%} of "
+                                f"the training users")
+                continue
+        if column.size and np.all(column == column[0]):
+            unused[name] = f"constant ({column[0]:g} for every training user)"
+    return unused
 
 
-def representation_pipeline(activity_weight: float = 0.0, features: Sequence[str] = MODEL_FEATURES) -> Pipeline:
+def behaviour_columns(unused: Sequence[str] = ()) -> tuple[str, ...]:
+    """The behaviour block: `CLUSTERING_FEATURES` the data carry, and the purchase figures
+    (`PURCHASE_FEATURES`) when fewer than `MIN_BEHAVIOUR_FEATURES` remain."""
+    kept = tuple(name for name in CLUSTERING_FEATURES if name not in unused)
+    if len(kept) < MIN_BEHAVIOUR_FEATURES:
+        kept += tuple(name for name in PURCHASE_FEATURES if name not in kept)
+    return kept
+
+
+def clustering_columns(activity_weight: float = 0.0, unused: Sequence[str] = ()) -> tuple[str, ...]:
+    """The features the segments are found on: behaviour (`behaviour_columns`), then the
+    activity block if weighted (always its last `len(ACTIVITY_FEATURES)` columns)."""
+    return behaviour_columns(unused) + (ACTIVITY_FEATURES if activity_weight > 0 else ())
+
+
+def representation_pipeline(activity_weight: float = 0.0, features: Sequence[str] = MODEL_FEATURES,
+                            unused: Sequence[str] = ()) -> Pipeline:
     """The unfitted steps from a record vector to the model space (whitening: identity until set)."""
-    columns = clustering_columns(activity_weight)
+    columns = clustering_columns(activity_weight, unused)
     index = {name: i for i, name in enumerate(features)}
     skewed = [i for i, name in enumerate(columns) if name in SKEWED_FEATURES]
     return Pipeline([

@@ -7,17 +7,29 @@ and the segment "Prospect", and the thresholds are learned over customers only (
 non-buyers, quantiles over everyone put most cut points at zero and every non-buyer
 "About to sleep").
 
-Thresholds are learned at training: the 20/40/60/80 % quantiles (numpy's default linear
-interpolation) of each figure over the customers among the training rows. They are
-stored in the model card as plain numbers, so serving needs no data.
+Thresholds are learned at training, over the customers among the training rows, and
+stored in the model card as four cut points per figure (plain numbers: serving needs no
+data). Scoring, with c1 <= c2 <= c3 <= c4 the cut points of a figure::
 
-Scoring, with q20 <= q40 <= q60 <= q80 the thresholds of a feature::
-
-    value <= q20 -> 1,  q20 < value <= q40 -> 2,  ...,  value > q80 -> 5   (F and M)
+    value <= c1 -> 1,  c1 < value <= c2 -> 2,  ...,  value > c4 -> 5   (F and M)
     R = 6 - (the same bucket of recency_days)                          (lower recency = better)
 
-Ties at a threshold go to the lower bucket; when several thresholds are equal
-(many zero-frequency users, say) the empty buckets are simply skipped.
+Ties: a customer's value is never split from an equal one (ties at a cut point go to
+the lower bucket), and a tied block that fills more than its fifth does not use up the
+scores above it. The cut points are chosen one at a time, from the lowest: each is the
+smallest value with at least 1 / (buckets left) of the customers not yet placed at or
+below it, so the buckets above a big tied block split the customers above it evenly.
+Without ties every bucket holds a fifth. Example, the orders of 100 customers: 60 bought
+once, 15 twice, 8 three times, 5 four times, and one each 5, 6, ..., 16 times:
+
+    c1: at least 1/5 of the 100 at or below        -> 1   F 1: one order (60)
+    c2: at least 1/4 of the 40 above 1             -> 2   F 2: two orders (15)
+    c3: at least 1/3 of the 25 above 2 (8.3; 3 has 8) -> 4   F 3: three or four (13)
+    c4: at least 1/2 of the 12 above 4             -> 10  F 4: 5-10 (6), F 5: 11-16 (6)
+
+(plain 20/40/60/80 % quantiles give 1, 1, 1.4, 3: F 2 and F 3 are never given, and two
+orders already score F 4). Only when a figure has fewer than five distinct values among the
+customers do buckets stay empty; then the remaining cut points equal the largest value.
 
 Named segments from the (R, F) grid, the widely used RF mapping (rows R, columns F)::
 
@@ -74,14 +86,15 @@ RF_GRID: tuple[tuple[RfmSegment, ...], ...] = (
 
 
 class RfmThresholds(NamedTuple):
-    """Four ascending cut points (20/40/60/80 % of customers) per RFM feature."""
+    """Four ascending cut points per RFM feature (`tie_aware_cuts`)."""
 
     recency_days: tuple[float, float, float, float]
     orders: tuple[float, float, float, float]
     spend_total: tuple[float, float, float, float]
 
     def as_card(self) -> dict:
-        return {"quantiles": list(QUANTILES), **{name: [float(v) for v in getattr(self, name)] for name in RFM_FEATURES}}
+        return {"quantiles": list(QUANTILES), "rule": TIE_RULE,
+                **{name: [float(v) for v in getattr(self, name)] for name in RFM_FEATURES}}
 
     @classmethod
     def from_card(cls, card: Mapping) -> "RfmThresholds":
@@ -101,9 +114,38 @@ class RfmScore(NamedTuple):
     segment: str  # an RfmSegment value, or PROSPECT
 
 
+TIE_RULE = ("each cut point in turn: the smallest value with at least 1 / (buckets left) of the customers "
+            "above the previous cut point at or below it; ties stay in the lower bucket")
+
+
+def tie_aware_cuts(values: Sequence[float], buckets: int = len(QUANTILES) + 1) -> tuple[float, ...]:
+    """`buckets - 1` cut points over `values`, one at a time (see the module docstring).
+
+    Args:
+        values: the figure of every customer (at least one).
+        buckets: the number of scores.
+
+    Returns:
+        Non-decreasing cut points; ``value <= cut`` falls in the lower bucket.
+    """
+    remaining = np.sort(np.asarray(values, dtype=float))
+    if remaining.size == 0:
+        raise ValueError("no value to cut")
+    cuts: list[float] = []
+    for left in range(buckets, 1, -1):
+        if remaining.size == 0:  # fewer distinct values than buckets: the upper ones stay empty
+            cuts.append(cuts[-1])
+            continue
+        # The smallest value with at least 1 / left of the remaining customers at or below it.
+        cut = float(np.quantile(remaining, 1.0 / left, method="inverted_cdf"))
+        cuts.append(cut)
+        remaining = remaining[remaining > cut]
+    return tuple(cuts)
+
+
 def fit_thresholds(recency_days: Sequence[float], orders: Sequence[float],
                    spend_total: Sequence[float]) -> RfmThresholds:
-    """The 20/40/60/80 % quantiles of each figure over the customers given (orders > 0 only)."""
+    """The tie-aware cut points (`tie_aware_cuts`) of each figure over the customers given (orders > 0 only)."""
     orders = np.asarray(orders, dtype=float)
     customers = orders > 0
     if not customers.any():
@@ -111,7 +153,7 @@ def fit_thresholds(recency_days: Sequence[float], orders: Sequence[float],
     cuts = []
     for values in (recency_days, orders, spend_total):
         arr = np.asarray(values, dtype=float)[customers]
-        cuts.append(tuple(float(v) for v in np.quantile(arr, QUANTILES)))
+        cuts.append(tie_aware_cuts(arr))
     return RfmThresholds(*cuts)
 
 

@@ -26,7 +26,9 @@ import numpy as np
 
 from models import bgnbd, clustering, drift, k_selection, rfm, segment_quality
 from models.artifact import LoadedModel
-from models.representation import PRIOR_WEIGHTS
+from models.handler import SCORE_DEFINITIONS
+from models.representation import (MIN_BEHAVIOUR_FEATURES, MIN_EVIDENCE, PRIOR_WEIGHTS, PURCHASE_FEATURES,
+                                   SCANT_EVIDENCE_SHARE, behaviour_columns, unused_features)
 from transforms.contracts.feature_spec import (FEATURE_VERSION, MODEL_FEATURES, RATE_EVIDENCE, SKEWED_FEATURES,
                                                model_input_vector)
 
@@ -107,10 +109,12 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
         raise ValueError("no user has a profile at or before --until")
     users = [r["user_key"] for r in rows]
     X = np.array([model_input_vector(r) for r in rows], dtype=float)
+    # Inputs the data do not carry stay out of the segments, their names and descriptions.
+    unused = unused_features(X)
 
     fit = clustering.fit_segments(X, algorithm=algorithm, k=k, k_range=k_range, seed=seed,
                                   activity_weight=activity_weight, sample_size=silhouette_sample,
-                                  stability_rounds=stability_rounds)
+                                  stability_rounds=stability_rounds, unused=tuple(unused))
     previous_card = previous.card if previous is not None else None
     segments, mapping = clustering.build_segments(
         fit, X, previous_segments=previous_card["segments"] if previous_card else None)
@@ -151,6 +155,12 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
             "params": _json_params(model.predictor.get_params()),
             "representation": {
                 "clustering_features": list(model.features),
+                "unused_features": dict(unused),
+                "unused_rule": (f"left out: constant over the training users, or a rate whose evidence is below "
+                                f"{MIN_EVIDENCE:g} for more than {SCANT_EVIDENCE_SHARE:.0%} of them; with fewer "
+                                f"than {MIN_BEHAVIOUR_FEATURES} behaviour inputs left, the purchase figures "
+                                f"{', '.join(PURCHASE_FEATURES)} are clustered instead"),
+                "purchase_figures_clustered": any(n in behaviour_columns(tuple(unused)) for n in PURCHASE_FEATURES),
                 "shrinkage": {"priors": dict(representation.named_steps["shrink"].priors_),
                               "prior_weights": dict(PRIOR_WEIGHTS),
                               "evidence": {rate: list(e) for rate, e in RATE_EVIDENCE.items()}},
@@ -187,6 +197,7 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
                                     users_keeping_segment_id=kept_share) if mapping else None),
         "rfm": thresholds.as_card(),
         "bgnbd": params.as_card(),
+        "scores": {"propensity_model": "bgnbd", "definitions": dict(SCORE_DEFINITIONS)},
         drift.CARD_KEY: distribution,
     }
     return TrainedModel(model, card_fields, users, segment_ids)
@@ -233,6 +244,12 @@ def format_report(card: Mapping) -> str:
         if q.get("ari_classified") is not None:
             line += f"; {q['ari_classified']:.4f} on the {q['classified_users']} classified users"
         lines.append(line)
+    representation = card["algorithm"].get("representation", {})
+    unused = representation.get("unused_features")
+    if unused:
+        lines.append(f"left out ({len(unused)} inputs the data do not carry): " + ", ".join(sorted(unused)))
+    if representation.get("purchase_figures_clustered"):
+        lines.append("too few behaviour inputs: segments found on purchase frequency, recency and value")
     for s in card["segments"]:
         lines.append(f"  segment {s['segment_id']}: {s['name']} ({s['size_share']:.1%}) - {s['description']}")
     mapping = card.get("segment_id_mapping")
@@ -245,4 +262,8 @@ def format_report(card: Mapping) -> str:
                      f"(mean of the last {moves['days']} days)")
     b = card["bgnbd"]
     lines.append(f"BG/NBD ({b['time_unit']}): r={b['r']:.4g} alpha={b['alpha']:.4g} a={b['a']:.4g} b={b['b']:.4g}")
+    scores = card.get("scores")
+    if scores:
+        lines.append(f"p_purchase_30d / p_purchase_90d scored by {scores['propensity_model']}; "
+                     f"churn_risk = {scores['definitions']['churn_risk']}")
     return "\n".join(lines)

@@ -4,8 +4,9 @@ A batch pipeline runs the serving transforms (read, validate, privacy, the per-u
 profile step) and scores every user as of `--until`, the calibration end; those rows go to
 `models.training.train_model` (clustering, RFM thresholds, BG/NBD fitted on the customers'
 lifetime figures). With `--holdout`, a second pipeline reads the events of the hold-out
-period after `--until` and the model card (and the console) report how well P(alive) and
-the expected purchases predicted them (`models.evaluation`). The artifact (model file +
+period after `--until` and the model card (and the console) report how well each score
+ranks and predicts who buys in it, beside recency-only and frequency-only baselines, and
+the expected against actual purchases (`models.evaluation`). The artifact (model file +
 model card) goes to `--out`, a local folder or `gs://`.
 
     segments generate --users 20000 --days 365 --holdout_days 90 --seed 1 --truth truth.csv --out events.jsonl
@@ -60,7 +61,9 @@ class TrainOptions(FileInputOptions):
                                 "are not read. Default: the midnight after the latest event.")
         group.add_argument("--holdout", action="append", type=file_location, default=None,
                            help="Event files of the hold-out period after --until (path, glob or gs:// pattern; "
-                                "repeatable): report P(alive) AUC and predicted vs actual repeat purchases. "
+                                "repeatable): report, for buying in the first 30 / 90 days and in the whole "
+                                "hold-out, each score's AUC, top-decile lift, deciles and Brier score beside "
+                                "recency-only and frequency-only, and predicted vs actual repeat purchases. "
                                 "Default: none.")
         group.add_argument("--holdout_days", type=positive_int, default=None,
                            help="Length of the hold-out period, in days. Default: from --until to the midnight after "
@@ -116,28 +119,36 @@ def build_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, rows_
     return rows
 
 
+def _earliest(a: Optional[int], b: Optional[int]) -> Optional[int]:
+    return b if a is None else (a if b is None else min(a, b))
+
+
 class _HoldoutActivityFn(beam.CombineFn):
-    """A user's hold-out events -> (any event, UTC days with a purchase, latest event time)."""
+    """A user's hold-out events -> (any event, UTC days with a purchase, latest event time,
+    first purchase time)."""
 
     def create_accumulator(self):
-        return False, frozenset(), None
+        return False, frozenset(), None, None
 
     def add_input(self, acc, event):
-        active, days, latest = acc
+        active, days, latest, first_purchase = acc
         if event.event_type == "purchase":
             days = days | {event.timestamp_us // US_PER_DAY}
-        return True, days, event.timestamp_us if latest is None else max(latest, event.timestamp_us)
+            first_purchase = _earliest(first_purchase, event.timestamp_us)
+        return True, days, event.timestamp_us if latest is None else max(latest, event.timestamp_us), first_purchase
 
     def merge_accumulators(self, accumulators):
-        active, days, latest = False, frozenset(), None
-        for a, d, t in accumulators:
+        active, days, latest, first_purchase = False, frozenset(), None, None
+        for a, d, t, f in accumulators:
             active, days = active or a, days | d
             latest = t if latest is None else (latest if t is None else max(latest, t))
-        return active, days, latest
+            first_purchase = _earliest(first_purchase, f)
+        return active, days, latest, first_purchase
 
     def extract_output(self, acc):
-        active, days, latest = acc
-        return {"active": active, "purchase_days": len(days), "latest_us": latest}
+        active, days, latest, first_purchase = acc
+        return {"active": active, "purchase_days": len(days), "latest_us": latest,
+                "first_purchase_us": first_purchase}
 
 
 def build_holdout_pipeline(p: beam.Pipeline, options: TrainOptions, id_key: bytes, prefix: str, start_us: int,
@@ -275,6 +286,9 @@ def _evaluate(rows: list[dict], holdout: list[dict], fields: dict, options: Trai
     else:
         latest = max((a["latest_us"] for a in holdout if a["latest_us"] is not None), default=calibration_end_us)
         days = max(1, math.ceil((latest - calibration_end_us) / US_PER_DAY))
-    activity = {a["user_key"]: HoldoutActivity(bool(a["active"]), int(a["purchase_days"])) for a in holdout}
+    activity = {a["user_key"]: HoldoutActivity(
+        bool(a["active"]), int(a["purchase_days"]),
+        None if a["first_purchase_us"] is None else (a["first_purchase_us"] - calibration_end_us) / US_PER_DAY)
+        for a in holdout}
     params = BgNbdParams.from_card(fields["bgnbd"])
     return evaluate_holdout(rows, activity, params, days)

@@ -21,6 +21,8 @@ SELECT
   rfm,
   p_alive,
   expected_purchases_30d,
+  p_purchase_30d,
+  p_purchase_90d,
   churn_risk,
   features,
   profile,

@@ -13,6 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 from models import artifact
 from models.artifact import ArtifactError, load_artifact, load_card, save_artifact
 from models.training import format_report, latest_per_user, train_model
+from tests.support.rfm_reference import tie_aware_cuts_direct
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, SKEWED_FEATURES
 
 DAY_US = 86_400_000_000
@@ -98,10 +99,12 @@ def test_card_contents(trained, data):
     customers = [r for r in records if r["orders"] > 0]  # RFM cut points come from customers only
     X = np.array([[r[n] for n in ("recency_days", "orders", "spend_total")] for r in customers], dtype=float)
     for i, name in enumerate(("recency_days", "orders", "spend_total")):
-        assert card["rfm"][name] == pytest.approx(np.quantile(X[:, i], [0.2, 0.4, 0.6, 0.8]).tolist())
+        assert card["rfm"][name] == pytest.approx(tie_aware_cuts_direct(X[:, i]))
     assert card["model_version"] == "19700411-" + card["model_sha256"][:12]
     assert set(card["library_versions"]) == {"sklearn", "numpy", "scipy", "python"}
     assert card["segment_id_mapping"] is None
+    assert card["scores"]["propensity_model"] == "bgnbd"
+    assert "1 - p_purchase_90d" in card["scores"]["definitions"]["churn_risk"]
     report = format_report(card)
     assert "kmeans, k = 4: 4 segments" in report and "adjusted Rand index" in report and "ceiling" in report
     for s in card["segments"]:  # each segment lists what distinguishes it, with values in original units

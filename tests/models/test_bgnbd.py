@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from models.bgnbd import (BgNbdParams, expected_purchases, fit_bgnbd, inputs_from_record, is_customer,
-                          log_likelihood, p_alive, simulate)
-from tests.support.bgnbd_reference import expected_direct, likelihood_direct, p_alive_direct
+                          log_likelihood, p_alive, p_purchase, simulate)
+from tests.support.bgnbd_reference import expected_direct, likelihood_direct, p_alive_direct, p_purchase_integrated
 
 DAY_US = 86_400_000_000
 # The CDNOW estimates of Fader, Hardie & Lee (2005), in weeks.
@@ -35,6 +35,37 @@ def test_published_cdnow_value():
     # FHL (2005), section 5: a customer with x=2, t_x=30.43, T=38.86 (weeks)
     # is expected to make 1.226 purchases in the next 39 weeks.
     assert expected_purchases(CDNOW, 39.0, 2, 30.43, 38.86) == pytest.approx(1.226, abs=5e-4)
+
+
+@pytest.mark.parametrize("params,case,t", [
+    (CDNOW, (0, 0.0, 38.86), 13.0),  # a one-time buyer, 13 weeks ahead under the published CDNOW fit
+    (CDNOW, (2, 30.43, 38.86), 39.0),  # the paper's example customer
+    (CDNOW, (3, 5.0, 39.0), 4.0),  # repeat buyer silent for 34 weeks: likely dropped out
+    (DAY_PARAMS, (7, 35.0, 38.0), 30.0),
+])
+def test_p_purchase_matches_numerical_integration(params, case, t):
+    assert p_purchase(params, t, *case) == pytest.approx(p_purchase_integrated(params, t, *case), rel=1e-9)
+
+
+def test_p_purchase_of_one_time_buyers_matches_simulation():
+    # One-time buyers of the CDNOW fit, simulated: first purchase at 0, no other by T = 39
+    # weeks; the share that buys in the next 13 weeks. Standard error ~0.001 at this size.
+    rng = np.random.default_rng(7)
+    lam = rng.gamma(CDNOW.r, 1.0 / CDNOW.alpha, size=400_000)
+    next_purchase = rng.exponential(1.0 / np.maximum(lam, 1e-300))
+    silent = next_purchase > 39.0
+    observed = float(np.mean(next_purchase[silent] <= 39.0 + 13.0))
+    assert p_purchase(CDNOW, 13.0, 0, 0.0, 39.0) == pytest.approx(observed, abs=0.004)
+
+
+def test_silence_lowers_p_purchase_for_every_customer():
+    # P(alive) stays 1 for a one-time buyer however long the silence; the propensity must not.
+    T = np.array([10.0, 60.0, 180.0, 365.0])
+    for x, t_x in ((0, 0.0), (3, 9.0)):
+        p = p_purchase(DAY_PARAMS, 90.0, np.full(4, float(x)), np.full(4, t_x), T)
+        assert np.all(np.diff(p) < 0) and np.all((p > 0) & (p < 1))
+    assert p_purchase(DAY_PARAMS, 0.0, 2, 5.0, 10.0) == 0.0
+    assert p_purchase(DAY_PARAMS, 30.0, 2, 5.0, 10.0) < p_purchase(DAY_PARAMS, 90.0, 2, 5.0, 10.0)
 
 
 def test_no_repeat_purchase_means_alive():

@@ -1,29 +1,69 @@
-"""RFM: quantile thresholds, 1-5 scores and the named RF grid, with hand-computed numbers."""
+"""RFM: tie-aware thresholds, 1-5 scores and the named RF grid, with hand-computed numbers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.rfm import PROSPECT, RfmSegment, RfmThresholds, fit_thresholds, score, score_arrays, segment_for
+from models.rfm import (PROSPECT, RfmSegment, RfmThresholds, bucket, fit_thresholds, score, score_arrays, segment_for,
+                        tie_aware_cuts)
+from tests.support.rfm_reference import tie_aware_cuts_direct
 
 # Ten customers and five prospects (no order): thresholds are learned over the customers only.
 RECENCY = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] + [50, 60, 70, 80, 90]
 ORDERS = [1, 1, 1, 1, 1, 2, 2, 3, 4, 10] + [0, 0, 0, 0, 0]
 SPEND = [5, 10, 20, 30, 40, 50, 60, 70, 80, 90] + [0, 0, 0, 0, 0]
 
-# Linear-interpolation quantiles of the ten customers at 20/40/60/80 %, by hand: position
-# q*(n-1) = 1.8, 3.6, 5.4, 7.2.
-# recency: 2 + .8*1, 4 + .6*1, 6 + .4*1, 8 + .2*1
-# orders: 1, 1, 2 + .4*(2-2), 3 + .2*(4-3)
-# spend: 10 + .8*10, 30 + .6*10, 50 + .4*10, 70 + .2*10
+# The tie-aware cut points of the ten customers, by hand (each: the smallest value with at
+# least 1/(buckets left) of the customers above the previous cut at or below it):
+# recency 1..10 and spend, no ties: every second value, two customers a bucket.
+# orders: 1 (5 of 10 >= 2); of [2, 2, 3, 4, 10]: 2 (2 >= 1.25); of [3, 4, 10]: 3; of [4, 10]: 4.
+FITTED = RfmThresholds((2.0, 4.0, 6.0, 8.0), (1.0, 2.0, 3.0, 4.0), (10.0, 30.0, 50.0, 70.0))
+# Cut points given to the scoring tests (ties between cut points included).
 EXPECTED = RfmThresholds((2.8, 4.6, 6.4, 8.2), (1.0, 1.0, 2.0, 3.2), (18.0, 36.0, 54.0, 72.0))
 
 
-def test_thresholds_are_quantiles_of_the_customers_only():
+def test_thresholds_are_tie_aware_cuts_of_the_customers_only():
     got = fit_thresholds(RECENCY, ORDERS, SPEND)
-    for name in ("recency_days", "orders", "spend_total"):
-        assert getattr(got, name) == pytest.approx(getattr(EXPECTED, name))
+    assert got == FITTED
+
+
+def test_the_documented_example():
+    orders = [1] * 60 + [2] * 15 + [3] * 8 + [4] * 5 + list(range(5, 17))
+    cuts = tie_aware_cuts(orders)
+    assert cuts == (1.0, 2.0, 4.0, 10.0)
+    assert np.bincount(bucket(orders, cuts), minlength=6)[1:].tolist() == [60, 15, 13, 6, 6]
+
+
+def test_every_score_is_reachable_when_most_customers_bought_once():
+    """60 % one-time buyers, a long tail of repeaters, recency with ties (whole days) and
+    spend: every R, F and M score from 1 to 5 is given, and F 5 means many orders."""
+    rng = np.random.default_rng(3)
+    n = 5000
+    orders = np.where(rng.random(n) < 0.6, 1.0, 1.0 + rng.geometric(0.3, n))
+    recency = np.where(orders == 1, rng.integers(180, 274, n), rng.integers(0, 274, n)).astype(float)
+    spend = orders * np.round(rng.lognormal(3.0, 0.6, n), 2)
+    thresholds = fit_thresholds(recency, orders, spend)
+    r, f, m, names = score_arrays(thresholds, recency, orders, spend)
+    for scores in (r, f, m):
+        assert set(scores.tolist()) == {1, 2, 3, 4, 5}
+    assert np.all(f[orders == 1] == 1) and np.all(f[orders >= 2] >= 2)  # ties never split
+    assert orders[f == 5].min() > np.quantile(orders[orders > 1], 0.5)  # F 5: the upper half of the repeaters
+    shares = {name: names.count(name) / n for name in set(names)}
+    assert max(shares.values()) <= 0.25
+    assert shares["Champions"] < 0.1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cuts_match_the_rule_written_out(seed):
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([np.ones(rng.integers(0, 300)), rng.geometric(0.4, 200), rng.integers(0, 30, 50)])
+    assert list(tie_aware_cuts(values)) == tie_aware_cuts_direct(values)
+
+
+def test_fewer_distinct_values_than_scores_leave_the_top_empty():
+    assert tie_aware_cuts([1.0] * 60 + [2.0] * 40) == (1.0, 2.0, 2.0, 2.0)
+    assert tie_aware_cuts([3.0] * 5) == (3.0, 3.0, 3.0, 3.0)
 
 
 @pytest.mark.parametrize("recency,orders,spend,expected", [

@@ -60,7 +60,13 @@ def test_train_reports_the_holdout_of_the_calibration_customers(split, monkeypat
     assert report["holdout_days"] == days
     assert card["training"]["data_end"] == f"{UNTIL}T00:00:00Z"
     assert card["money"]["reporting_currency"] == "EUR" and len(card["money"]["fx_table_sha256"]) == 64
-    assert any("P(alive) AUC" in line for line in lines)
+    # Buyers in the hold-out, worked out from the raw records, and the purchase scores judged on them.
+    buyers = {r["user_id"] for r in holdout if _consented(r) and r["event_type"] == "purchase"}
+    assert report["customers_buying_in_holdout"] == len(customers & buyers)
+    (whole,) = [h for h in report["purchase_prediction"] if h["horizon_days"] == days]
+    assert whole["buyers"] == len(customers & buyers)
+    assert {s["score"] for s in whole["scores"]} >= {"recency_only", "frequency_only", f"p_purchase_{days}d"}
+    assert any("bought at least once in the first" in line for line in lines)
     # The drift reference: the calibration rows' bins, and movement over the 7 days before UNTIL.
     assert card["distribution"]["rows"] == len(users)
     assert card["distribution"]["daily_moves"]["days"] == 7

@@ -63,22 +63,26 @@ def _scaled_space():
     """(scale function, centroid of each group, metric) of the model, from the training rows with
     numpy alone: every rate shrunk towards the rows' pooled rate by its evidence, the clustering
     inputs log1p'd where heavy-tailed and z-scored; the metric is the whitening's, which is
-    1 / MIN_WITHIN_VARIANCE times the identity here, since the rows of a group are identical."""
+    1 / MIN_WITHIN_VARIANCE times the identity here, since the rows of a group are identical.
+    Only the clustering inputs that vary over the training rows count: one constant at
+    training is left out of the model."""
     records = cart_training_records()
     X = np.array([[r[name] for name in MODEL_FEATURES] for r in records], dtype=float)
     index = {name: i for i, name in enumerate(MODEL_FEATURES)}
+    used = [name for name in CLUSTERING_FEATURES if np.unique(X[:, index[name]]).size > 1]
+    assert used == [PV, CART]
     priors = {}
     for rate, (evidence, least) in RATE_EVIDENCE.items():
         n = np.maximum(X[:, index[evidence]], least)
         priors[rate] = (X[:, index[rate]] * n).sum() / n.sum()
-    logged = np.array([name in SKEWED_FEATURES for name in CLUSTERING_FEATURES])
+    logged = np.array([name in SKEWED_FEATURES for name in used])
 
     def inputs(values: dict) -> np.ndarray:
         shrunk = dict(values)
         for rate, (evidence, least) in RATE_EVIDENCE.items():
             n, m = max(values[evidence], least), PRIOR_WEIGHTS[evidence]
             shrunk[rate] = (values[rate] * n + m * priors[rate]) / (n + m)
-        v = np.array([shrunk[name] for name in CLUSTERING_FEATURES], dtype=float)
+        v = np.array([shrunk[name] for name in used], dtype=float)
         return np.where(logged, np.log1p(v), v)
 
     rows = np.array([inputs(r) for r in records])
@@ -134,7 +138,7 @@ def test_events_move_a_user_to_another_segment_and_one_change_says_why(model_dir
     assert np.sum((z - b) ** 2) < np.sum((z - a) ** 2)  # the second scoring is nearer the cart fillers
     # The metric is m times the identity: each input contributes on its own.
     expected_contribution = {name: float(m * ((z[j] - a[j]) ** 2 - (z[j] - b[j]) ** 2)) for j, name in
-                             enumerate(CLUSTERING_FEATURES)}
+                             enumerate((PV, CART))}  # the model's inputs (`_scaled_space`)
     assert expected_contribution[CART] > expected_contribution[PV] > 0
 
     assert sorted(a["scoring"] for a in assignments)[:4] == ["daily", "daily", "event", "event"]
@@ -160,7 +164,7 @@ def test_events_move_a_user_to_another_segment_and_one_change_says_why(model_dir
     # training rows' mean of the (log1p of the, where heavy-tailed) shrunk input, in original units.
     entered = changes[0]
     first_features = next(a["features"] for a in assignments if a["as_of_us"] == first[0].timestamp_us)
-    assert len(entered["drivers"]) == 3
+    assert len(entered["drivers"]) == 2  # the top three of the model's two inputs
     for driver in entered["drivers"]:
         feature = driver["feature"]
         values = []

@@ -12,7 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from models.artifact import load_card
 from models.handler import SegmentScorer, assignment_handler, score_batch, scoring_vector
-from tests.support.bgnbd_reference import expected_direct, p_alive_direct
+from tests.support.bgnbd_reference import expected_direct, p_alive_direct, p_purchase_direct
+from tests.support.rfm_reference import tie_aware_cuts_direct
 from tests.support.models import DAY_US, END_US, PARAMS, SIZES, group_vectors, record, save_small_model
 from models.representation import CLUSTERING_FEATURES, MIN_WITHIN_VARIANCE, PRIOR_WEIGHTS
 from transforms.contracts.feature_spec import (FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS, RATE_EVIDENCE,
@@ -54,14 +55,14 @@ def scaled(X: np.ndarray) -> np.ndarray:
 
 
 def rfm_scores(values: np.ndarray) -> tuple[int, int, int]:
-    """R, F, M with cut points at the 20/40/60/80 % quantiles of the training CUSTOMERS (groups 0, 1)."""
+    """R, F, M with the tie-aware cut points of the training CUSTOMERS (groups 0, 1)."""
     if values[MODEL_FEATURES.index("orders")] <= 0:
         return 0, 0, 0
     train = np.repeat(group_vectors()[:2], SIZES[:2], axis=0)
     scores = []
     for name in ("recency_days", "orders", "spend_total"):
         i = MODEL_FEATURES.index(name)
-        cuts = np.quantile(train[:, i], [0.2, 0.4, 0.6, 0.8])
+        cuts = tie_aware_cuts_direct(train[:, i])
         scores.append(1 + sum(1 for c in cuts if c < values[i]))
     return 6 - scores[0], scores[1], scores[2]
 
@@ -88,8 +89,9 @@ def expected_assignment(rec: dict, card: dict) -> dict:
         t_x = (rec["last_purchase_us"] - rec["first_purchase_us"]) / DAY_US
         T = (rec["as_of_us"] - rec["first_purchase_us"]) / DAY_US
         alive, expected = p_alive_direct(PARAMS, x, t_x, T), expected_direct(PARAMS, 30.0, x, t_x, T)
+        p30, p90 = p_purchase_direct(PARAMS, 30.0, x, t_x, T), p_purchase_direct(PARAMS, 90.0, x, t_x, T)
     else:
-        alive = expected = None  # BG/NBD describes customers only
+        alive = expected = p30 = p90 = None  # BG/NBD describes customers only
     names = {s["segment_id"]: s["name"] for s in card["segments"]}
     return {
         "user_key": rec["user_key"], "as_of_us": rec["as_of_us"], "scoring": "daily",
@@ -100,7 +102,9 @@ def expected_assignment(rec: dict, card: dict) -> dict:
         "rfm": {"r": r, "f": f, "m": m, "rfm_segment": RF_TABLE[r][f - 1] if r else "Prospect"},
         "p_alive": alive,
         "expected_purchases_30d": expected,
-        "churn_risk": None if alive is None else 1.0 - alive,
+        "p_purchase_30d": p30,
+        "p_purchase_90d": p90,
+        "churn_risk": None if p90 is None else 1.0 - p90,  # P(no purchase in 90 days)
         "features": {n: float(rec[n]) for n in MODEL_FEATURES},
         "profile": {n: rec[n] for n in PROFILE_FACTS},
         "feature_version": FEATURE_VERSION,
@@ -168,6 +172,7 @@ def test_score_batch_directly(model_dir):
         assert (row.rfm_r, row.rfm_f, row.rfm_m) == (r, f, m)
         assert row.rfm_segment == (RF_TABLE[r][f - 1] if r else "Prospect")
         assert (row.p_alive is None) == (rec["purchase_days"] == 0)
+        assert (row.p_purchase_30d is None, row.p_purchase_90d is None) == (row.p_alive is None,) * 2
         assert row.model_version == card["model_version"]
 
 

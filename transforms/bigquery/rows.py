@@ -145,7 +145,8 @@ def assignment_row(assignment: Mapping[str, Any], assigned_at_us: int) -> dict:
 
     Args:
         assignment: user_key, as_of_us, scoring, segment_id, segment_name, distance, margin,
-            rfm {r, f, m, rfm_segment}, p_alive, expected_purchases_30d, churn_risk,
+            rfm {r, f, m, rfm_segment}, p_alive, expected_purchases_30d, p_purchase_30d,
+            p_purchase_90d, churn_risk,
             features {name: float}, profile {fact: value}, feature_version, model_version,
             event_count (`models.handler.to_assignment`).
         assigned_at_us: processing time of the write, UTC microseconds.
@@ -171,6 +172,8 @@ def assignment_row(assignment: Mapping[str, Any], assigned_at_us: int) -> dict:
         "rfm": _plain_values(a.get("rfm")),
         "p_alive": _plain(a.get("p_alive")),
         "expected_purchases_30d": _plain(a.get("expected_purchases_30d")),
+        "p_purchase_30d": _plain(a.get("p_purchase_30d")),
+        "p_purchase_90d": _plain(a.get("p_purchase_90d")),
         "churn_risk": _plain(a.get("churn_risk")),
         "features": _plain_values(a.get("features")),
         "profile": _profile_values(a.get("profile")),

@@ -68,7 +68,9 @@ SEGMENT_ASSIGNMENTS_SCHEMA: tuple[dict, ...] = (
     _f("rfm", "RECORD", NULLABLE, RFM_FIELDS),
     _f("p_alive", "FLOAT64"),  # NULL for a prospect: BG/NBD describes customers
     _f("expected_purchases_30d", "FLOAT64"),
-    _f("churn_risk", "FLOAT64"),
+    _f("p_purchase_30d", "FLOAT64"),  # P(at least one purchase in the next 30 days)
+    _f("p_purchase_90d", "FLOAT64"),
+    _f("churn_risk", "FLOAT64"),  # P(no purchase in the next 90 days) = 1 - p_purchase_90d
     _f("features", "RECORD", NULLABLE, FEATURES_FIELDS),
     _f("profile", "RECORD", NULLABLE, PROFILE_FIELDS),
     _f("feature_version", "STRING", REQUIRED),

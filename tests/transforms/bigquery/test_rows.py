@@ -78,7 +78,8 @@ def test_assignment_column_types():
     assert [(f["name"], f["type"]) for f in fields["rfm"]["fields"]] == [
         ("r", "INT64"), ("f", "INT64"), ("m", "INT64"), ("rfm_segment", "STRING")]
     # Prospects have no BG/NBD scores: the columns must accept NULL.
-    assert {fields[c]["mode"] for c in ("p_alive", "expected_purchases_30d", "churn_risk")} == {"NULLABLE"}
+    assert {fields[c]["mode"] for c in ("p_alive", "expected_purchases_30d", "p_purchase_30d", "p_purchase_90d",
+                                                      "churn_risk")} == {"NULLABLE"}
 
 
 def test_run_audit_repeated_records():
@@ -176,6 +177,8 @@ def test_assignment_row():
         "rfm": {"r": 4, "f": 2, "m": 3, "rfm_segment": "Loyal"},
         "p_alive": 0.75,
         "expected_purchases_30d": 1.25,
+        "p_purchase_30d": 0.375,
+        "p_purchase_90d": 0.75,
         "churn_risk": 0.25,
         "features": {name: 1.5 + i for i, name in enumerate(MODEL_FEATURES)},
         "profile": {
@@ -256,6 +259,8 @@ _BASE = assignment("u1", during(0, 10), 3)
         ("rfm", {"r": 5, "f": 2, "m": 3, "rfm_segment": "Loyal"}),
         ("p_alive", 0.5),
         ("expected_purchases_30d", None),
+        ("p_purchase_30d", 0.5),
+        ("p_purchase_90d", 0.5),
         ("churn_risk", 0.5),
         ("features", features(0.625, recency_days=2.0)),
         ("profile", dict(_BASE["profile"], top_category_30d="bags")),
@@ -276,6 +281,7 @@ def test_content_sha256_changes_with_every_content_column(column, value):
 def test_prospect_row():
     row = bq_rows.assignment_row(assignment("p1", closing(0), 1, prospect=True), 0)
     assert (row["p_alive"], row["expected_purchases_30d"], row["churn_risk"]) == (None, None, None)
+    assert (row["p_purchase_30d"], row["p_purchase_90d"]) == (None, None)
     assert row["rfm"] == {"r": 0, "f": 0, "m": 0, "rfm_segment": "Prospect"}
     assert (row["profile"]["first_purchase"], row["profile"]["last_purchase"]) == (None, None)
     assert row["profile"]["first_seen"] == "2023-12-23 00:00:00.000000 UTC"

@@ -187,6 +187,8 @@ def test_local_sink_writes_exact_values(warehouse, dataset):
         "rfm": {"r": 4, "f": 2, "m": 3, "rfm_segment": "Loyal"},
         "p_alive": 0.75,
         "expected_purchases_30d": 1.25,
+        "p_purchase_30d": 0.375,
+        "p_purchase_90d": 0.75,
         "churn_risk": 0.25,
         "features": {name: 0.625 + i for i, name in enumerate(MODEL_FEATURES)},
         "profile": {

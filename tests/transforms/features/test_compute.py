@@ -163,7 +163,12 @@ def test_a_silent_customer_drifts_recency_up_and_p_alive_down(job, model_dir):
     scores = _scored(daily, model_dir)
     alive = [a["p_alive"] for a in scores]
     assert all(later < earlier for earlier, later in zip(alive, alive[1:]))
-    assert [a["churn_risk"] for a in scores] == pytest.approx([1 - p for p in alive])
+    p90 = [a["p_purchase_90d"] for a in scores]
+    assert all(later < earlier for earlier, later in zip(p90, p90[1:]))
+    assert all(a["p_purchase_30d"] < a["p_purchase_90d"] for a in scores)
+    # churn risk = P(no purchase in 90 days): it grows with the silence, never 0.
+    assert [a["churn_risk"] for a in scores] == pytest.approx([1 - p for p in p90])
+    assert 0 < scores[0]["churn_risk"] < scores[-1]["churn_risk"] < 1
 
 
 def test_re_scoring_stops_after_max_silent_and_events_behind_the_clock_are_too_late():
