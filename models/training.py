@@ -19,12 +19,13 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from models import bgnbd, clustering, drift, k_selection, rfm, segment_quality
+from models import bgnbd, clustering, drift, k_selection, moments, rfm, segment_quality
 from models.artifact import load_artifact, load_card
 from models.representation import PRIOR_WEIGHTS
 from transforms.contracts.feature_spec import (FEATURE_VERSION, MODEL_FEATURES, RATE_EVIDENCE, SKEWED_FEATURES,
@@ -189,6 +190,10 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
         "bgnbd": params.as_card(),
         drift.CARD_KEY: distribution,
     }
+    try:
+        card_fields[moments.CARD_KEY] = moments.learn_thresholds(rows).as_card()
+    except ValueError as e:  # a card without them scores no moment: better than invented baselines
+        logging.warning("no moments in the model card: %s", e)
     return TrainedModel(model, card_fields, users, segment_ids)
 
 
