@@ -10,7 +10,10 @@ affected users (the truth file's ``incident_affected``) and of the unaffected on
   within 24 h of event time) against their mean share over the week before;
 * fall: the affected share a week after the incident's last day (the 7-day window no longer
   holds it) against the highest daily share of the week before;
-* unaffected: their mean share during the incident against the week before.
+* unaffected: the unaffected users in the moment at some time of the incident week against
+  those of the week before: a move is a two-sided binomial test (equal weeks, so 1/2) below
+  p = 0.01. Distinct users, not user-days: a user stays in the moment for days, so user-days
+  are not independent counts.
 
 Run (writes nothing but a temporary folder; prints the daily shares and the verdict)::
 
@@ -32,6 +35,7 @@ from typing import Iterable, Mapping, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from scipy.stats import binomtest
 
 from devtools.generate import generate_events
 from devtools.generate.incidents import Incident, parse_incident
@@ -58,6 +62,8 @@ class Verdict:
     week_after: float
     unaffected_before: float
     unaffected_during: float
+    unaffected_users_before: int  # unaffected users in the moment on some day of the week before
+    unaffected_users_during: int  # ... of the incident week
 
     @property
     def rises(self) -> bool:
@@ -68,8 +74,13 @@ class Verdict:
         return self.week_after <= self.before_max
 
     @property
+    def unaffected_p(self) -> float:
+        n = self.unaffected_users_before + self.unaffected_users_during
+        return 1.0 if n == 0 else float(binomtest(self.unaffected_users_during, n, 0.5).pvalue)
+
+    @property
     def unaffected_still(self) -> bool:
-        return abs(self.unaffected_during - self.unaffected_before) <= max(0.5 * self.unaffected_before, 0.002)
+        return self.unaffected_p >= 0.01
 
 
 def score_moments(events: pathlib.Path, model_dir: str, history_days: int, out: pathlib.Path) -> pathlib.Path:
@@ -103,11 +114,15 @@ def measure(rows: Iterable[Mapping], affected: set[str], incident: Incident,
     `rows`: one per user and score date (``user_key``, ``as_of_us`` of a midnight, ``moment``).
     """
     counts: dict[dt.date, dict[bool, list[int]]] = {}
+    unaffected_in: dict[dt.date, set[str]] = {}
     for row in rows:
         day = dt.date(1970, 1, 1) + dt.timedelta(microseconds=int(row["as_of_us"])) - DAY
-        tally = counts.setdefault(day, {True: [0, 0], False: [0, 0]})[row["user_key"] in affected]
+        hit = row["user_key"] in affected
+        tally = counts.setdefault(day, {True: [0, 0], False: [0, 0]})[hit]
         tally[0] += row["moment"] == moment
         tally[1] += 1
+        if not hit and row["moment"] == moment:
+            unaffected_in.setdefault(day, set()).add(row["user_key"])
     share = {day: {group: (n / total if total else 0.0) for group, (n, total) in by.items()}
              for day, by in counts.items()}
     start, end = incident.start, incident.end
@@ -116,13 +131,20 @@ def measure(rows: Iterable[Mapping], affected: set[str], incident: Incident,
     if not before or not during or end - DAY + 7 * DAY not in share:
         raise ValueError("the scored dates must cover the week before the incident to a week after it")
     users = {group: max(by[group][1] for by in counts.values()) for group in (True, False)}
+    incident_days = [start + k * DAY for k in range((end - start).days)]
+
+    def unaffected_over(days) -> int:
+        return len(set().union(*(unaffected_in.get(d, set()) for d in days)))
+
     return Verdict(
         daily={day.isoformat(): {"affected": s[True], "unaffected": s[False]} for day, s in sorted(share.items())},
         affected_users=users[True], unaffected_users=users[False],
         before_mean=sum(s[True] for s in before) / len(before), before_max=max(s[True] for s in before),
         first_day=share[start][True], week_after=share[end - DAY + 7 * DAY][True],
         unaffected_before=sum(s[False] for s in before) / len(before),
-        unaffected_during=sum(s[False] for s in during) / len(during))
+        unaffected_during=sum(s[False] for s in during) / len(during),
+        unaffected_users_before=unaffected_over(start - k * DAY for k in range(1, 8)),
+        unaffected_users_during=unaffected_over(incident_days))
 
 
 def run_measurement(*, users: int, days: int, seed: int, end: dt.date, share: float, folder: pathlib.Path,
@@ -135,7 +157,7 @@ def run_measurement(*, users: int, days: int, seed: int, end: dt.date, share: fl
                             truth=folder / "truth.csv", incident=incident)
     timings["generate_s"] = time.perf_counter() - began
     began = time.perf_counter()
-    path = score_moments(folder / "events.jsonl", model_dir, history_days=32, out=folder)
+    path = score_moments(folder / "events.jsonl", model_dir, history_days=28, out=folder)
     timings["score_s"] = time.perf_counter() - began
     affected, _ = affected_keys(folder / "truth.csv")
     with open(path, encoding="utf-8") as handle:
@@ -166,7 +188,9 @@ def main(argv: Optional[list[str]] = None) -> None:
           f"{'holds' if verdict.rises else 'FAILS'}")
     print(f"fall: a week after the end {verdict.week_after:.4f} against at most {verdict.before_max:.4f} the week "
           f"before: {'holds' if verdict.falls_back else 'FAILS'}")
-    print(f"unaffected: {verdict.unaffected_during:.4f} during against {verdict.unaffected_before:.4f} before: "
+    print(f"unaffected: mean share {verdict.unaffected_during:.4f} during against {verdict.unaffected_before:.4f} "
+          f"before; {verdict.unaffected_users_during} users in the moment during the incident week against "
+          f"{verdict.unaffected_users_before} the week before (binomial p = {verdict.unaffected_p:.3g}): "
           f"{'holds' if verdict.unaffected_still else 'FAILS'}")
 
 

@@ -26,7 +26,10 @@ from apache_beam.transforms.window import TimestampedValue
 from models.explain import change_explainer
 from models.handler import assignment_handler
 from tests.support.models import CART_FEATURES, cart_training_records, save_cart_model
-from transforms.changes import ENTERED, RFM, SEGMENT, DetectSegmentChanges, Last, change_of
+from transforms.bigquery.rows import change_row, validate_row
+from transforms.bigquery.tables import SEGMENT_CHANGES_SCHEMA
+from transforms.changes import (ENTERED, MOMENT, RFM, SEGMENT, DetectSegmentChanges, Last, change_message,
+                                change_of)
 from transforms.contracts.events import Event
 from models.representation import CLUSTERING_FEATURES, MIN_WITHIN_VARIANCE, PRIOR_WEIGHTS
 from transforms.contracts.feature_spec import MODEL_FEATURES, RATE_EVIDENCE, SKEWED_FEATURES
@@ -181,10 +184,11 @@ class _FixedExplainer:
         return [{"feature": "x", "before": None, "after": 1.0, "contribution": None}]
 
 
-def _assignment(as_of_us: int, segment_id: int, rfm_segment: str) -> dict:
+def _assignment(as_of_us: int, segment_id: int, rfm_segment: str, moment: str = None) -> dict:
     return {"user_key": "u", "as_of_us": as_of_us, "segment_id": segment_id, "segment_name": f"s{segment_id}",
             "model_version": "m1", "rfm": {"r": 1, "f": 1, "m": 1, "rfm_segment": rfm_segment},
-            "features": {"x": 1.0}, "event_count": 3, "scoring": "event"}
+            "features": {"x": 1.0}, "event_count": 3, "scoring": "event", "moment": moment,
+            "moment_reason": None if moment is None else f"why {moment}"}
 
 
 @pytest.mark.parametrize("previous, segment_id, rfm_segment, expected", [
@@ -198,3 +202,30 @@ def test_change_kinds(previous, segment_id, rfm_segment, expected):
     change = change_of(previous, _assignment(10, segment_id, rfm_segment), _FixedExplainer())
 
     assert (change or {}).get("kind") == expected
+
+
+@pytest.mark.parametrize("previous, segment_id, rfm_segment, expected", [
+    (Last(1, 2, "s2", "New", {"x": 0.0}, "lapsing"), 2, "New", MOMENT),
+    (Last(1, 2, "s2", "New", {"x": 0.0}, "lapsing"), 2, "Loyal", MOMENT),  # moment before RFM
+    (Last(1, 2, "s2", "New", {"x": 0.0}, "lapsing"), 3, "New", SEGMENT),  # the segment first
+    (Last(1, 2, "s2", "New", {"x": 0.0}, "came_back"), 2, "New", None),
+])
+def test_moment_changes(previous, segment_id, rfm_segment, expected):
+    change = change_of(previous, _assignment(10, segment_id, rfm_segment, "came_back"), _FixedExplainer())
+    assert (change or {}).get("kind") == expected
+    if change is not None:  # every change says both moments and why the new one
+        assert (change["from_moment"], change["to_moment"], change["moment_reason"]) == (
+            "lapsing", "came_back", "why came_back")
+
+
+def test_a_moment_change_row_and_message():
+    change = change_of(Last(1, 2, "s2", "New", {"x": 0.0}, "active_as_usual"),
+                       _assignment(10, 2, "New", "checkout_friction"), _FixedExplainer())
+    row = change_row(change, detected_at_us=20)
+    assert validate_row(row, SEGMENT_CHANGES_SCHEMA) == []
+    assert (row["kind"], row["from_moment"], row["to_moment"], row["moment_reason"]) == (
+        "moment", "active_as_usual", "checkout_friction", "why checkout_friction")
+    message = change_message(row)
+    assert message.attributes == {"kind": "moment", "to_segment_id": "2", "model_version": "m1",
+                                  "to_moment": "checkout_friction"}
+    assert json.loads(message.data)["moment_reason"] == "why checkout_friction"
