@@ -15,6 +15,8 @@ SELECT
   p_alive,
   expected_purchases_30d,
   churn_risk,
+  moment,
+  moment_reason,
   features,
   profile,
   event_count,
