@@ -278,8 +278,8 @@ TABLES: dict[Table, TableSpec] = {
         partition_field="score_date",
         clustering=("user_key",),
         merge_key="change_key",
-        description="One row per segment change of a user (entered, moved segment, or changed named RFM segment), "
-                    "with the features that moved the user most.",
+        description="One row per segment change of a user (entered, moved segment, changed moment, or changed "
+                    "named RFM segment), with the features that moved the user most.",
     ),
     Table.SHADOW_MOVES: TableSpec(
         Table.SHADOW_MOVES,

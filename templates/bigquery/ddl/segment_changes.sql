@@ -25,4 +25,4 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.segment_changes` (
 )
 PARTITION BY score_date
 CLUSTER BY user_key
-OPTIONS (description = "One row per segment change of a user (entered, moved segment, or changed named RFM segment), with the features that moved the user most.");
+OPTIONS (description = "One row per segment change of a user (entered, moved segment, changed moment, or changed named RFM segment), with the features that moved the user most.");
