@@ -248,6 +248,14 @@ def format_report(card: Mapping) -> str:
     if moves and moves.get("share") is not None:
         lines.append(f"segment changes per day at training: {moves['share']:.2%} of users "
                      f"(mean of the last {moves['days']} days)")
+    m = card.get(moments.CARD_KEY)
+    if m:
+        shares = ", ".join(f"{name} {share:.1%}" for name, share in
+                           sorted(m["training_shares"].items(), key=lambda kv: -kv[1]) if share > 0)
+        lines.append(f"moments: usual gap {m['population_gap_days']:.3g} days, "
+                     f"{m['population_sessions_per_day']:.3g} sessions a day, "
+                     f"{m['population_unconverted_per_session']:.3g} unconverted checkouts a session; "
+                     f"at training: {shares}")
     b = card["bgnbd"]
     lines.append(f"BG/NBD ({b['time_unit']}): r={b['r']:.4g} alpha={b['alpha']:.4g} a={b['a']:.4g} b={b['b']:.4g}")
     return "\n".join(lines)
