@@ -96,8 +96,12 @@ def cart_training_records() -> list[dict]:
     return rows
 
 
-def save_cart_model(path: str) -> str:
-    """Trains the two-group model on `cart_training_records` (BG/NBD: `PARAMS`) and saves it to `path`."""
+def save_cart_model(path: str, moments: Optional[MomentThresholds] = None) -> str:
+    """Trains the two-group model on `cart_training_records` (BG/NBD: `PARAMS`) and saves it to `path`,
+    with `moments` in its card if given."""
     trained = train_model(cart_training_records(), until=END_US, k_range=(2, 2), silhouette_sample=100)
-    save_artifact(path, trained.model, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
+    card = dict(trained.card_fields, bgnbd=PARAMS.as_card())
+    if moments is not None:
+        card[CARD_KEY] = moments.as_card()
+    save_artifact(path, trained.model, card)
     return path
