@@ -19,7 +19,9 @@ bought yet: BG/NBD describes customers from their first purchase on.
 
 `AssignmentHandler` composes `SegmentScorer` (vectors -> `Scores`) and builds the
 assignment dicts itself, per batch, counting them (`outcomes.ASSIGNMENTS`): a
-RunInference postprocessing function would be a Beam step of its own, per record.
+RunInference postprocessing function would be a Beam step of its own, per record. Each
+assignment also carries the record's moment (`models.moments`, under the thresholds of the
+model's card; None for a card without them).
 """
 
 from __future__ import annotations
