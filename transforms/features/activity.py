@@ -81,7 +81,7 @@ class SessionSummary(NamedTuple):
     searches: int
     cart_adds: int
     purchases: int
-    checkout_starts: int
+    checkout_starts: int = 0  # a default: summaries kept by a job before the field existed unpickle
 
     @classmethod
     def of(cls, event: Event) -> "SessionSummary":
@@ -154,6 +154,10 @@ class Activity:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __setstate__(self, state) -> None:
+        if len(state) < len(self.__slots__):
+            # Kept by a job before the later fields existed (a streaming job updated in place):
+            # those start from 0 (fields are only ever appended).
+            self.__init__()
         for name, value in zip(self.__slots__, state):
             setattr(self, name, value)
 

@@ -294,3 +294,20 @@ def test_the_moment_facts_of_a_hand_built_history():
     silent = RULES.snapshot("u", build_profile(RULES, history[:7]), at(20, 0), "daily")
     assert (silent["first_event_7d_us"], silent["last_event_before_7d_us"], silent["sessions_7d"]) == (
         None, at(10, 18), 0)
+
+
+def test_state_kept_before_the_moment_fields_still_loads():
+    """A streaming job updated in place reads profiles pickled before `unconverted_checkouts` and
+    `SessionSummary.checkout_starts` existed: they load, those fields at 0."""
+    import pickle
+
+    from transforms.features.activity import Activity, SessionSummary
+
+    day = Activity()
+    day.events, day.sessions = 3, 1
+    old_state = day.__getstate__()[:-1]  # without the last field
+    loaded = Activity.__new__(Activity)
+    loaded.__setstate__(old_state)
+    assert (loaded.events, loaded.sessions, loaded.unconverted_checkouts) == (3, 1, 0)
+    old_summary = pickle.loads(pickle.dumps(tuple(SessionSummary(1, 2, 1, 0, 1, 0, 0, 0))[:8]))
+    assert SessionSummary(*old_summary).checkout_starts == 0
