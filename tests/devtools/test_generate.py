@@ -50,7 +50,7 @@ LONG_USERS, LONG_DAYS, LONG_HOLDOUT = 2400, 365, 90
 LONG_START_MS = END_MS - (LONG_DAYS + LONG_HOLDOUT) * DAY_MS
 LONG_CAL_END_MS = END_MS - LONG_HOLDOUT * DAY_MS
 TRUTH_HEADER = ["user_id", "archetype", "acquired_at", "alive_at_calibration_end", "dropped_out_at",
-                "purchase_rate_per_day", "dropout_probability", "first_purchase_at"]
+                "purchase_rate_per_day", "dropout_probability", "first_purchase_at", "incident_affected"]
 
 
 def _parser() -> argparse.ArgumentParser:
