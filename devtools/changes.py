@@ -69,6 +69,11 @@ def change_line(change: Mapping, received_at: Optional[dt.datetime] = None) -> s
         what = f"entered {change.get('to_segment_name')} (rfm {to_rfm})"
     elif kind == "rfm":
         what = f"rfm {from_rfm} → {to_rfm} (segment {change.get('to_segment_name')})"
+    elif kind == "moment":
+        what = (f"moment {change.get('from_moment')} → {change.get('to_moment')} "
+                f"(segment {change.get('to_segment_name')})")
+        reason = change.get("moment_reason")
+        return f"{when} {who} {what}" + (f": {reason}" if reason else "")
     else:
         what = f"{change.get('from_segment_name')} → {change.get('to_segment_name')}"
         what += f" (rfm {from_rfm} → {to_rfm})" if from_rfm != to_rfm else f" (rfm {to_rfm})"

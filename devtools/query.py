@@ -94,6 +94,7 @@ def view_query(project: str, dataset: str, name: str) -> str:
         "user_segment_history": "user_key, score_date, model_version",
         "current_segment": "user_key",
         "segment_sizes_daily": "day, model_version, segment_id",
+        "moment_sizes_daily": "day, model_version, moment",
         "segment_transitions": "day, model_version, from_segment_id, to_segment_id",
         "segment_profiles": "model_version, segment_id, feature_index",
     }[name]

@@ -48,7 +48,7 @@ import sklearn
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from models import clustering, drift
+from models import clustering, drift, moments
 from models.bgnbd import BgNbdParams
 from models.rfm import RfmThresholds
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES
@@ -263,6 +263,8 @@ def validate_card(card: Mapping) -> list[str]:
                 problems.append(f"RFM thresholds for {name} are {cuts!r}, not four finite ascending numbers")
     if card.get(drift.CARD_KEY) is not None:  # cards trained before it have none
         problems.extend(drift.validate(card[drift.CARD_KEY], MODEL_FEATURES))
+    if card.get(moments.CARD_KEY) is not None:  # cards trained before it score no moment
+        problems.extend(moments.validate(card[moments.CARD_KEY]))
     return problems
 
 
@@ -296,6 +298,7 @@ class LoadedModel:
         self._names = [str(s["name"]) for s in segments]
         self.rfm = RfmThresholds.from_card(card["rfm"])
         self.bgnbd = BgNbdParams.from_card(card["bgnbd"])
+        self.moments = moments.MomentThresholds.from_card(card.get(moments.CARD_KEY))
 
     def assign(self, X: np.ndarray) -> Assigned:
         """Segments of the rows of X (columns in `self.features` order)."""

@@ -30,7 +30,9 @@ The scores of a customer, all as of the record's scoring time:
 
 `AssignmentHandler` composes `SegmentScorer` (vectors -> `Scores`) and builds the
 assignment dicts itself, per batch, counting them (`outcomes.ASSIGNMENTS`): a
-RunInference postprocessing function would be a Beam step of its own, per record.
+RunInference postprocessing function would be a Beam step of its own, per record. Each
+assignment also carries the record's moment (`models.moments`, under the thresholds of the
+model's card; None for a card without them).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from models import bgnbd, rfm
 from models.artifact import LoadedModel, load_artifact
+from models.moments import Moment, MomentThresholds, moment_of
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS, model_input_vector
 from transforms.contracts.outcomes import ASSIGNMENTS, counter
 
@@ -200,7 +203,8 @@ class AssignmentHandler(ModelHandler[ScoringInput, dict, LoadedModel]):
     def run_inference(self, batch: Sequence[ScoringInput], model: LoadedModel,
                       inference_args: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
         scores = self._scorer.run_inference([vector for _, vector in batch], model, inference_args)
-        assignments = [to_assignment(record, s) for (record, _), s in zip(batch, scores)]
+        assignments = [to_assignment(record, s, moment_or_none(record, model.moments))
+                       for (record, _), s in zip(batch, scores)]
         self._assignments.inc(len(assignments))
         return assignments
 
@@ -233,8 +237,14 @@ def churn_risk(p_purchase_90d: Optional[float]) -> Optional[float]:
     return None if p_purchase_90d is None else 1.0 - p_purchase_90d
 
 
-def to_assignment(record: Mapping[str, Any], s: Scores) -> dict[str, Any]:
-    """A feature record and its scores -> the assignment (the row before its timestamps are formatted)."""
+def moment_or_none(record: Mapping[str, Any], thresholds: Optional[MomentThresholds]) -> Optional[Moment]:
+    """The record's moment under the card's thresholds; None for a card without them."""
+    return None if thresholds is None else moment_of(record, thresholds)
+
+
+def to_assignment(record: Mapping[str, Any], s: Scores, moment: Optional[Moment] = None) -> dict[str, Any]:
+    """A feature record, its scores and its moment -> the assignment (the row before its
+    timestamps are formatted)."""
     return {
         "user_key": record["user_key"],
         "as_of_us": int(record["as_of_us"]),
@@ -254,4 +264,6 @@ def to_assignment(record: Mapping[str, Any], s: Scores) -> dict[str, Any]:
         "feature_version": FEATURE_VERSION,
         "model_version": s.model_version,
         "event_count": int(record.get("event_count") or 0),
+        "moment": None if moment is None else moment.moment,
+        "moment_reason": None if moment is None else moment.reason,
     }

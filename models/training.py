@@ -19,12 +19,13 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from models import bgnbd, clustering, drift, k_selection, rfm, segment_quality
+from models import bgnbd, clustering, drift, k_selection, moments, rfm, segment_quality
 from models.artifact import LoadedModel
 from models.handler import SCORE_DEFINITIONS
 from models.representation import (MIN_BEHAVIOUR_FEATURES, MIN_EVIDENCE, PRIOR_WEIGHTS, PURCHASE_FEATURES,
@@ -200,6 +201,10 @@ def train_model(feature_records: Sequence[Mapping], *, until: datetime | int | N
         "scores": {"propensity_model": "bgnbd", "definitions": dict(SCORE_DEFINITIONS)},
         drift.CARD_KEY: distribution,
     }
+    try:
+        card_fields[moments.CARD_KEY] = moments.learn_thresholds(rows).as_card()
+    except ValueError as e:  # a card without them scores no moment: better than invented baselines
+        logging.warning("no moments in the model card: %s", e)
     return TrainedModel(model, card_fields, users, segment_ids)
 
 
@@ -260,6 +265,14 @@ def format_report(card: Mapping) -> str:
     if moves and moves.get("share") is not None:
         lines.append(f"segment changes per day at training: {moves['share']:.2%} of users "
                      f"(mean of the last {moves['days']} days)")
+    m = card.get(moments.CARD_KEY)
+    if m:
+        shares = ", ".join(f"{name} {share:.1%}" for name, share in
+                           sorted(m["training_shares"].items(), key=lambda kv: -kv[1]) if share > 0)
+        lines.append(f"moments: usual gap {m['population_gap_days']:.3g} days, "
+                     f"{m['population_sessions_per_day']:.3g} sessions a day, "
+                     f"{m['population_unconverted_per_session']:.3g} unconverted checkouts a session; "
+                     f"at training: {shares}")
     b = card["bgnbd"]
     lines.append(f"BG/NBD ({b['time_unit']}): r={b['r']:.4g} alpha={b['alpha']:.4g} a={b['a']:.4g} b={b['b']:.4g}")
     scores = card.get("scores")

@@ -6,7 +6,11 @@ same model version. A change record is emitted when
 
 * the user has no previous scoring (``kind`` = ``entered``: from nothing);
 * the segment differs (``kind`` = ``segment``; the named RFM segment may differ too);
+* the segment is the same and the moment differs (``kind`` = ``moment``: what the user is
+  doing now, `models.moments`; ``moment_reason`` says which window figures decided it);
 * only the named RFM segment differs (``kind`` = ``rfm``).
+
+Every change record carries both moments (from, to), whatever its kind.
 
 Each record says who (the pseudonymous ``user_key``), from -> to (segment id and name,
 RFM segment), when (``as_of``, ``score_date``, the previous scoring's ``as_of``), which
@@ -46,6 +50,7 @@ from transforms.contracts.outcomes import CHANGES, counter
 ENTERED = "entered"
 SEGMENT = "segment"
 RFM = "rfm"
+MOMENT = "moment"
 
 
 class Explainer(Protocol):
@@ -71,12 +76,13 @@ class Last(NamedTuple):
     segment_name: str
     rfm_segment: Optional[str]
     features: dict
+    moment: Optional[str] = None
 
 
 def last_of(assignment: Mapping[str, Any]) -> Last:
     rfm = assignment.get("rfm") or {}
     return Last(int(assignment["as_of_us"]), int(assignment["segment_id"]), assignment["segment_name"],
-                rfm.get("rfm_segment"), dict(assignment["features"]))
+                rfm.get("rfm_segment"), dict(assignment["features"]), assignment.get("moment"))
 
 
 def change_key(user_key: str, model_version: str, as_of_us: int) -> str:
@@ -87,8 +93,8 @@ def change_key(user_key: str, model_version: str, as_of_us: int) -> str:
 def change_of(previous: Optional[Last], assignment: Mapping[str, Any], explainer: Explainer) -> Optional[dict]:
     """The change from `previous` to `assignment` (a `models.handler.to_assignment` dict), or None.
 
-    None when the segment and the named RFM segment are both unchanged. The caller makes
-    sure `assignment` is later than `previous`.
+    None when the segment, the moment and the named RFM segment are all unchanged. The
+    caller makes sure `assignment` is later than `previous`.
     """
     rfm = assignment.get("rfm") or {}
     to_rfm = rfm.get("rfm_segment")
@@ -97,6 +103,8 @@ def change_of(previous: Optional[Last], assignment: Mapping[str, Any], explainer
         kind = ENTERED
     elif previous.segment_id != segment_id:
         kind = SEGMENT
+    elif previous.moment != assignment.get("moment"):
+        kind = MOMENT
     elif previous.rfm_segment != to_rfm:
         kind = RFM
     else:
@@ -116,6 +124,9 @@ def change_of(previous: Optional[Last], assignment: Mapping[str, Any], explainer
         "to_segment_name": assignment["segment_name"],
         "from_rfm_segment": None if previous is None else previous.rfm_segment,
         "to_rfm_segment": to_rfm,
+        "from_moment": None if previous is None else previous.moment,
+        "to_moment": assignment.get("moment"),
+        "moment_reason": assignment.get("moment_reason"),
         "scores": {
             "distance": assignment.get("distance"),
             "margin": assignment.get("margin"),
@@ -182,12 +193,15 @@ class ChangesOfHistoryFn(_ExplainingFn):
 
 def change_message(row: Mapping[str, Any]):
     """A `segment_changes` row as a Pub/Sub message: the row as JSON, and attributes a
-    subscription can filter on (``kind``, ``to_segment_id``, ``model_version``)."""
+    subscription can filter on (``kind``, ``to_segment_id``, ``model_version``, and
+    ``to_moment`` when the scoring has a moment)."""
     import orjson
     from apache_beam.io.gcp.pubsub import PubsubMessage
 
     attributes = {"kind": str(row["kind"]), "to_segment_id": str(row["to_segment_id"]),
                   "model_version": str(row["model_version"])}
+    if row.get("to_moment") is not None:
+        attributes["to_moment"] = str(row["to_moment"])
     return PubsubMessage(orjson.dumps(row), attributes)
 
 

@@ -37,6 +37,12 @@ def _rate(text: str) -> float:
     return value
 
 
+def _incident(text: str):
+    from devtools.generate.incidents import parse_incident
+
+    return parse_incident(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the generator's flags to `parser`."""
     parser.add_argument("--users", type=int_in(1, MAX_USERS), metavar="N", default=2000,
@@ -73,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "dropout_probability (p), first_purchase_at (times RFC 3339 UTC), and "
                              "<truth stem>.params.json with the per-archetype BG/NBD parameters (alpha per day). "
                              "Default: not written.")
+    parser.add_argument("--incident", type=_incident, metavar="KIND:START:END:SHARE", default=None,
+                        help="Inject an incident: checkout_failure:START:END:SHARE makes the online orders of a "
+                             "random SHARE (in (0, 1]) of the users fail at checkout (retried twice, nothing "
+                             "bought) from START to END (YYYY-MM-DD, 00:00 UTC, END exclusive); the affected users "
+                             "are marked in the --truth CSV (incident_affected). Default: none.")
 
 
 def today_utc() -> dt.date:

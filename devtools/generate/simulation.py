@@ -36,6 +36,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from devtools.generate.incidents import RETRIES, Incident
 from devtools.generate.archetypes import (
     _CATEGORY_PRICE, _MAX_ORDER_LINES, _PRODUCTS_PER_CATEGORY, _SEARCH_WORDS, ARCHETYPE_NAMES, ARCHETYPES,
     CAMPAIGN_DAY_SHARE, CATEGORIES, CLICK_SESSION_SHARE, DAY_MS, EPOCH_MS_SHARE, HOUR_MS, MINUTE_MS,
@@ -69,8 +70,12 @@ def campaign_days(days: int, seed: int) -> np.ndarray:
 class _Simulator:
     """Day-by-day simulation of a population; yields (timestamp ms, event) in time order per day."""
 
-    def __init__(self, population: list[UserProfile], days: int, end_ms_: int, seed: int):
+    def __init__(self, population: list[UserProfile], days: int, end_ms_: int, seed: int,
+                 incident: Optional[Incident] = None):
         self.pop = population
+        self.incident = incident
+        self.affected = None if incident is None else incident.affected(len(population), seed)
+        self.failed_checkouts = 0  # orders the incident turned into failed checkouts
         self.days = days
         self.end_ms = end_ms_
         self.start_ms = end_ms_ - days * DAY_MS
@@ -237,6 +242,7 @@ class _Simulator:
         r = self.r
         i = user.index
         arch = self.arch[i]
+        mark = len(self.buf)
         order_id = f"o-{i}-{user.orders:04d}"
         user.orders += 1
         session_id = self._session_id(user)
@@ -267,6 +273,34 @@ class _Simulator:
                     self.buf.append((ts, len(self.buf), event, stamp_user))
         for line in lines:
             self._purchase(user, arch, order_ts, session_id, channel, device, line, order_id)
+        if (self.affected is not None and self.affected[i] and channel != "store"
+                and self.incident.during(order_ts)):
+            self._fail_order(mark, order_id, session_id, order_ts)
+
+    def _fail_order(self, mark: int, order_id: str, session_id: str, order_ts: int) -> None:
+        """The incident: the order's payment fails (`devtools.generate.incidents`). Its purchase
+        lines (from `mark` on in the day's buffer) and pending refunds go, and the customer's
+        `RETRIES` further checkout attempts come between the first one and the order's time."""
+        laid_out = self.buf[mark:]
+        checkouts = [item for item in laid_out
+                     if item[2]["event_type"] == "checkout_start" and item[2].get("session_id") == session_id]
+        kept = [item for item in laid_out if not (item[2]["event_type"] == "purchase"
+                                                   and item[2]["properties"].get("order_id") == order_id)]
+        if len(kept) == len(laid_out):  # nothing of the order was written (outside the user's life)
+            return
+        self.failed_checkouts += 1
+        del self.buf[mark:]
+        self.buf.extend(kept)
+        for day, pending in self.pending_refunds.items():
+            self.pending_refunds[day] = [refund for refund in pending if refund[6] != order_id]
+        if checkouts:
+            first_ts, _, first, stamp_user = checkouts[-1]
+            for k in range(1, RETRIES + 1):
+                ts = first_ts + (order_ts - first_ts) * k // RETRIES
+                retry = dict(first, properties=dict(first.get("properties") or {}))
+                if stamp_user is None:
+                    retry["timestamp"] = ts
+                self.buf.append((ts, len(self.buf), retry, stamp_user))
 
     def _checkout_session(self, user: UserProfile, arch: Archetype, t: int, session_id: str, channel: str,
                           device: str, lines: list[_Line], via_email: bool, day: int) -> int:
@@ -356,7 +390,8 @@ class _Simulator:
                     "product_id": product, "category": category, "value": value, "currency": user.currency,
                     "quantity": quantity, "order_id": order_id})
 
-            self.buf.sort()  # by (time, emission order): unique, so events are never compared
+            # By (time, emission order), never comparing the events (a failed order's retries may share one).
+            self.buf.sort(key=lambda item: item[:2])
             _stamp_day(self.buf)
             prefix = f"e-{self.seed}-"
             for n, (ts, _, event, _) in enumerate(self.buf, start=self.emitted):
@@ -412,6 +447,12 @@ def iter_timed(population: list[UserProfile], days: int, end: dt.date, seed: int
       seed: random seed.
     """
     return _Simulator(population, days, end_ms(end), seed).run()
+
+
+def simulator(population: list[UserProfile], days: int, end: dt.date, seed: int,
+              incident: Optional[Incident] = None) -> _Simulator:
+    """As `iter_timed`, with an incident: ``.run()`` yields the events, ``.failed_checkouts`` counts after."""
+    return _Simulator(population, days, end_ms(end), seed, incident)
 
 
 def iter_events(users: int, days: int, end: dt.date, seed: int, *, holdout_days: int = 0,

@@ -15,6 +15,7 @@ dropped_out_at             when the user left (no event after it), or empty if i
 purchase_rate_per_day      lambda, the user's purchase rate while alive (per day)
 dropout_probability        p, the user's chance of leaving after each repeat purchase
 first_purchase_at          the first order's time, or empty if none before `--end`
+incident_affected          "true" if `--incident` hits the user (`incidents`), else "false"
 =========================  ==============================================================
 
 Times are those of the whole simulated period (calibration and hold-out), and are
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pathlib
-from typing import Sequence
+from typing import Optional, Sequence
 
 import orjson
 
@@ -42,7 +43,7 @@ from devtools.generate.timestamps import format_timestamp
 
 TRUTH_COLUMNS: tuple[str, ...] = (
     "user_id", "archetype", "acquired_at", "alive_at_calibration_end", "dropped_out_at",
-    "purchase_rate_per_day", "dropout_probability", "first_purchase_at",
+    "purchase_rate_per_day", "dropout_probability", "first_purchase_at", "incident_affected",
 )
 
 
@@ -57,7 +58,7 @@ def _iso(ms: int) -> str:
 
 
 def write_truth(path: pathlib.Path, population: Sequence[UserProfile], *, start_ms: int,
-                calibration_end_ms: int) -> None:
+                calibration_end_ms: int, affected: Optional[Sequence[bool]] = None) -> None:
     """Writes the truth CSV (columns `TRUTH_COLUMNS`).
 
     Args:
@@ -65,6 +66,7 @@ def write_truth(path: pathlib.Path, population: Sequence[UserProfile], *, start_
       population: the simulated users (lifecycle times relative to `start_ms`).
       start_ms: epoch ms of the period start.
       calibration_end_ms: epoch ms of the calibration end.
+      affected: per user (by index), whether an incident hits them; None: no incident.
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,7 @@ def write_truth(path: pathlib.Path, population: Sequence[UserProfile], *, start_
             user.user_id, user.archetype, _iso(start_ms + user.acquired_ms), "true" if alive else "false",
             "" if dropped is None else _iso(start_ms + dropped), repr(user.purchase_rate),
             repr(user.dropout_probability), "" if first is None else _iso(start_ms + first),
+            "true" if affected is not None and affected[user.index] else "false",
         )) + "\n")
     with open(path, "w", encoding="utf-8", newline="") as handle:
         handle.writelines(rows)

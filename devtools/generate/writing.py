@@ -32,7 +32,7 @@ from devtools.generate.archetypes import ARCHETYPE_NAMES, DAY_MS
 from devtools.generate.cli import today_utc
 from devtools.generate.corruption import _Corruptor
 from devtools.generate.population import sample_population
-from devtools.generate.simulation import end_ms, iter_timed
+from devtools.generate.simulation import end_ms, simulator
 from devtools.generate.truth import params_path, truth_params, write_params, write_truth
 from transforms.contracts.events import load_avro_schema
 
@@ -63,6 +63,7 @@ class GenerationStats:
       holdout_output: the hold-out file written, if any.
       holdout_events: valid events written to `holdout_output` (all of its records).
       params: the truth parameters JSON written, if any.
+      failed_checkouts: orders an `--incident` turned into failed checkouts (both files).
     """
 
     users: int
@@ -82,6 +83,7 @@ class GenerationStats:
     holdout_output: Optional[str] = None
     holdout_events: int = 0
     params: Optional[str] = None
+    failed_checkouts: int = 0
 
 
 def _resolve_format(args: argparse.Namespace) -> str:
@@ -248,12 +250,18 @@ def generate(args: argparse.Namespace) -> GenerationStats:
     for user in population:
         archetype_counts[user.archetype] += 1
     truth = getattr(args, "truth", None)
+    incident = getattr(args, "incident", None)
+    sim = simulator(population, total_days, end, seed, incident)
     params = None
     if truth is not None:
-        write_truth(truth, population, start_ms=start_ms, calibration_end_ms=calibration_end_ms)
+        write_truth(truth, population, start_ms=start_ms, calibration_end_ms=calibration_end_ms,
+                    affected=sim.affected)
         params = params_path(truth)
-        write_params(params, truth_params(start=start, end=_as_date(end), days=days, holdout_days=holdout_days,
-                                          users=users, seed=seed, archetype_counts=archetype_counts))
+        described = truth_params(start=start, end=_as_date(end), days=days, holdout_days=holdout_days,
+                                 users=users, seed=seed, archetype_counts=archetype_counts)
+        if incident is not None:
+            described["incident"] = incident.as_params()
+        write_params(params, described)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     corruptor = _Corruptor(seed, rate, avro=fmt == "avro")
@@ -265,7 +273,7 @@ def generate(args: argparse.Namespace) -> GenerationStats:
     try:
         with _gc_paused():
             write_calibration = calibration.write
-            for ts, event in iter_timed(population, total_days, end, seed):
+            for ts, event in sim.run():
                 if ts < calibration_end_ms:
                     write_calibration(ts, event)
                 else:
@@ -284,16 +292,16 @@ def generate(args: argparse.Namespace) -> GenerationStats:
         calibration_end=_as_date(end - dt.timedelta(days=holdout_days)), holdout_days=holdout_days,
         holdout_output=str(holdout_out) if holdout_out is not None else None,
         holdout_events=holdout.events if holdout is not None else 0,
-        params=str(params) if params is not None else None)
+        params=str(params) if params is not None else None, failed_checkouts=sim.failed_checkouts)
 
 
 def generate_events(out, *, users: int, days: int, seed: int, end: Optional[dt.date] = None,
                     fmt: Optional[str] = None, corrupt_rate: float = 0.0, truth=None, holdout_days: int = 0,
-                    holdout_out=None) -> GenerationStats:
+                    holdout_out=None, incident=None) -> GenerationStats:
     """`generate` for callers without parsed flags (the demo, the benchmark, tests).
 
     `fmt=None` infers the format from `out` (avro for ".avro", else jsonl).
     """
     return generate(argparse.Namespace(users=users, days=days, end=end, seed=seed, format=fmt, out=out,
                                        corrupt_rate=corrupt_rate, truth=truth, holdout_days=holdout_days,
-                                       holdout_out=holdout_out))
+                                       holdout_out=holdout_out, incident=incident))

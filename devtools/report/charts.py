@@ -200,3 +200,35 @@ def psi_history(history: Sequence[Mapping], moderate: float, major: float) -> Op
         ax.set_ylim(0, max(major * 1.2, max(h["max_psi"] for h in history) * 1.1))
         ax.set_title("Largest PSI recorded by each run (run_audit)")
     return _svg(fig, "psi_history")
+
+
+def moment_shares(days: Sequence[str], series: Mapping[str, Mapping[str, Sequence]]) -> Optional[str]:
+    """One small panel per moment: its daily share, the trailing baseline, rises and falls marked."""
+    if not days or not series:
+        return None
+    names = list(series)
+    columns = 3
+    rows = -(-len(names) // columns)
+    fig = _figure(1.9 * rows + 0.4)
+    with rc_context(_RC):
+        axes = fig.subplots(rows, columns, squeeze=False, sharex=True)
+        x = range(len(days))
+        for k, ax in enumerate(axes.flat):
+            if k >= len(names):
+                ax.set_visible(False)
+                continue
+            s = series[names[k]]
+            ax.plot(x, s["share"], color=PALETTE[0], linewidth=1.2)
+            ax.plot(x, [b if b is not None else float("nan") for b in s["baseline"]], color="#888",
+                    linestyle="--", linewidth=0.9)
+            for i, mark in enumerate(s["mark"]):
+                if mark:
+                    ax.plot(i, s["share"][i], marker="^" if mark == "rise" else "v", markersize=6,
+                            color="#c0392b" if mark == "rise" else "#2e6fbd", linestyle="none")
+            ax.set_title(names[k].replace("_", " "), fontsize=9)
+            ax.set_ylim(bottom=0)
+            ax.yaxis.set_major_formatter(lambda y, _: f"{y:.1%}" if y < 0.1 else f"{y:.0%}")
+            _date_ticks(ax, days, every=max(1, len(days) // 4))
+        fig.suptitle("Share of users in each moment, by score date (dashed: trailing 7-day mean; "
+                     "triangles: rise, fall)", fontsize=9)
+    return _svg(fig, "moments")

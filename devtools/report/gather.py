@@ -25,6 +25,10 @@ range of dates):
   largest PSI each run (of the health section's runs) recorded in `run_audit`.
 * ``shadow``: the latest `segments shadow` comparison of this model with a candidate
   (`shadow_moves`), when there is one.
+* ``moments``: users per moment and score date (`moment_sizes_daily`), each day's share
+  marked as a rise or a fall against its trailing baseline, and the type x moment cross of
+  the latest day (`user_segment_history`; `devtools.report.moments`); None when the dataset
+  has no moment view or the model no moments.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any, Mapping, Optional
 
 from models import drift
 from models.rfm import RFM_FEATURES
+from devtools.report import moments as report_moments
 from devtools.report import segments as card_segments
 from transforms.bigquery.tables import Table
 
@@ -134,7 +139,23 @@ def gather(client, project: str, dataset: str, card: Mapping, start: dt.date, en
         "health": _health(wh),
         "drift": _drift(wh, latest, card),
         "shadow": _shadow(wh, start, end),
+        "moments": _moments(wh, start, end, latest, card),
     }
+
+
+def _moments(wh: _Warehouse, start: dt.date, end: dt.date, latest: Optional[dt.date], card: Mapping) -> Optional[dict]:
+    if not card.get("moments") or not wh.exists("moment_sizes_daily"):
+        return None
+    rows = wh.rows("SELECT day, moment, users FROM {t[moment_sizes_daily]} WHERE model_version = @mv "
+                   "AND day BETWEEN @from AND @end ORDER BY day, moment",
+                   end=end, **{"from": start - dt.timedelta(days=report_moments.TRAILING_DAYS)})
+    out = report_moments.moment_series(rows, start)
+    crossed = wh.rows("SELECT segment_id, moment, COUNT(*) AS users FROM {t[user_segment_history]} "
+                      "WHERE model_version = @mv AND score_date = @day AND moment IS NOT NULL "
+                      "GROUP BY segment_id, moment", day=latest) if latest else []
+    out["cross"] = report_moments.cross(crossed)
+    out["cross_day"] = _iso(latest) if latest else None
+    return out
 
 
 # ----------------------------------------------------------------------------- sections

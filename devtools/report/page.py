@@ -118,6 +118,16 @@ def build_charts(data: dict) -> dict[str, Optional[str]]:
         out["shadow"] = _move_matrix(shadow["pairs"], shadow_names, "shadow",
                                      "Users the candidate would move (current segment by row, candidate's by column)",
                                      columns_from="to")
+    moments = data.get("moments")
+    out["moments"] = charts.moment_shares(moments["days"], moments["series"]) if moments else None
+    out["moment_cross"] = None
+    if moments and moments["cross"]["segments"]:
+        c = moments["cross"]
+        out["moment_cross"] = charts.heatmap(
+            [names.get(str(s), str(s)) for s in c["segments"]], [m.replace("_", " ") for m in c["moments"]],
+            [[c["users"][str(s)][m] or None for m in c["moments"]] for s in c["segments"]], "moment_cross",
+            f"Users by segment (type) and moment on {moments['cross_day']}", fmt="{:,.0f}", symmetric=False,
+            cmap="Blues")
     return out
 
 

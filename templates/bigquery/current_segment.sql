@@ -17,6 +17,8 @@ SELECT
   p_purchase_30d,
   p_purchase_90d,
   churn_risk,
+  moment,
+  moment_reason,
   features,
   profile,
   event_count,

@@ -212,3 +212,7 @@ def test_change_line_reads_like_a_sentence():
                                         "cart_adds_per_session 0.1 → 2")
     assert change_line(moved, at).startswith("12:03:07 u:3f2a9c1e… Window shoppers → Cart abandoners "
                                              "(rfm Prospect → New): ")
+    moment = dict(entered, kind="moment", from_moment="active_as_usual", to_moment="checkout_friction",
+                  moment_reason="7 days: 3 checkout attempts without a purchase")
+    assert change_line(moment, at) == ("12:03:07 u:3f2a9c1e… moment active_as_usual → checkout_friction "
+                                       "(segment Cart abandoners): 7 days: 3 checkout attempts without a purchase")

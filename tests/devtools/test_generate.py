@@ -22,6 +22,7 @@ import pytest
 from scipy import stats
 
 from devtools import generate as gen
+from devtools.generate.incidents import parse_incident
 from models.bgnbd import BgNbdParams, fit_bgnbd, log_likelihood
 from transforms.contracts.events import (
     AVRO_SCHEMA_PATH,
@@ -49,7 +50,7 @@ LONG_USERS, LONG_DAYS, LONG_HOLDOUT = 2400, 365, 90
 LONG_START_MS = END_MS - (LONG_DAYS + LONG_HOLDOUT) * DAY_MS
 LONG_CAL_END_MS = END_MS - LONG_HOLDOUT * DAY_MS
 TRUTH_HEADER = ["user_id", "archetype", "acquired_at", "alive_at_calibration_end", "dropped_out_at",
-                "purchase_rate_per_day", "dropout_probability", "first_purchase_at"]
+                "purchase_rate_per_day", "dropout_probability", "first_purchase_at", "incident_affected"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -373,6 +374,8 @@ def test_iter_events_with_holdout_matches_both_files(tmp_path):
     ["--users", "0"], ["--users", "many"], ["--days", "-1"], ["--end", "2026-13-01"], ["--end", "01/03/2026"],
     ["--corrupt-rate", "1"], ["--corrupt-rate", "-0.1"], ["--format", "csv"], ["--seed", "-5"],
     ["--holdout_days", "-1"], ["--holdout_days", "ninety"],
+    ["--incident", "outage:2026-10-01:2026-10-08:0.5"], ["--incident", "checkout_failure:2026-10-08:2026-10-01:0.5"],
+    ["--incident", "checkout_failure:2026-10-01:2026-10-08:0"], ["--incident", "checkout_failure:2026-10-01"],
 ])
 def test_bad_flags_are_clean_argparse_errors(flags, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -720,3 +723,55 @@ def test_behaviour_by_archetype(long_run):
     assert share["occasional_buyer"] > 2 * share["casual_visitor"]
     social = {name: channels[name]["social"] / sum(channels[name].values()) for name in channels}
     assert social["casual_visitor"] > 3 * social["loyal_high_value"]
+
+
+def _ms(timestamp) -> int:
+    if isinstance(timestamp, int):
+        return timestamp
+    return int(dt.datetime.fromisoformat(timestamp).timestamp() * 1000)
+
+
+def _events_by_user(path) -> dict[str, list[dict]]:
+    users: dict[str, list[dict]] = collections.defaultdict(list)
+    for line in open(path, encoding="utf-8"):
+        event = json.loads(line)
+        del event["event_id"]  # numbered in output order over all users: they shift
+        users[event["user_id"]].append(event)
+    return users
+
+
+def test_checkout_incident_fails_the_affected_users_orders_only(tmp_path):
+    """The same seed with and without the incident: only the affected users' events differ, and for
+    each failed order the purchase lines are replaced by two more checkout attempts."""
+    common = dict(users=300, days=40, seed=5, end=dt.date(2026, 11, 1))
+    plain = gen.generate_events(tmp_path / "plain.jsonl", truth=tmp_path / "plain.csv", **common)
+    incident = parse_incident("checkout_failure:2026-10-15:2026-10-22:0.4")
+    hit = gen.generate_events(tmp_path / "hit.jsonl", truth=tmp_path / "hit.csv", incident=incident, **common)
+    truth = list(csv.DictReader(open(tmp_path / "hit.csv", encoding="utf-8")))
+    affected = {row["user_id"] for row in truth if row["incident_affected"] == "true"}
+    assert 0.3 < len(affected) / len(truth) < 0.5
+    assert all(row["incident_affected"] == "false" for row in csv.DictReader(open(tmp_path / "plain.csv")))
+    params = json.loads((tmp_path / "hit.params.json").read_text())
+    assert params["incident"]["kind"] == "checkout_failure" and params["incident"]["share_of_users"] == 0.4
+
+    before, after = _events_by_user(tmp_path / "plain.jsonl"), _events_by_user(tmp_path / "hit.jsonl")
+    start, end = incident.start_ms, incident.end_ms
+    failed_orders = 0
+    for user, events in before.items():
+        if user not in affected:
+            assert after[user] == events, user
+            continue
+        orders = {e["properties"]["order_id"]: e for e in events if e["event_type"] == "purchase"
+                  and e["channel"] != "store" and start <= _ms(e["timestamp"]) < end}
+        bought = {e["properties"]["order_id"] for e in after[user] if e["event_type"] == "purchase"}
+        assert not (set(orders) & bought)  # every online order in the range failed
+        for order_id, purchase in orders.items():
+            session = [e for e in after[user] if e.get("session_id") == purchase["session_id"]]
+            assert [e["event_type"] for e in session].count("checkout_start") == 3  # the first and two retries
+        failed_orders += len(orders)
+        # Nothing else changed: the other events are the same, in the same order.
+        kept = [e for e in events if not (e["event_type"] in ("purchase", "refund")
+                                          and e["properties"].get("order_id") in orders)]
+        assert [e for e in after[user] if not (e["event_type"] == "checkout_start" and e not in events)] == kept
+    assert failed_orders == hit.failed_checkouts > 5
+    assert plain.failed_checkouts == 0

@@ -223,6 +223,24 @@ def expected_numbers(warehouse, dataset: str, card: dict) -> dict[str, object]:
     out["health.dead_total"] = sum(dead.values())
     for (code, stage), n in dead.items():
         out[f"health.dead.{code}.{stage}"] = n
+    # Moments: a day of a moment is marked when its share reaches twice (or falls to half) the mean of
+    # its shares on the (at least 3) scored days of the 7 before, by 3 users or more.
+    moment_rows = rows_of(warehouse, dataset, "SELECT score_date, moment FROM `{t}.segment_assignments` "
+                          f"WHERE model_version = '{mv}'")
+    per_day = collections.Counter(r["score_date"] for r in moment_rows)
+    per_moment = collections.Counter((r["score_date"], r["moment"]) for r in moment_rows)
+    for moment in {r["moment"] for r in moment_rows}:
+        for day in days:
+            before = [per_moment[(d, moment)] / per_day[d] for d in days if day - dt.timedelta(days=7) <= d < day]
+            if len(before) < 3:
+                continue
+            baseline, n = sum(before) / len(before), per_moment[(day, moment)]
+            share, expected_users = n / per_day[day], sum(before) / len(before) * per_day[day]
+            if (share >= 2 * baseline and n - expected_users >= 3) or (share <= baseline / 2
+                                                                        and expected_users - n >= 3):
+                key = f"{day.isoformat()}.{moment}"
+                out.update({f"moments.mark_users.{key}": n, f"moments.mark_share.{key}": share,
+                            f"moments.mark_baseline.{key}": baseline})
     # The shadow comparison.
     shadow = rows_of(warehouse, dataset, "SELECT * FROM `{t}.shadow_moves`")
     if shadow:
@@ -311,7 +329,7 @@ def test_the_report_renders_in_chromium_with_every_chart_and_the_warehouses_numb
     assert errors == []
     assert [u for u in requests if not u.startswith("file:")] == []  # nothing fetched from the network
     assert {c["name"] for c in drawn} == {"sizes", "features", "rfm", "moves", "movement", "runs", "dead_letters",
-                                          "psi", "psi_history", "shadow"}
+                                          "psi", "psi_history", "shadow", "moments", "moment_cross"}
     assert all(c["width"] > 100 and c["height"] > 50 and c["marks"] > 5 for c in drawn), drawn
     assert embedded == json.loads(json.dumps(data, default=str))
 

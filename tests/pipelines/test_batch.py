@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from models import DEFAULT_MODEL_DIR
+from models import DEFAULT_MODEL_DIR, moments
 from models.artifact import load_artifact, load_card
 from pipelines import batch
 from transforms.bigquery import admin as bq_admin
@@ -77,11 +77,18 @@ def test_batch_end_to_end(events_file, warehouse, unique_dataset):
         for before, after in zip(history, history[1:]):
             if before["segment_id"] != after["segment_id"]:
                 expected_changes.add((user, after["score_date"], "segment"))
+            elif before["moment"] != after["moment"]:
+                expected_changes.add((user, after["score_date"], "moment"))
             elif before["rfm"]["rfm_segment"] != after["rfm"]["rfm_segment"]:
                 expected_changes.add((user, after["score_date"], "rfm"))
     changes = table_rows(warehouse, unique_dataset, "segment_changes", "change_key")
     assert {(c["user_key"], c["score_date"], c["kind"]) for c in changes} == expected_changes
     assert len(changes) == len(expected_changes)
+    # Every row has the moment of the shipped model's card, and every change both moments.
+    assert all(row["moment"] in moments.MOMENTS and row["moment_reason"] for row in rows)
+    moment_of_row = {(row["user_key"], row["score_date"]): row["moment"] for row in rows}
+    assert all(c["to_moment"] == moment_of_row[(c["user_key"], c["score_date"])] for c in changes)
+    assert any(c["kind"] == "moment" for c in changes)
 
     # The job made the analyst views while it ran.
     assert "views_error" not in first.extra

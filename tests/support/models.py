@@ -7,10 +7,13 @@ purchase days), group 2 never bought.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from models.artifact import save_artifact
 from models.bgnbd import BgNbdParams
+from models.moments import CARD_KEY, MomentThresholds
 from models.training import train_model
 from transforms.contracts.feature_spec import FEATURE_VERSION, MODEL_FEATURES, PROFILE_FACTS, SKEWED_FEATURES
 
@@ -56,10 +59,20 @@ def training_records() -> list[dict]:
     return rows
 
 
-def save_small_model(path: str) -> str:
-    """Trains the 3-group model on `training_records` (BG/NBD: `PARAMS`) and saves it to `path`."""
+# Moments' baselines for test models (their training records hold no moment facts): a usual
+# gap of 3.3 days, half a session a day, 0.04 checkouts without a purchase a session.
+MOMENTS = MomentThresholds(population_gap_days=3.3, population_sessions_per_day=0.5,
+                           population_unconverted_per_session=0.04)
+
+
+def save_small_model(path: str, moments: Optional[MomentThresholds] = None) -> str:
+    """Trains the 3-group model on `training_records` (BG/NBD: `PARAMS`) and saves it to `path`,
+    with `moments` in its card if given."""
     trained = train_model(training_records(), until=END_US, k_range=(3, 3), silhouette_sample=100)
-    save_artifact(path, trained.model, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
+    card = dict(trained.card_fields, bgnbd=PARAMS.as_card())
+    if moments is not None:
+        card[CARD_KEY] = moments.as_card()
+    save_artifact(path, trained.model, card)
     return path
 
 
@@ -83,8 +96,12 @@ def cart_training_records() -> list[dict]:
     return rows
 
 
-def save_cart_model(path: str) -> str:
-    """Trains the two-group model on `cart_training_records` (BG/NBD: `PARAMS`) and saves it to `path`."""
+def save_cart_model(path: str, moments: Optional[MomentThresholds] = None) -> str:
+    """Trains the two-group model on `cart_training_records` (BG/NBD: `PARAMS`) and saves it to `path`,
+    with `moments` in its card if given."""
     trained = train_model(cart_training_records(), until=END_US, k_range=(2, 2), silhouette_sample=100)
-    save_artifact(path, trained.model, dict(trained.card_fields, bgnbd=PARAMS.as_card()))
+    card = dict(trained.card_fields, bgnbd=PARAMS.as_card())
+    if moments is not None:
+        card[CARD_KEY] = moments.as_card()
+    save_artifact(path, trained.model, card)
     return path

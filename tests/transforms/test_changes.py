@@ -25,8 +25,11 @@ from apache_beam.transforms.window import TimestampedValue
 
 from models.explain import change_explainer
 from models.handler import assignment_handler
-from tests.support.models import CART_FEATURES, cart_training_records, save_cart_model
-from transforms.changes import ENTERED, RFM, SEGMENT, DetectSegmentChanges, Last, change_of
+from tests.support.models import CART_FEATURES, MOMENTS, cart_training_records, save_cart_model
+from transforms.bigquery.rows import change_row, validate_row
+from transforms.bigquery.tables import SEGMENT_CHANGES_SCHEMA
+from transforms.changes import (ENTERED, MOMENT, RFM, SEGMENT, DetectSegmentChanges, Last, change_message,
+                                change_of)
 from transforms.contracts.events import Event
 from models.representation import CLUSTERING_FEATURES, MIN_WITHIN_VARIANCE, PRIOR_WEIGHTS
 from transforms.contracts.feature_spec import MODEL_FEATURES, RATE_EVIDENCE, SKEWED_FEATURES
@@ -185,10 +188,11 @@ class _FixedExplainer:
         return [{"feature": "x", "before": None, "after": 1.0, "contribution": None}]
 
 
-def _assignment(as_of_us: int, segment_id: int, rfm_segment: str) -> dict:
+def _assignment(as_of_us: int, segment_id: int, rfm_segment: str, moment: str = None) -> dict:
     return {"user_key": "u", "as_of_us": as_of_us, "segment_id": segment_id, "segment_name": f"s{segment_id}",
             "model_version": "m1", "rfm": {"r": 1, "f": 1, "m": 1, "rfm_segment": rfm_segment},
-            "features": {"x": 1.0}, "event_count": 3, "scoring": "event"}
+            "features": {"x": 1.0}, "event_count": 3, "scoring": "event", "moment": moment,
+            "moment_reason": None if moment is None else f"why {moment}"}
 
 
 @pytest.mark.parametrize("previous, segment_id, rfm_segment, expected", [
@@ -202,3 +206,67 @@ def test_change_kinds(previous, segment_id, rfm_segment, expected):
     change = change_of(previous, _assignment(10, segment_id, rfm_segment), _FixedExplainer())
 
     assert (change or {}).get("kind") == expected
+
+
+@pytest.mark.parametrize("previous, segment_id, rfm_segment, expected", [
+    (Last(1, 2, "s2", "New", {"x": 0.0}, "lapsing"), 2, "New", MOMENT),
+    (Last(1, 2, "s2", "New", {"x": 0.0}, "lapsing"), 2, "Loyal", MOMENT),  # moment before RFM
+    (Last(1, 2, "s2", "New", {"x": 0.0}, "lapsing"), 3, "New", SEGMENT),  # the segment first
+    (Last(1, 2, "s2", "New", {"x": 0.0}, "came_back"), 2, "New", None),
+])
+def test_moment_changes(previous, segment_id, rfm_segment, expected):
+    change = change_of(previous, _assignment(10, segment_id, rfm_segment, "came_back"), _FixedExplainer())
+    assert (change or {}).get("kind") == expected
+    if change is not None:  # every change says both moments and why the new one
+        assert (change["from_moment"], change["to_moment"], change["moment_reason"]) == (
+            "lapsing", "came_back", "why came_back")
+
+
+def test_a_moment_change_row_and_message():
+    change = change_of(Last(1, 2, "s2", "New", {"x": 0.0}, "active_as_usual"),
+                       _assignment(10, 2, "New", "checkout_friction"), _FixedExplainer())
+    row = change_row(change, detected_at_us=20)
+    assert validate_row(row, SEGMENT_CHANGES_SCHEMA) == []
+    assert (row["kind"], row["from_moment"], row["to_moment"], row["moment_reason"]) == (
+        "moment", "active_as_usual", "checkout_friction", "why checkout_friction")
+    message = change_message(row)
+    assert message.attributes == {"kind": "moment", "to_segment_id": "2", "model_version": "m1",
+                                  "to_moment": "checkout_friction"}
+    assert json.loads(message.data)["moment_reason"] == "why checkout_friction"
+
+
+def test_a_silent_customer_changes_moment_at_midnight_with_no_event(tmp_path):
+    """Streaming: the midnight re-scorings move a silent customer's moment, and each move is a
+    change of kind moment with its reason, though no event arrived."""
+    model_dir = save_cart_model(str(tmp_path / "artifact"), moments=MOMENTS)
+    # One product view on day 0 and one on day 3, 10:00 UTC: the same behaviour, the same segment.
+    # Active 2 days over 3: usual gap (3 + 1 x 3.3) / (1 + 1) = 3.15 days; quieter than usual beyond
+    # 1.5 x 3.15 = 4.725 days of silence, lapsing beyond 6.3. New this week up to the midnight of day 7
+    # (tenure 6.58); as of day 8's midnight 4.58 days silent (as usual), day 9's 5.58 (quieter),
+    # day 10's 6.58 (lapsing), day 11's 7.58 (lapsing: no change).
+    visits = [Event(f"v{i}", "quiet", "product_view", T0 + day * DAY, session_id=f"s{i}", source=f"test:{i}",
+                    product_id="p1") for i, day in enumerate((0, 3))]
+    stream = TestStream().advance_watermark_to(T0 / US)
+    for visit in visits:
+        stream = (stream.add_elements([TimestampedValue(visit, visit.timestamp_us / US)])
+                  .advance_processing_time(int(time.time()) + 3600 if visit is visits[0] else 3600)
+                  .advance_watermark_to((visit.timestamp_us + DAY // 2) / US))
+    stream = stream.advance_watermark_to((D0 + 11) * DAY / US).advance_watermark_to_infinity()
+    options = PipelineOptions(["--streaming"])
+    options.view_as(StandardOptions).streaming = True
+    changes = []
+    with TestPipeline(options=options) as p:
+        features = (p | stream | ComputeProfiles(ProfileRules(), max_silent=dt.timedelta(days=8))).features
+        assigned = features | AssignSegments(assignment_handler(model_dir))
+        found = assigned.assignments | "Changes" >> DetectSegmentChanges(change_explainer(model_dir))
+        assert_that(found, _collect(changes), label="CollectChanges")
+
+    changes.sort(key=lambda c: c["as_of_us"])
+    assert [(c["kind"], c["from_moment"], c["to_moment"], c["as_of_us"], c["scoring"]) for c in changes] == [
+        (ENTERED, None, "new_this_week", visits[0].timestamp_us, "event"),
+        (MOMENT, "new_this_week", "active_as_usual", (D0 + 8) * DAY, "daily"),
+        (MOMENT, "active_as_usual", "quieter_than_usual", (D0 + 9) * DAY, "daily"),
+        (MOMENT, "quieter_than_usual", "lapsing", (D0 + 10) * DAY, "daily"),
+    ]
+    assert changes[3]["moment_reason"] == "silent 6.6 days, more than 2 x the usual gap of 3.1"
+    assert len({c["to_segment_id"] for c in changes}) == 1  # the segment never moved

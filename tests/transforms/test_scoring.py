@@ -110,6 +110,9 @@ def expected_assignment(rec: dict, card: dict) -> dict:
         "feature_version": FEATURE_VERSION,
         "model_version": card["model_version"],
         "event_count": 7,
+        # The test model's card has no moments (its records lack the moment facts): none scored.
+        "moment": None,
+        "moment_reason": None,
     }
 
 

@@ -47,6 +47,7 @@ VIEWS: tuple[str, ...] = (
     "user_segment_history",
     "current_segment",
     "segment_sizes_daily",
+    "moment_sizes_daily",
     "segment_transitions",
     "segment_profiles",
 )

@@ -180,6 +180,8 @@ def assignment_row(assignment: Mapping[str, Any], assigned_at_us: int) -> dict:
         "feature_version": a.get("feature_version"),
         "model_version": a.get("model_version"),
         "event_count": _plain(a.get("event_count")),
+        "moment": a.get("moment"),
+        "moment_reason": a.get("moment_reason"),
     }
     row["content_sha256"] = content_sha256(row)
     row["assigned_at"] = format_timestamp(assigned_at_us)
@@ -220,6 +222,9 @@ def change_row(change: Mapping[str, Any], detected_at_us: int) -> dict:
         "to_segment_name": c.get("to_segment_name"),
         "from_rfm_segment": c.get("from_rfm_segment"),
         "to_rfm_segment": c.get("to_rfm_segment"),
+        "from_moment": c.get("from_moment"),
+        "to_moment": c.get("to_moment"),
+        "moment_reason": c.get("moment_reason"),
         "scores": _plain_values(c.get("scores")),
         "drivers": [_plain_values(d) for d in c.get("drivers") or ()],
         "event_count": _plain(c.get("event_count")),

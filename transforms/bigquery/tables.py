@@ -76,6 +76,8 @@ SEGMENT_ASSIGNMENTS_SCHEMA: tuple[dict, ...] = (
     _f("feature_version", "STRING", REQUIRED),
     _f("model_version", "STRING", REQUIRED),
     _f("event_count", "INT64", REQUIRED),  # the user's events before as_of
+    _f("moment", "STRING"),  # what the user is doing now (models/moments.py); NULL: the model has no moments
+    _f("moment_reason", "STRING"),  # the window figures that decided the moment
     _f("content_sha256", "STRING", REQUIRED),  # every column above but row_key: what a rerun compares
     _f("assigned_at", "TIMESTAMP", REQUIRED),  # processing time, separate from event time
 )
@@ -184,7 +186,7 @@ DRIVER_FIELDS: tuple[dict, ...] = (
 SEGMENT_CHANGES_SCHEMA: tuple[dict, ...] = (
     _f("change_key", "STRING", REQUIRED),  # sha256(user_key, model_version, as_of)
     _f("user_key", "STRING", REQUIRED),
-    _f("kind", "STRING", REQUIRED),  # entered | segment | rfm (transforms.changes)
+    _f("kind", "STRING", REQUIRED),  # entered | segment | moment | rfm (transforms.changes)
     _f("score_date", "DATE", REQUIRED),  # as in segment_assignments: DATE(as_of - 1 microsecond)
     _f("as_of", "TIMESTAMP", REQUIRED),  # the scoring that changed
     _f("previous_as_of", "TIMESTAMP"),  # the scoring before it; NULL for entered
@@ -196,6 +198,9 @@ SEGMENT_CHANGES_SCHEMA: tuple[dict, ...] = (
     _f("to_segment_name", "STRING", REQUIRED),
     _f("from_rfm_segment", "STRING"),
     _f("to_rfm_segment", "STRING"),
+    _f("from_moment", "STRING"),  # NULL for entered
+    _f("to_moment", "STRING"),
+    _f("moment_reason", "STRING"),  # why the new scoring has its moment
     _f("scores", "RECORD", NULLABLE, SCORES_FIELDS),  # of the new scoring
     _f("drivers", "RECORD", REPEATED, DRIVER_FIELDS),  # the features that moved the user most
     _f("event_count", "INT64", REQUIRED),  # the user's events before as_of
@@ -275,8 +280,8 @@ TABLES: dict[Table, TableSpec] = {
         partition_field="score_date",
         clustering=("user_key",),
         merge_key="change_key",
-        description="One row per segment change of a user (entered, moved segment, or changed named RFM segment), "
-                    "with the features that moved the user most.",
+        description="One row per segment change of a user (entered, moved segment, changed moment, or changed "
+                    "named RFM segment), with the features that moved the user most.",
     ),
     Table.SHADOW_MOVES: TableSpec(
         Table.SHADOW_MOVES,

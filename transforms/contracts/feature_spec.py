@@ -147,3 +147,19 @@ PROFILE_FACTS: dict[str, str] = {
     "funnel_stage_30d": "STRING",
     "reporting_currency": "STRING",
 }
+
+# Facts of the profile that the moments read (`models/moments.py`), beside the model features
+# and the profile facts: name -> BigQuery type. Not model inputs and not stored as columns:
+# a moment's reason quotes the ones that decided it. `_us` fields are times (None: no such event).
+MOMENT_FACTS: dict[str, str] = {
+    "lifetime_active_days": "INT64",
+    "sessions_1d": "INT64",
+    "abandoned_cart_sessions_1d": "INT64",
+    "orders_1d": "INT64",
+    "sessions_7d": "INT64",
+    "sessions_90d": "INT64",
+    "unconverted_checkouts_7d": "INT64",
+    "lifetime_unconverted_checkouts": "INT64",
+    "first_event_7d_us": "TIMESTAMP",
+    "last_event_before_7d_us": "TIMESTAMP",
+}

@@ -81,12 +81,13 @@ class SessionSummary(NamedTuple):
     searches: int
     cart_adds: int
     purchases: int
+    checkout_starts: int = 0  # a default: summaries kept by a job before the field existed unpickle
 
     @classmethod
     def of(cls, event: Event) -> "SessionSummary":
         kind = event.event_type
         return cls(event.timestamp_us, event.timestamp_us, 1, kind == "page_view", kind == "product_view",
-                   kind == "search", kind == "add_to_cart", kind == "purchase")
+                   kind == "search", kind == "add_to_cart", kind == "purchase", kind == "checkout_start")
 
     def merged(self, other: "SessionSummary") -> "SessionSummary":
         return SessionSummary(min(self.start_us, other.start_us), max(self.end_us, other.end_us),
@@ -112,7 +113,7 @@ class Activity:
         "day_parts", "weekend_events", "channels", "devices", "categories", "other_category",
         "sessions", "session_duration_us", "session_events", "session_page_views", "session_product_views",
         "session_searches", "session_cart_adds", "bounces", "cart_sessions", "abandoned_sessions",
-        "purchase_sessions",
+        "purchase_sessions", "unconverted_checkouts",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -138,6 +139,9 @@ class Activity:
         self.sessions = self.session_duration_us = self.session_events = 0
         self.session_page_views = self.session_product_views = self.session_searches = self.session_cart_adds = 0
         self.bounces = self.cart_sessions = self.abandoned_sessions = self.purchase_sessions = 0
+        # `checkout_start` events in sessions without a purchase: a payment that fails and is
+        # retried counts every attempt, a plain change of mind once.
+        self.unconverted_checkouts = 0
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Activity) and all(
@@ -150,6 +154,10 @@ class Activity:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __setstate__(self, state) -> None:
+        if len(state) < len(self.__slots__):
+            # Kept by a job before the later fields existed (a streaming job updated in place):
+            # those start from 0 (fields are only ever appended).
+            self.__init__()
         for name, value in zip(self.__slots__, state):
             setattr(self, name, value)
 
@@ -225,6 +233,7 @@ class Activity:
         self.cart_sessions += sign * (s.cart_adds > 0)
         self.abandoned_sessions += sign * (s.cart_adds > 0 and s.purchases == 0)
         self.purchase_sessions += sign * (s.purchases > 0)
+        self.unconverted_checkouts += sign * (s.checkout_starts if s.purchases == 0 else 0)
 
     # -- merging -----------------------------------------------------------------------
 
@@ -276,6 +285,7 @@ class Activity:
         self.cart_sessions += o.cart_sessions
         self.abandoned_sessions += o.abandoned_sessions
         self.purchase_sessions += o.purchase_sessions
+        self.unconverted_checkouts += o.unconverted_checkouts
 
     def _cap_categories(self) -> None:
         ranked = sorted(self.categories.items(), key=lambda kv: (-kv[1], kv[0]))

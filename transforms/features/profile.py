@@ -141,6 +141,29 @@ def lifetime_behaviour(life: Activity) -> dict[str, float]:
     }
 
 
+def moment_facts(life: Activity, windows: dict[int, Activity], last_before_week_us: Optional[int]) -> dict:
+    """What the moments read beside the model features (`MOMENT_FACTS`; `models/moments.py`).
+
+    Args:
+        life: every day before `as_of`.
+        windows: the rolling windows by length in days, the 1-day window included.
+        last_before_week_us: the last event before the 7-day window; None when there is none.
+    """
+    day1, week, quarter = windows[1], windows[7], windows[90]
+    return {
+        "lifetime_active_days": life.active_days,
+        "sessions_1d": max(day1.sessions, 0),
+        "abandoned_cart_sessions_1d": max(day1.abandoned_sessions, 0),
+        "orders_1d": day1.orders,
+        "sessions_7d": max(week.sessions, 0),
+        "sessions_90d": max(quarter.sessions, 0),
+        "unconverted_checkouts_7d": max(week.unconverted_checkouts, 0),
+        "lifetime_unconverted_checkouts": max(life.unconverted_checkouts, 0),
+        "first_event_7d_us": week.first_event_us,
+        "last_event_before_7d_us": last_before_week_us,
+    }
+
+
 def order_key(event: Event) -> str:
     """What makes purchase lines one order: the order id, else the session (one checkout),
     else the event itself."""
@@ -293,21 +316,29 @@ class ProfileRules:
         """The feature record of `profile` as of `as_of_us`; None when the user is not known yet."""
         end_day = -(-as_of_us // US_PER_DAY)  # days beginning before as_of
         days = sorted((d for d in profile.days if d < end_day), reverse=True)
-        windows = sorted(WINDOWS_DAYS)
+        # The last day is a window of its own for the moments (`models.moments`), not a model input.
+        windows = sorted({1, *WINDOWS_DAYS})
         totals: dict[int, Activity] = {}
         running, i = Activity(), 0
+        before_week: Optional[int] = None  # the newest day before the 7-day window
         for length in windows:
             while i < len(days) and days[i] >= end_day - length:
                 running.merge(profile.days[days[i]])
                 i += 1
             totals[length] = running.copy()
+            if length == 7 and i < len(days):
+                before_week = days[i]
         for day in days[i:]:
             running.merge(profile.days[day])
         running.merge(profile.settled)
         lifetime = running
         if lifetime.events == 0:
             return None
-        return self.record(user_key, as_of_us, scoring, lifetime, totals)
+        record = self.record(user_key, as_of_us, scoring, lifetime, totals)
+        last_before_week = (profile.days[before_week].last_event_us if before_week is not None
+                            else profile.settled.last_event_us)
+        record.update(moment_facts(lifetime, totals, last_before_week))
+        return record
 
     def record(self, user_key: str, as_of_us: int, scoring: str, life: Activity,
                windows: dict[int, Activity]) -> dict:

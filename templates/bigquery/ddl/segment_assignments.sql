@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.segment_assignments` (
   feature_version STRING NOT NULL,
   model_version STRING NOT NULL,
   event_count INT64 NOT NULL,
+  moment STRING,
+  moment_reason STRING,
   content_sha256 STRING NOT NULL,
   assigned_at TIMESTAMP NOT NULL
 )

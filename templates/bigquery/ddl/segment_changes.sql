@@ -14,6 +14,9 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.segment_changes` (
   to_segment_name STRING NOT NULL,
   from_rfm_segment STRING,
   to_rfm_segment STRING,
+  from_moment STRING,
+  to_moment STRING,
+  moment_reason STRING,
   scores STRUCT<distance FLOAT64, margin FLOAT64, p_alive FLOAT64, churn_risk FLOAT64, expected_purchases_30d FLOAT64, rfm_r INT64, rfm_f INT64, rfm_m INT64>,
   drivers ARRAY<STRUCT<feature STRING, before FLOAT64, after FLOAT64, contribution FLOAT64>>,
   event_count INT64 NOT NULL,
@@ -22,4 +25,4 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.segment_changes` (
 )
 PARTITION BY score_date
 CLUSTER BY user_key
-OPTIONS (description = "One row per segment change of a user (entered, moved segment, or changed named RFM segment), with the features that moved the user most.");
+OPTIONS (description = "One row per segment change of a user (entered, moved segment, changed moment, or changed named RFM segment), with the features that moved the user most.");

@@ -161,7 +161,8 @@ def test_timestamp_text_rejects_other_forms(text):
 
 
 def test_assignment_row():
-    a = assignment("u1", during(0, 10.5), 3, events=12)  # 2024-01-01 10:30 UTC, an event scoring
+    a = assignment("u1", during(0, 10.5), 3, events=12, moment="cart_abandoned_1d",
+                   moment_reason="last day: 1 cart session(s) without a purchase, no order")  # 2024-01-01 10:30 UTC
     row = bq_rows.assignment_row(a, assigned_at_us=during(0, 12))
     expected = {
         "row_key": expected_row_key("u1", "2024-01-01", MODEL_A),
@@ -195,6 +196,8 @@ def test_assignment_row():
         "feature_version": "v2",
         "model_version": MODEL_A,
         "event_count": 12,
+        "moment": "cart_abandoned_1d",
+        "moment_reason": "last day: 1 cart session(s) without a purchase, no order",
         "assigned_at": "2024-01-01 12:00:00.000000 UTC",
     }
     expected["content_sha256"] = expected_content_sha256(expected)

@@ -91,7 +91,10 @@ def make_loads() -> list[list[dict]]:
             values = _flat(**feature_values)
         else:
             values = dict(_random_features(rng), **feature_values)
-        return assignment(user, as_of, segment, model=model, prospect=prospect, feature_values=values)
+        # Model A has moments (segment 1's users lapsing, the others as usual); model B none.
+        moment = None if model == B else ("lapsing" if segment == 1 else "active_as_usual")
+        return assignment(user, as_of, segment, model=model, prospect=prospect, feature_values=values,
+                          moment=moment, moment_reason=moment and f"because {moment}")
 
     first = [
         a("u1", during(0, 10), 1), a("u1", closing(0), 1), a("u1", closing(1), 2), a("u1", closing(2), 2),
@@ -225,6 +228,27 @@ def test_segment_sizes_daily(warehouse, views_dataset):
         assert g["segment_name"] == f"segment-{g['segment_id']}"
         shares[(g["day"], g["model_version"])] += g["share"]
     assert all(math.isclose(total, 1.0) for total in shares.values())
+
+
+def test_moment_sizes_daily(warehouse, views_dataset):
+    name, _ = views_dataset
+    got = _query(warehouse, f"SELECT day, model_version, moment, users, share "
+                            f"FROM `{warehouse.project}.{name}.moment_sizes_daily`")
+    # From HISTORY: model A's users in segment 1 are lapsing, the others active as usual; model B
+    # has no moments, so no row.
+    assert {(g["day"], g["model_version"], g["moment"]): (g["users"], pytest.approx(g["share"])) for g in got} == {
+        (D0, A, "lapsing"): (3, 1.0),  # u1, u2, u5
+        (D1, A, "active_as_usual"): (5, 1.0),  # u1, u2, u3, u5, u6
+        (D2, A, "lapsing"): (3, 0.5),  # u2, u6, u7
+        (D2, A, "active_as_usual"): (3, 0.5),  # u1, u3, u5
+        (D3, A, "active_as_usual"): (2, 1.0),  # u1, u4
+    }
+    history = _query(warehouse, f"SELECT user_key, score_date, moment, moment_reason, previous_moment "
+                                f"FROM `{warehouse.project}.{name}.user_segment_history` "
+                                f"WHERE model_version = '{A}' AND user_key = 'u2' ORDER BY score_date")
+    assert [(h["moment"], h["previous_moment"]) for h in history] == [
+        ("lapsing", None), ("active_as_usual", "lapsing"), ("lapsing", "active_as_usual")]
+    assert history[0]["moment_reason"] == "because lapsing"
 
 
 def _expected_top_changes(stored, pairs, model):

@@ -168,7 +168,9 @@ def _json_form(value):
 def test_local_sink_writes_exact_values(warehouse, dataset):
     target = BigQueryTarget.local(warehouse.endpoint, warehouse.project, dataset)
     before = utc(time.time_ns() // 1000 - 1)
-    run_write(target, [assignment("u1", during(0, 10.5), 2), assignment("p1", closing(0), 1, prospect=True)])
+    run_write(target, [assignment("u1", during(0, 10.5), 2, moment="lapsing",
+                                  moment_reason="silent 7.0 days, more than 2 x the usual gap of 3.0"),
+                       assignment("p1", closing(0), 1, prospect=True)])
     after = utc(time.time_ns() // 1000 + 1)
     prospect, row = read_assignments(warehouse, dataset)
     assigned_at = row.pop("assigned_at")
@@ -205,6 +207,8 @@ def test_local_sink_writes_exact_values(warehouse, dataset):
         "feature_version": "v2",
         "model_version": MODEL_A,
         "event_count": 5,
+        "moment": "lapsing",
+        "moment_reason": "silent 7.0 days, more than 2 x the usual gap of 3.0",
     }
     expected["content_sha256"] = expected_content_sha256(_json_form(expected))
     assert row == expected

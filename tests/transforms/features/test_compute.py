@@ -20,7 +20,8 @@ from apache_beam.testing.util import assert_that
 from apache_beam.transforms.window import TimestampedValue
 
 from models.handler import assignment_handler
-from tests.support.models import save_small_model
+from models import moments
+from tests.support.models import MOMENTS, save_small_model
 from transforms.contracts.events import Event
 from transforms.features.compute import ComputeProfiles
 from transforms.features.profile import ProfileRules
@@ -139,7 +140,7 @@ def test_streaming_updates_on_events_read_up_to_the_latest_event():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return save_small_model(str(tmp_path_factory.mktemp("model") / "artifact"))
+    return save_small_model(str(tmp_path_factory.mktemp("model") / "artifact"), moments=MOMENTS)
 
 
 def _scored(records: list[dict], model_dir: str) -> list[dict]:
@@ -169,6 +170,14 @@ def test_a_silent_customer_drifts_recency_up_and_p_alive_down(job, model_dir):
     # churn risk = P(no purchase in 90 days): it grows with the silence, never 0.
     assert [a["churn_risk"] for a in scores] == pytest.approx([1 - p for p in p90])
     assert 0 < scores[0]["churn_risk"] < scores[-1]["churn_risk"] < 1
+    # The moment on the midnight re-scorings, no event needed. Active on days 0, 3, 7 and 10 (first
+    # event 0.4, last 10.1): usual gap (9.7 + 1 x 3.3) / (3 + 1) = 3.25 days, so silent for more than
+    # 1.5 x 3.25 = 4.875 days is quieter than usual (from the midnight of day 15: 4.9 days), more
+    # than 6.5 lapsing (day 17: 6.9), more than max(4 x 3.25, 30) lapsed (day 41: 30.9).
+    expected = ([moments.ACTIVE_AS_USUAL] * 4 + [moments.QUIETER_THAN_USUAL] * 2 + [moments.LAPSING] * 24
+                + [moments.LAPSED] * 35)
+    assert [a["moment"] for a in scores][:65] == expected
+    assert scores[6]["moment_reason"] == "silent 6.9 days, more than 2 x the usual gap of 3.2"
 
 
 def test_re_scoring_stops_after_max_silent_and_events_behind_the_clock_are_too_late():

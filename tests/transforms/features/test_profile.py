@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transforms.contracts.events import CHANNELS, Event
-from transforms.contracts.feature_spec import MODEL_FEATURES, PROFILE_FACTS
+from transforms.contracts.feature_spec import MODEL_FEATURES, MOMENT_FACTS, PROFILE_FACTS
 from transforms.features.profile import Outcome, Profile, ProfileRules, build_profile
 
 US = 1_000_000
@@ -254,3 +254,60 @@ def test_arrival_order_and_redeliveries_change_nothing(example):
     for day in (1, 7, 15, 40):
         _close(RULES.snapshot("u", in_order, at(day, 0), "daily"), RULES.snapshot("u", as_it_came, at(day, 0),
                                                                                  "daily"))
+
+
+def test_the_moment_facts_of_a_hand_built_history():
+    """`MOMENT_FACTS` as of the midnight after day 19 (1-day window: day 19; 7 days: days 13..19)."""
+    e = Event
+    history = [
+        # Day 0: a checkout that bought (o1): no unconverted attempt.
+        e("m1", "u", "add_to_cart", at(0, 9), session_id="a", category="shoes"),
+        e("m2", "u", "checkout_start", at(0, 9.1), session_id="a"),
+        e("m3", "u", "purchase", at(0, 9.2), session_id="a", value=10.0, order_id="o1"),
+        # Day 5: a payment tried twice, nothing bought: two unconverted attempts.
+        e("m4", "u", "add_to_cart", at(5, 9), session_id="b", category="shoes"),
+        e("m5", "u", "checkout_start", at(5, 9.1), session_id="b"),
+        e("m6", "u", "checkout_start", at(5, 9.2), session_id="b"),
+        # Day 10: a page view (the last event before the 7-day window).
+        e("m7", "u", "page_view", at(10, 18), session_id="c"),
+        # Day 15: one checkout left: one attempt, inside the week.
+        e("m8", "u", "checkout_start", at(15, 8), session_id="d"),
+        # Day 19: a cart left in a session, and a store purchase without a session.
+        e("m9", "u", "add_to_cart", at(19, 12), session_id="e", category="hats"),
+        e("m10", "u", "purchase", at(19, 16), channel="store", value=5.0),
+    ]
+    record = RULES.snapshot("u", build_profile(RULES, history), at(20, 0), "daily")
+    assert {name: record[name] for name in MOMENT_FACTS} == {
+        "lifetime_active_days": 5,  # days 0, 5, 10, 15, 19
+        "sessions_1d": 1, "sessions_7d": 2, "sessions_90d": 5,  # e; d and e; a to e
+        "abandoned_cart_sessions_1d": 1,  # e
+        "orders_1d": 1,  # the store purchase
+        "unconverted_checkouts_7d": 1,  # d
+        "lifetime_unconverted_checkouts": 3,  # b twice, d once; a bought
+        "first_event_7d_us": at(15, 8),
+        "last_event_before_7d_us": at(10, 18),
+    }
+    # As of an event on day 19 (a time within the day): the day so far is the 1-day window.
+    within = RULES.snapshot("u", build_profile(RULES, history[:-1]), at(19, 13), "event")
+    assert (within["orders_1d"], within["abandoned_cart_sessions_1d"], within["sessions_1d"]) == (0, 1, 1)
+    # A user silent for the whole week: no first event in it.
+    silent = RULES.snapshot("u", build_profile(RULES, history[:7]), at(20, 0), "daily")
+    assert (silent["first_event_7d_us"], silent["last_event_before_7d_us"], silent["sessions_7d"]) == (
+        None, at(10, 18), 0)
+
+
+def test_state_kept_before_the_moment_fields_still_loads():
+    """A streaming job updated in place reads profiles pickled before `unconverted_checkouts` and
+    `SessionSummary.checkout_starts` existed: they load, those fields at 0."""
+    import pickle
+
+    from transforms.features.activity import Activity, SessionSummary
+
+    day = Activity()
+    day.events, day.sessions = 3, 1
+    old_state = day.__getstate__()[:-1]  # without the last field
+    loaded = Activity.__new__(Activity)
+    loaded.__setstate__(old_state)
+    assert (loaded.events, loaded.sessions, loaded.unconverted_checkouts) == (3, 1, 0)
+    old_summary = pickle.loads(pickle.dumps(tuple(SessionSummary(1, 2, 1, 0, 1, 0, 0, 0))[:8]))
+    assert SessionSummary(*old_summary).checkout_starts == 0
