@@ -244,13 +244,17 @@ class ProfileRules:
 
     def _sessionize(self, profile: Profile, event: Event) -> None:
         """Puts the event into its session, merging the sessions it bridges (Beam `Sessions`
-        semantics: a run of events of one session id, consecutive ones less than the gap apart)."""
+        semantics: a run of events of one session id, consecutive ones less than the gap apart,
+        within one UTC day)."""
         gap, t = self.gap_us, event.timestamp_us
+        day = t // US_PER_DAY
         summaries = profile.sessions.setdefault(event.session_id, [])
         merged = SessionSummary.of(event)
         kept = []
         for summary in summaries:
-            if summary.start_us - gap < t < summary.end_us + gap:
+            # Midnight ends a session too: every day then holds whole sessions, so a record
+            # as of a midnight reads exactly the events before it.
+            if summary.start_us // US_PER_DAY == day and summary.start_us - gap < t < summary.end_us + gap:
                 self._activity_of(profile, summary.start_us).add_session(summary, -1)
                 merged = merged.merged(summary)
             else:

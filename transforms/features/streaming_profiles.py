@@ -35,7 +35,7 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.audit import AUDIT_DUPLICATES, AUDIT_UNIQUE
+from transforms.audit import AUDIT_CORRECTIONS, AUDIT_DUPLICATES, AUDIT_UNIQUE
 from transforms.contracts.events import Event
 from transforms.contracts.outcomes import DeadLetter, ErrorCode, Stage, counter, dead_letter_counter
 from transforms.features.activity import US_PER_DAY
@@ -98,6 +98,7 @@ class UpdateProfileFn(beam.DoFn):
         self._dedupe_in = counter(DEDUPE_IN)
         self._dedupe_out = counter(DEDUPE_OUT)
         self._too_late = dead_letter_counter(ErrorCode.TOO_LATE)
+        self._corrected = counter(AUDIT_CORRECTIONS)
 
     def process(self, element: tuple[str, bytes], timestamp=beam.DoFn.TimestampParam,
                 pending=beam.DoFn.StateParam(PENDING), flush_set=beam.DoFn.StateParam(FLUSH_SET),
@@ -112,15 +113,20 @@ class UpdateProfileFn(beam.DoFn):
             # arrival: the local runner reads no input in a round where timers fired).
             flush.set(aligned(Timestamp.now() + Duration(seconds=self._early_s)))
             flush_set.write(True)
-        if rescore_at.read() is None:
-            next_us = (timestamp.micros // US_PER_DAY + 1) * US_PER_DAY
+        # The daily timer is due at the first midnight after any of the user's events not yet
+        # scored. A late event (its midnight passed) moves it back: it fires at once and
+        # re-scores every midnight since, each a correction of a record already emitted.
+        next_us = (timestamp.micros // US_PER_DAY + 1) * US_PER_DAY
+        due_us = rescore_at.read()
+        if due_us is None or next_us < due_us:
             rescore.set(Timestamp(micros=next_us))
             rescore_at.write(next_us)
         return ()
 
-    def _apply(self, user_key: str, profile: Profile, pending, before_us: Optional[int] = None) -> tuple[list, int]:
+    def _apply(self, user_key: str, profile: Profile, pending,
+               before_us: Optional[int] = None) -> tuple[list, int]:
         """Applies the buffered events (those before `before_us`; the rest stay buffered) to
-        `profile`; returns the dead letters and audit tally to emit, and how many were added."""
+        `profile`; returns the dead letters and audit tallies to emit, and how many were added."""
         buffered = [(unpack_for_user(user_key, packed), packed) for packed in pending.read()]
         pending.clear()
         if before_us is not None:
@@ -161,7 +167,8 @@ class UpdateProfileFn(beam.DoFn):
         yield from outputs
         profile_state.write(profile)
         if added:
-            record = self._rules.snapshot(key, profile, profile.last_event_us, EVENT)
+            # As of just after the latest event: a record reads the events before its as-of time.
+            record = self._rules.snapshot(key, profile, profile.last_event_us + 1, EVENT)
             if record is not None:
                 yield record
 
@@ -174,7 +181,11 @@ class UpdateProfileFn(beam.DoFn):
         # Events at or after the midnight wait for their own update (the flush timer is set).
         outputs, _ = self._apply(key, profile, pending, before_us=as_of_us)
         yield from outputs
-        profile.watermark_day = as_of_us // US_PER_DAY
+        if profile.watermark_day is not None and as_of_us // US_PER_DAY <= profile.watermark_day:
+            self._corrected.inc()
+            yield beam.pvalue.TaggedOutput(ProfileTag.TALLIES, (AUDIT_CORRECTIONS, 1))
+        # A timer moved back by a late event fires behind the clock, which never goes back.
+        profile.watermark_day = max(as_of_us // US_PER_DAY, profile.watermark_day or 0)
         self._rules.fold(profile, profile.watermark_day - 1)
         profile_state.write(profile)
         record = self._rules.snapshot(key, profile, as_of_us, DAILY)
