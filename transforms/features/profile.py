@@ -14,10 +14,12 @@ three things done to a profile:
   `as_of`), lifetime figures (everything before `as_of`) and the values derived from them
   (recency, tenure, BG/NBD inputs), never reading an event after `as_of`.
 
-A day is UTC; "before `as_of`" means the days that begin before it: for `as_of` at a
-midnight, exactly the days before it; for a time within a day (the streaming job's
-updates on a user's events, as of the latest one), that day too. Definitions of every
-field: `transforms/features/FEATURES.md`.
+A day is UTC, and midnight ends a session, so each day's `Activity` holds exactly the
+events stamped in that day. A record as of `t` reads the events stamped before `t`: for
+`t` at a midnight, the days before it; for a time within a day (the streaming job's
+updates on a user's events, as of 1 µs after the latest one), that day too, all of whose
+events applied so far are before `t`. Definitions of every field:
+`transforms/features/FEATURES.md`.
 """
 
 from __future__ import annotations

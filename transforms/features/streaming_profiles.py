@@ -5,12 +5,17 @@ stopped coming. Here each user's `Profile` lives in Beam state and is scored
 
 * on their events: arriving events are buffered (a bag of packed events, cheap to append
   to) and applied together when a processing-time timer fires, ``early_firing`` after the
-  first of them; the record is as of the latest event applied (``scoring`` = ``event``);
+  first of them; the record is as of 1 µs after the latest event applied, so it reads
+  every event applied (``scoring`` = ``event``);
 * on a daily event-time timer: when the watermark passes each midnight, the user is
   re-scored as of it (``scoring`` = ``daily``), whether or not they came back, so recency
   and tenure grow and P(alive) falls while they are silent. Re-scoring stops after
   ``max_silent`` without an event, or when the watermark runs a day past the wall clock
   (a drain), and starts again with the user's next event.
+
+A late event, one whose midnight the watermark has already passed, moves the daily timer
+back to that midnight: it fires at once and re-scores every midnight since, each record a
+correction of one already emitted (counted as ``corrections``).
 
 The daily timer is also the profile's clock: once it fired at midnight ``M``, the
 watermark has passed ``M``, so an event older than ``M - allowed_lateness`` is too late:
@@ -93,6 +98,7 @@ class UpdateProfileFn(beam.DoFn):
         self._early_s = early_firing.total_seconds()
         self._rescore_us = rescore_every // dt.timedelta(microseconds=1)
         self._max_silent_us = max_silent // dt.timedelta(microseconds=1)
+        self._lateness_us = rules.allowed_lateness // dt.timedelta(microseconds=1)
 
     def setup(self):
         self._dedupe_in = counter(DEDUPE_IN)
@@ -100,7 +106,7 @@ class UpdateProfileFn(beam.DoFn):
         self._too_late = dead_letter_counter(ErrorCode.TOO_LATE)
         self._corrected = counter(AUDIT_CORRECTIONS)
 
-    def process(self, element: tuple[str, bytes], timestamp=beam.DoFn.TimestampParam,
+    def process(self, element: tuple[str, bytes],
                 pending=beam.DoFn.StateParam(PENDING), flush_set=beam.DoFn.StateParam(FLUSH_SET),
                 rescore_at=beam.DoFn.StateParam(RESCORE_AT), flush=beam.DoFn.TimerParam(FLUSH),
                 rescore=beam.DoFn.TimerParam(RESCORE)) -> Iterable:
@@ -116,9 +122,13 @@ class UpdateProfileFn(beam.DoFn):
         # The daily timer is due at the first midnight after any of the user's events not yet
         # scored. A late event (its midnight passed) moves it back: it fires at once and
         # re-scores every midnight since, each a correction of a record already emitted.
-        next_us = (timestamp.micros // US_PER_DAY + 1) * US_PER_DAY
+        # (The event's own time: the element's may be a message attribute's.)
+        event_us = unpack_for_user(element[0], packed).timestamp_us
+        next_us = (event_us // US_PER_DAY + 1) * US_PER_DAY
         due_us = rescore_at.read()
-        if due_us is None or next_us < due_us:
+        # (A too-late event, behind the last midnight scored by more than the lateness, changes nothing.)
+        too_late = due_us is not None and event_us < due_us - self._rescore_us - self._lateness_us
+        if due_us is None or (next_us < due_us and not too_late):
             rescore.set(Timestamp(micros=next_us))
             rescore_at.write(next_us)
         return ()
