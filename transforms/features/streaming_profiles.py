@@ -50,6 +50,11 @@ from transforms.ingest.event_coder import key_by_user, unpack_for_user
 
 EVENT = "event"
 DAILY = "daily"
+# The record of a seeded profile as of its snapshot: it tells the change step where the
+# user stood (so their first change is a real one) and is not written as a row.
+SEED = "seed"
+# Seeds share the step's input with packed events: a pickle never starts with these bytes.
+SEED_MARK = b"profile-seed:"
 
 
 def aligned(at: Timestamp, grid: Duration = Duration(seconds=1)) -> Timestamp:
@@ -81,6 +86,9 @@ class UpdateProfileFn(beam.DoFn):
         early_firing: processing time between a user's first buffered event and its update.
         rescore_every: event time between re-scorings (whole days).
         max_silent: stop re-scoring a user silent this long (event time).
+        seeded_as_of_us: the midnight of the snapshot the job starts from (None: none):
+            seeds (``(user_key, SEED_MARK + snapshot state)``) are applied before any event,
+            and midnights up to it are not re-scored (the batch job scored them).
     """
 
     PENDING = userstate.BagStateSpec("pending", BytesCoder())
@@ -89,9 +97,11 @@ class UpdateProfileFn(beam.DoFn):
     RESCORE_AT = userstate.ReadModifyWriteStateSpec("rescore_at_us", VarIntCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.REAL_TIME)
     RESCORE = userstate.TimerSpec("rescore", TimeDomain.WATERMARK)
+    READY = userstate.ReadModifyWriteStateSpec("ready", BooleanCoder())
+    SEEDS_IN = userstate.TimerSpec("seeds_in", TimeDomain.WATERMARK)
 
     def __init__(self, rules: ProfileRules, early_firing: dt.timedelta, rescore_every: dt.timedelta,
-                 max_silent: dt.timedelta):
+                 max_silent: dt.timedelta, seeded_as_of_us: Optional[int] = None):
         if rescore_every < dt.timedelta(days=1) or rescore_every % dt.timedelta(days=1):
             raise ValueError(f"rescore_every must be whole days, got {rescore_every}")
         self._rules = rules
@@ -99,6 +109,9 @@ class UpdateProfileFn(beam.DoFn):
         self._rescore_us = rescore_every // dt.timedelta(microseconds=1)
         self._max_silent_us = max_silent // dt.timedelta(microseconds=1)
         self._lateness_us = rules.allowed_lateness // dt.timedelta(microseconds=1)
+        self._seeded_as_of_us = seeded_as_of_us
+        # The first midnight this job scores: the one after the snapshot's.
+        self._first_midnight_us = -(2 ** 62) if seeded_as_of_us is None else seeded_as_of_us + self._rescore_us
 
     def setup(self):
         self._dedupe_in = counter(DEDUPE_IN)
@@ -109,8 +122,10 @@ class UpdateProfileFn(beam.DoFn):
     def process(self, element: tuple[str, bytes],
                 pending=beam.DoFn.StateParam(PENDING), flush_set=beam.DoFn.StateParam(FLUSH_SET),
                 rescore_at=beam.DoFn.StateParam(RESCORE_AT), flush=beam.DoFn.TimerParam(FLUSH),
-                rescore=beam.DoFn.TimerParam(RESCORE)) -> Iterable:
-        _, packed = element
+                rescore=beam.DoFn.TimerParam(RESCORE), profile_state=beam.DoFn.StateParam(PROFILE)) -> Iterable:
+        key, packed = element
+        if packed.startswith(SEED_MARK):
+            return self._seed(key, packed, profile_state, rescore_at, rescore)
         pending.add(packed)
         if not flush_set.read():
             # Processing-time timers take absolute times: the wall clock plus the delay,
@@ -124,7 +139,7 @@ class UpdateProfileFn(beam.DoFn):
         # re-scores every midnight since, each a correction of a record already emitted.
         # (The event's own time: the element's may be a message attribute's.)
         event_us = unpack_for_user(element[0], packed).timestamp_us
-        next_us = (event_us // US_PER_DAY + 1) * US_PER_DAY
+        next_us = max((event_us // US_PER_DAY + 1) * US_PER_DAY, self._first_midnight_us)
         due_us = rescore_at.read()
         # (A too-late event, behind the last midnight scored by more than the lateness, changes nothing.)
         too_late = due_us is not None and event_us < due_us - self._rescore_us - self._lateness_us
@@ -168,9 +183,40 @@ class UpdateProfileFn(beam.DoFn):
             outputs.append(beam.pvalue.TaggedOutput(ProfileTag.TALLIES, (AUDIT_DUPLICATES, duplicates)))
         return outputs, added
 
+    def _seed(self, key: str, packed: bytes, profile_state, rescore_at, rescore) -> list:
+        """Starts the user's state from their snapshot; returns the seed record."""
+        from transforms.features.snapshots import decode
+
+        profile = decode(packed[len(SEED_MARK):])
+        profile_state.write(profile)
+        as_of_us = self._seeded_as_of_us
+        last = profile.last_event_us
+        if last is not None and as_of_us - last < self._max_silent_us:
+            rescore.set(Timestamp(micros=self._first_midnight_us))
+            rescore_at.write(self._first_midnight_us)
+        record = self._rules.snapshot(key, profile, as_of_us, SEED)
+        return [] if record is None else [record]
+
     @userstate.on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
-                 profile_state=beam.DoFn.StateParam(PROFILE), flush_set=beam.DoFn.StateParam(FLUSH_SET)):
+                 profile_state=beam.DoFn.StateParam(PROFILE), flush_set=beam.DoFn.StateParam(FLUSH_SET),
+                 ready=beam.DoFn.StateParam(READY), seeds_in=beam.DoFn.TimerParam(SEEDS_IN)):
+        if self._seeded_as_of_us is not None and not ready.read():
+            # Until the watermark passes the snapshot's midnight, the user's seed may still
+            # be on its way (the snapshot read holds the watermark back until it is read).
+            seeds_in.set(Timestamp(micros=self._seeded_as_of_us))
+            return
+        yield from self._flush(key, pending, profile_state, flush_set)
+
+    @userstate.on_timer(SEEDS_IN)
+    def on_seeds_in(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
+                    profile_state=beam.DoFn.StateParam(PROFILE), flush_set=beam.DoFn.StateParam(FLUSH_SET),
+                    ready=beam.DoFn.StateParam(READY)):
+        ready.write(True)
+        yield from self._flush(key, pending, profile_state, flush_set)
+
+    def _flush(self, key: str, pending, profile_state, flush_set) -> Iterable:
+        """Applies the buffered events; the record as of just after the latest one."""
         flush_set.clear()
         profile = profile_state.read() or Profile()
         outputs, added = self._apply(key, profile, pending)
@@ -222,18 +268,28 @@ class StreamingProfiles(NamedTuple):
 
 
 class MaintainProfiles(beam.PTransform):
-    """Unbounded events -> feature records on events and on the daily re-scoring (see the module docstring)."""
+    """Unbounded events -> feature records on events and on the daily re-scoring (see the module docstring).
+
+    Args:
+        seeds: ``(user_key, SEED_MARK + snapshot state)`` of the snapshot the job starts
+            from (`transforms.features.snapshots.ReadSeeds`), flattened into the same
+            stateful step; None starts with no state.
+        seeded_as_of_us: the snapshot's midnight (required with `seeds`).
+    """
 
     def __init__(self, rules: ProfileRules, early_firing: dt.timedelta, rescore_every: dt.timedelta,
-                 max_silent: dt.timedelta):
+                 max_silent: dt.timedelta, seeds: Optional[beam.PCollection] = None,
+                 seeded_as_of_us: Optional[int] = None):
         super().__init__()
-        self._fn = UpdateProfileFn(rules, early_firing, rescore_every, max_silent)
+        if (seeds is None) != (seeded_as_of_us is None):
+            raise ValueError("seeds and seeded_as_of_us go together")
+        self._fn = UpdateProfileFn(rules, early_firing, rescore_every, max_silent, seeded_as_of_us)
+        self._seeds = seeds
 
     def expand(self, events: beam.PCollection[Event]) -> StreamingProfiles:
-        updated = (
-            events
-            | "KeyByUser" >> beam.Map(key_by_user).with_output_types(tuple[str, bytes])
-            | "UpdateProfiles" >> beam.ParDo(self._fn).with_outputs(
-                ProfileTag.TOO_LATE, ProfileTag.TALLIES, main="features")
-        )
+        keyed = events | "KeyByUser" >> beam.Map(key_by_user).with_output_types(tuple[str, bytes])
+        if self._seeds is not None:
+            keyed = (keyed, self._seeds) | "WithSeeds" >> beam.Flatten()
+        updated = keyed | "UpdateProfiles" >> beam.ParDo(self._fn).with_outputs(
+            ProfileTag.TOO_LATE, ProfileTag.TALLIES, main="features")
         return StreamingProfiles(updated.features, updated[ProfileTag.TOO_LATE], updated[ProfileTag.TALLIES])

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transforms.contracts.events import Event
+from transforms.features import snapshots, streaming_profiles
 from transforms.features.activity import US_PER_DAY
 from transforms.features.batch_profiles import ScoreUserHistory
 from transforms.features.profile import ProfileRules, build_profile
@@ -96,6 +97,8 @@ class _UserState:
     rescore_at: _Value = dataclasses.field(default_factory=_Value)
     flush: _Timer = dataclasses.field(default_factory=_Timer)
     rescore: _Timer = dataclasses.field(default_factory=_Timer)
+    ready: _Value = dataclasses.field(default_factory=_Value)
+    seeds_in: _Timer = dataclasses.field(default_factory=_Timer)
 
 
 class _StatefulRunner:
@@ -119,27 +122,36 @@ class _StatefulRunner:
                 self.records.append(out)
 
     def deliver(self, event: Event) -> None:
-        key, packed = key_by_user(event)
+        self.deliver_keyed(*key_by_user(event))
+
+    def deliver_keyed(self, key: str, packed: bytes) -> None:
         s = self.users.setdefault(key, _UserState())
         self._collect(self.fn.process((key, packed), pending=s.pending, flush_set=s.flush_set, rescore_at=s.rescore_at,
-                                      flush=s.flush, rescore=s.rescore))
+                                      flush=s.flush, rescore=s.rescore, profile_state=s.profile))
 
     def flush(self) -> None:
         for key, s in sorted(self.users.items()):
             if s.flush.at is not None:
                 s.flush.clear()
                 self._collect(self.fn.on_flush(key=key, pending=s.pending, profile_state=s.profile,
-                                               flush_set=s.flush_set))
+                                               flush_set=s.flush_set, ready=s.ready, seeds_in=s.seeds_in))
 
     def advance_watermark(self, to_us: int) -> None:
         self.watermark_us = max(self.watermark_us, to_us)
         while True:
-            due = [(s.rescore.at, key) for key, s in self.users.items()
+            due = [(s.rescore.at, 1, key) for key, s in self.users.items()
                    if s.rescore.at is not None and s.rescore.at <= self.watermark_us]
+            due += [(s.seeds_in.at, 0, key) for key, s in self.users.items()
+                    if s.seeds_in.at is not None and s.seeds_in.at <= self.watermark_us]
             if not due:
                 return
-            at, key = min(due)
+            at, which, key = min(due)
             s = self.users[key]
+            if which == 0:
+                s.seeds_in.clear()
+                self._collect(self.fn.on_seeds_in(key=key, pending=s.pending, profile_state=s.profile,
+                                                  flush_set=s.flush_set, ready=s.ready))
+                continue
             s.rescore.clear()
             self._collect(self.fn.on_rescore(key=key, timestamp=Timestamp(micros=at), pending=s.pending,
                                              profile_state=s.profile, rescore_at=s.rescore_at, rescore=s.rescore))
@@ -310,3 +322,68 @@ def test_streaming_gives_the_batch_record_of_every_user_and_midnight(history):
 @given(histories())
 def test_an_update_on_events_reads_the_events_delivered_before_it(history):
     check_updates_on_events(history)
+
+
+# -- starting from a snapshot ---------------------------------------------------------------
+
+
+def batch_with_snapshot(events: list[Event], days: int) -> tuple[dict[tuple[str, int], dict], dict[str, bytes]]:
+    """The batch records as of midnights 1..days of `events`, and each user's snapshot state
+    as of midnight `days`, through its Avro record (`snapshots.snapshot_record` / `decode`)."""
+    fn = ScoreUserHistory(RULES, history_days=days - 1, snapshot=True)
+    fn.setup()
+    as_of = (D0 + days) * US_PER_DAY
+    records, seeds = {}, {}
+    by_user: dict[str, list[Event]] = {}
+    for e in events:
+        by_user.setdefault(e.user_id, []).append(e)
+    for user, mine in sorted(by_user.items()):
+        for out in fn.process((user, [key_by_user(e)[1] for e in mine]), window=GlobalWindow(), as_of_us=as_of):
+            if isinstance(out, TaggedOutput):
+                key, profile = out.value
+                record = snapshots.snapshot_record(key, profile, as_of)
+                seeds[key] = streaming_profiles.SEED_MARK + record["state"]
+            else:
+                records[(user, out.value["as_of_us"])] = out.value
+    return records, seeds
+
+
+def check_resume(history: History, split: int) -> None:
+    """Batch over days before `split` with a snapshot, then streaming from it, gives the
+    records of one batch run over every day, for every midnight after the split."""
+    cut = (D0 + split) * US_PER_DAY
+    first, seeds = batch_with_snapshot([e for e in history.events if e.timestamp_us < cut], split)
+    runner = _StatefulRunner(UpdateProfileFn(RULES, early_firing=dt.timedelta(seconds=60),
+                                             rescore_every=dt.timedelta(days=1), max_silent=dt.timedelta(days=730),
+                                             seeded_as_of_us=cut))
+    for user, seed in sorted(seeds.items()):
+        runner.deliver_keyed(user, seed)
+    seeded = {r["user_key"]: r for r in runner.records}
+    # the seed record is where the batch left the user: their first change will be a real one
+    assert set(seeded) == {user for user, as_of in first if as_of == cut}
+    for user, record in seeded.items():
+        assert record["scoring"] == streaming_profiles.SEED
+        same({**record, "scoring": "daily"}, first[(user, cut)], f"seed {user}")
+    runner.records.clear()
+    runner.advance_watermark(cut)
+    for day in range(split, len(history.arrivals)):
+        # the subscription's retained messages overlap the snapshot: duplicates, dropped
+        for e in history.arrivals[day]:
+            runner.deliver(e)
+        runner.flush()
+        runner.advance_watermark(runner.watermark_us)
+        runner.advance_watermark((D0 + min(day + 1, history.days)) * US_PER_DAY)
+    runner.flush()
+    runner.advance_watermark(runner.watermark_us)
+    assert runner.too_late == []
+    resumed = {(r["user_key"], r["as_of_us"]): r for r in runner.records if r["scoring"] == "daily"}
+    whole = {key: r for key, r in batch(history).items() if key[1] > cut}
+    assert set(resumed) == set(whole)
+    for key, record in whole.items():
+        same(resumed[key], record, f"resumed {key}")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(), st.integers(1, 5))
+def test_streaming_from_a_batch_snapshot_continues_the_batch_records(history, split):
+    check_resume(history, min(split, history.days - 1))
