@@ -33,7 +33,10 @@ from typing import Iterable, Optional
 import apache_beam as beam
 import fastavro
 import orjson
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.fileio import EmptyMatchTreatment
 
 from transforms.contracts.feature_spec import FEATURE_VERSION
 from transforms.features.activity import US_PER_DAY, Activity, SessionSummary
@@ -203,11 +206,22 @@ class ReadSeeds(beam.PTransform):
             check_version(record)
             return record["user_key"], SEED_MARK + record["state"]
 
+        # Beam's file matching and fastavro, file by file, rather than `ReadFromAvro`: its
+        # splittable read cannot run in the local runner's streaming mode, which the local
+        # job uses; a record at a time either way.
         return (
             pbegin
-            | "ReadAvro" >> beam.io.ReadFromAvro(self._pattern)
+            | "MatchSnapshot" >> fileio.MatchFiles(self._pattern, empty_match_treatment=EmptyMatchTreatment.DISALLOW)
+            | "OpenFiles" >> fileio.ReadMatches()
+            | "ReadRecords" >> beam.FlatMap(_records)
             | "ToSeeds" >> beam.Map(seed).with_output_types(tuple[str, bytes])
         )
+
+
+def _records(readable: fileio.ReadableFile) -> Iterable[dict]:
+    # Avro compresses its own blocks: the file itself is read as it is.
+    with readable.open("application/octet-stream", CompressionTypes.UNCOMPRESSED) as f:
+        yield from fastavro.reader(f)
 
 
 # -- erasure -----------------------------------------------------------------------------------
@@ -218,7 +232,7 @@ def erase_users(snapshot_dir: str, user_keys: Iterable[str]) -> int:
     erased = frozenset(user_keys)
     removed = 0
     for path in snapshot_files(snapshot_dir):
-        with FileSystems.open(path) as f:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             reader = fastavro.reader(f)
             codec = reader.codec
             records = list(reader)
@@ -228,6 +242,6 @@ def erase_users(snapshot_dir: str, user_keys: Iterable[str]) -> int:
         removed += len(records) - len(kept)
         for record in kept:
             record["as_of_us"] = _as_of_us(record)
-        with FileSystems.create(path) as f:
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             fastavro.writer(f, _PARSED_SCHEMA, kept, codec=codec)
     return removed
