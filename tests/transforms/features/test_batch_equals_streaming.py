@@ -387,3 +387,25 @@ def check_resume(history: History, split: int) -> None:
 @given(histories(), st.integers(1, 5))
 def test_streaming_from_a_batch_snapshot_continues_the_batch_records(history, split):
     check_resume(history, min(split, history.days - 1))
+
+
+def test_events_arriving_before_their_seed_wait_for_it():
+    """The runner may deliver a user's events before the snapshot's read reaches them: the
+    updates wait until the watermark passes the snapshot's midnight (all seeds in)."""
+    early = [Event(f"e{i}", "u", kind, (D0 + day) * US_PER_DAY + 3600 * US, session_id=f"s{day}", source=f"t:{i}",
+                   value=10.0 if kind == "purchase" else None)
+             for i, (day, kind) in enumerate([(0, "purchase"), (1, "page_view"), (2, "purchase")])]
+    cut = (D0 + 2) * US_PER_DAY
+    _, seeds = batch_with_snapshot(early[:2], 2)
+    runner = _StatefulRunner(UpdateProfileFn(RULES, early_firing=dt.timedelta(seconds=60),
+                                             rescore_every=dt.timedelta(days=1), max_silent=dt.timedelta(days=730),
+                                             seeded_as_of_us=cut))
+    runner.advance_watermark(cut - 1)
+    runner.deliver(early[2])
+    runner.flush()
+    assert runner.records == []  # held: the seed may still come
+    runner.deliver_keyed("u", seeds["u"])
+    assert [r["scoring"] for r in runner.records] == [streaming_profiles.SEED]
+    runner.advance_watermark(cut)
+    update = runner.records[-1]
+    assert (update["scoring"], update["event_count"], update["orders"]) == ("event", 3, 2.0)

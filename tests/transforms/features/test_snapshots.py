@@ -3,8 +3,9 @@
 The generated cases (batch with a snapshot, then streaming from it, against one batch run)
 drive the stateful step directly: `test_batch_equals_streaming.py`. Here the same goes
 through Beam itself once: Avro files written by `WriteProfileSnapshot`, read by `ReadSeeds`
-in a streaming pipeline where the events of the first user arrive before the snapshot is
-read, so that the step has to hold them until their seed is in.
+in a streaming pipeline. (The local runner reads the snapshot before the first events;
+events that come first are held until the seeds are in: that case is driven directly in
+`test_batch_equals_streaming.py`.)
 """
 
 from __future__ import annotations
