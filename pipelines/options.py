@@ -179,8 +179,8 @@ class SegmentsOptions(PipelineOptions):
                  f"silent users included (at most {MAX_DAYS:,}). Default: 1.")
         profiles.add_argument(
             "--max_silent_days", type=int_in(1, MAX_DAYS), default=730,
-            help="Streaming only: stop re-scoring a user silent this long, in days (their next event starts "
-                 f"it again; at most {MAX_DAYS:,}). Default: 730.")
+            help="A user silent this long before a midnight is not scored as of it, in days, in both jobs "
+                 f"(streaming: their next event starts the re-scoring again; at most {MAX_DAYS:,}). Default: 730.")
         profiles.add_argument(
             "--allowed_lateness_hours", type=float_in(MAX_HOURS), default=48.0,
             help="Streaming only: how far behind the event-time clock an event may arrive and still count, in "

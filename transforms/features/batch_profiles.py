@@ -17,6 +17,7 @@ to start one from (`transforms.features.snapshots`).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
@@ -26,7 +27,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms.contracts.events import Event
 from transforms.contracts.outcomes import counter
 from transforms.features.activity import US_PER_DAY
-from transforms.features.profile import Profile, ProfileRules
+from transforms.features.profile import Profile, ProfileRules, silent_too_long
 from transforms.ingest.dedupe import DEDUPE_IN, DEDUPE_OUT, unique_events
 from transforms.ingest.event_coder import key_by_user, unpack_for_user
 
@@ -48,11 +49,13 @@ class ScoreUserHistory(beam.DoFn):
         deduplicate: the events may hold duplicates; keep each event's canonical copy.
         snapshot: also output ``(user_key, Profile)`` as of the as-of time, tagged
             ``PROFILE_SNAPSHOT``, as a streaming job's state would be at that midnight.
+        max_silent: a user silent this long before a date is not scored as of it.
     """
 
     def __init__(self, rules: ProfileRules, history_days: int = 0, deduplicate: bool = True,
-                 snapshot: bool = False):
+                 snapshot: bool = False, max_silent: dt.timedelta = dt.timedelta(days=730)):
         self._rules = rules
+        self._max_silent = max_silent
         self._history_days = history_days
         self._deduplicate = deduplicate
         self._snapshot = snapshot
@@ -79,7 +82,7 @@ class ScoreUserHistory(beam.DoFn):
                 continue
             rules.fold(profile, -(-date_us // US_PER_DAY) - 1)
             record = rules.snapshot(user_key, profile, date_us, DAILY)
-            if record is not None:
+            if record is not None and not silent_too_long(date_us, record["last_event_us"], self._max_silent):
                 # Built directly: a TimestampedValue would make the runner assign a new
                 # window object to each record.
                 yield WindowedValue(record, Timestamp(micros=date_us - 1), windows)
@@ -107,12 +110,13 @@ class ProfilesOfBoundedInput(beam.PTransform):
         history_days: midnights before the as-of time to score too.
         deduplicate: drop duplicates inside the grouping.
         snapshot: also output every user's profile as of the as-of time.
+        max_silent: a user silent this long before a date is not scored as of it.
     """
 
     def __init__(self, rules: ProfileRules, as_of_us: beam.PCollection, history_days: int = 0,
-                 deduplicate: bool = True, snapshot: bool = False):
+                 deduplicate: bool = True, snapshot: bool = False, max_silent: dt.timedelta = dt.timedelta(days=730)):
         super().__init__()
-        self._fn = ScoreUserHistory(rules, history_days, deduplicate, snapshot)
+        self._fn = ScoreUserHistory(rules, history_days, deduplicate, snapshot, max_silent)
         self._as_of_us = as_of_us
 
     def expand(self, events: beam.PCollection[Event]) -> BoundedProfiles:

@@ -58,7 +58,7 @@ class ComputeProfiles(beam.PTransform):
         history_days: bounded input: also score as of this many midnights before it.
         early_firing: unbounded input: processing time from a user's event to their update.
         rescore_every: unbounded input: event time between re-scorings of every user (whole days).
-        max_silent: unbounded input: stop re-scoring users silent this long.
+        max_silent: both: a user silent this long before a midnight is not scored as of it.
         snapshot: bounded input: also output every user's profile as of the as-of time.
         seeds: unbounded input: the snapshot to start from (`snapshots.ReadSeeds`).
         seeded_as_of_us: unbounded input: the snapshot's midnight.
@@ -95,7 +95,7 @@ class ComputeProfiles(beam.PTransform):
         if self.as_of_us is None:
             raise ValueError("bounded input needs as_of_us (the scoring time)")
         bounded = events | "Batch" >> ProfilesOfBoundedInput(self.rules, self.as_of_us, self.history_days,
-                                                             snapshot=self.snapshot)
+                                                             snapshot=self.snapshot, max_silent=self.max_silent)
         nothing = events.pipeline | "NoTooLate" >> beam.Create([]).with_output_types(DeadLetter)
         no_tallies = events.pipeline | "NoTallies" >> beam.Create([]).with_output_types(tuple[str, int])
         return UserFeatures(bounded.features, nothing, no_tallies, bounded.profiles if self.snapshot else None)

@@ -387,6 +387,13 @@ class ProfileRules:
         return record
 
 
+def silent_too_long(as_of_us: int, last_event_us: int, max_silent: timedelta) -> bool:
+    """Whether a user whose last event before `as_of_us` was at `last_event_us` is no longer
+    scored as of it: both jobs score a user at a midnight only while their silence is
+    shorter than `max_silent` (`FEATURES.md`, "Who is scored, and when")."""
+    return as_of_us - last_event_us >= max_silent // timedelta(microseconds=1)
+
+
 def build_profile(rules: ProfileRules, events: Iterable[Event]) -> Profile:
     """A profile of `events` (one user's, deduplicated), added in time order."""
     profile = Profile()

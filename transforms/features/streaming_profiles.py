@@ -44,7 +44,7 @@ from transforms.audit import AUDIT_CORRECTIONS, AUDIT_DUPLICATES, AUDIT_UNIQUE
 from transforms.contracts.events import Event
 from transforms.contracts.outcomes import DeadLetter, ErrorCode, Stage, counter, dead_letter_counter
 from transforms.features.activity import US_PER_DAY
-from transforms.features.profile import Outcome, Profile, ProfileRules
+from transforms.features.profile import Outcome, Profile, ProfileRules, silent_too_long
 from transforms.ingest.dedupe import DEDUPE_IN, DEDUPE_OUT
 from transforms.ingest.event_coder import key_by_user, unpack_for_user
 
@@ -107,7 +107,7 @@ class UpdateProfileFn(beam.DoFn):
         self._rules = rules
         self._early_s = early_firing.total_seconds()
         self._rescore_us = rescore_every // dt.timedelta(microseconds=1)
-        self._max_silent_us = max_silent // dt.timedelta(microseconds=1)
+        self._max_silent = max_silent
         self._lateness_us = rules.allowed_lateness // dt.timedelta(microseconds=1)
         self._seeded_as_of_us = seeded_as_of_us
         # The first midnight this job scores: the one after the snapshot's.
@@ -191,7 +191,7 @@ class UpdateProfileFn(beam.DoFn):
         profile_state.write(profile)
         as_of_us = self._seeded_as_of_us
         last = profile.last_event_us
-        if last is not None and as_of_us - last < self._max_silent_us:
+        if last is not None and not silent_too_long(self._first_midnight_us, last, self._max_silent):
             rescore.set(Timestamp(micros=self._first_midnight_us))
             rescore_at.write(self._first_midnight_us)
         record = self._rules.snapshot(key, profile, as_of_us, SEED)
@@ -237,22 +237,25 @@ class UpdateProfileFn(beam.DoFn):
         # Events at or after the midnight wait for their own update (the flush timer is set).
         outputs, _ = self._apply(key, profile, pending, before_us=as_of_us)
         yield from outputs
-        if profile.watermark_day is not None and as_of_us // US_PER_DAY <= profile.watermark_day:
-            self._corrected.inc()
-            yield beam.pvalue.TaggedOutput(ProfileTag.TALLIES, (AUDIT_CORRECTIONS, 1))
+        correction = profile.watermark_day is not None and as_of_us // US_PER_DAY <= profile.watermark_day
         # A timer moved back by a late event fires behind the clock, which never goes back.
         profile.watermark_day = max(as_of_us // US_PER_DAY, profile.watermark_day or 0)
         self._rules.fold(profile, profile.watermark_day - 1)
         profile_state.write(profile)
         record = self._rules.snapshot(key, profile, as_of_us, DAILY)
-        if record is not None:
+        if record is not None and not silent_too_long(as_of_us, record["last_event_us"], self._max_silent):
+            if correction:
+                self._corrected.inc()
+                yield beam.pvalue.TaggedOutput(ProfileTag.TALLIES, (AUDIT_CORRECTIONS, 1))
             yield record
         last, next_us = profile.last_event_us, as_of_us + self._rescore_us
-        # A watermark a day past the wall clock is a drain (or the end of a test) sending
-        # it to the end of time: re-scoring every user for every day until then is no
-        # use, their next event starts it again.
+        # The one use of the wall clock: events are never more than a day ahead of it (the
+        # validation's future skew), so a watermark a day past it is a drain (or the end
+        # of a test) sending it to the end of time, not data: re-scoring every user for
+        # every day until then would invent days; their next event starts it again. A
+        # replay of past data never comes near it.
         ahead = next_us > (time.time_ns() // 1000) + US_PER_DAY
-        if last is not None and as_of_us - last < self._max_silent_us and not ahead:
+        if last is not None and not silent_too_long(next_us, last, self._max_silent) and not ahead:
             rescore.set(Timestamp(micros=next_us))
             rescore_at.write(next_us)
         else:

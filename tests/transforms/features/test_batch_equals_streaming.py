@@ -12,7 +12,8 @@ day's midnight), redelivered duplicates, and sometimes a second burst of activit
 than 90 days later, so that the first days are folded away. For every user and every
 midnight, the streaming job's last record as of that midnight equals the batch record,
 field by field; a few fields are also checked against counts made here from the events
-directly; and each update on events reads exactly the events delivered before it.
+directly; and each update on events reads exactly the events delivered before it. The
+silence after which a user is no longer scored varies too (730, 30, 2 and 1 days).
 """
 
 from __future__ import annotations
@@ -157,9 +158,9 @@ class _StatefulRunner:
                                              profile_state=s.profile, rescore_at=s.rescore_at, rescore=s.rescore))
 
 
-def streaming_fn() -> UpdateProfileFn:
+def streaming_fn(max_silent: dt.timedelta = dt.timedelta(days=730)) -> UpdateProfileFn:
     return UpdateProfileFn(RULES, early_firing=dt.timedelta(seconds=60), rescore_every=dt.timedelta(days=1),
-                           max_silent=dt.timedelta(days=730))
+                           max_silent=max_silent)
 
 
 # -- generated histories -------------------------------------------------------------------
@@ -171,6 +172,7 @@ class History:
     days: int  # midnights 1..days are scored
     arrivals: list[list[Event]]  # arrivals[d]: delivered after midnight d, before midnight d + 1
     flush_points: list[set[int]]  # positions within arrivals[d] after which the flushes fire
+    max_silent: dt.timedelta = dt.timedelta(days=730)  # no record as of a midnight after this much silence
 
 
 @st.composite
@@ -216,11 +218,12 @@ def histories(draw) -> History:
     for batch in arrivals:
         rng.shuffle(batch)
     flush_points = [set(rng.sample(range(len(b) + 1), k=min(2, len(b) + 1))) | {len(b)} for b in arrivals]
-    return History(sorted(events, key=lambda e: e.timestamp_us), days, arrivals, flush_points)
+    max_silent = dt.timedelta(days=draw(st.sampled_from([730, 30, 2, 1])))
+    return History(sorted(events, key=lambda e: e.timestamp_us), days, arrivals, flush_points, max_silent)
 
 
 def stream(history: History) -> _StatefulRunner:
-    runner = _StatefulRunner(streaming_fn())
+    runner = _StatefulRunner(streaming_fn(history.max_silent))
     runner.advance_watermark(D0 * US_PER_DAY)
     for day, (batch, points) in enumerate(zip(history.arrivals, history.flush_points)):
         for i in range(len(batch) + 1):
@@ -234,7 +237,7 @@ def stream(history: History) -> _StatefulRunner:
 
 
 def batch(history: History) -> dict[tuple[str, int], dict]:
-    fn = ScoreUserHistory(RULES, history_days=history.days - 1)
+    fn = ScoreUserHistory(RULES, history_days=history.days - 1, max_silent=history.max_silent)
     fn.setup()
     as_of = (D0 + history.days) * US_PER_DAY
     records = {}
@@ -327,10 +330,11 @@ def test_an_update_on_events_reads_the_events_delivered_before_it(history):
 # -- starting from a snapshot ---------------------------------------------------------------
 
 
-def batch_with_snapshot(events: list[Event], days: int) -> tuple[dict[tuple[str, int], dict], dict[str, bytes]]:
+def batch_with_snapshot(events: list[Event], days: int, max_silent: dt.timedelta = dt.timedelta(days=730)
+                        ) -> tuple[dict[tuple[str, int], dict], dict[str, bytes]]:
     """The batch records as of midnights 1..days of `events`, and each user's snapshot state
     as of midnight `days`, through its Avro record (`snapshots.snapshot_record` / `decode`)."""
-    fn = ScoreUserHistory(RULES, history_days=days - 1, snapshot=True)
+    fn = ScoreUserHistory(RULES, history_days=days - 1, snapshot=True, max_silent=max_silent)
     fn.setup()
     as_of = (D0 + days) * US_PER_DAY
     records, seeds = {}, {}
@@ -352,18 +356,21 @@ def check_resume(history: History, split: int) -> None:
     """Batch over days before `split` with a snapshot, then streaming from it, gives the
     records of one batch run over every day, for every midnight after the split."""
     cut = (D0 + split) * US_PER_DAY
-    first, seeds = batch_with_snapshot([e for e in history.events if e.timestamp_us < cut], split)
+    first, seeds = batch_with_snapshot([e for e in history.events if e.timestamp_us < cut], split,
+                                       history.max_silent)
     runner = _StatefulRunner(UpdateProfileFn(RULES, early_firing=dt.timedelta(seconds=60),
-                                             rescore_every=dt.timedelta(days=1), max_silent=dt.timedelta(days=730),
+                                             rescore_every=dt.timedelta(days=1), max_silent=history.max_silent,
                                              seeded_as_of_us=cut))
     for user, seed in sorted(seeds.items()):
         runner.deliver_keyed(user, seed)
     seeded = {r["user_key"]: r for r in runner.records}
     # the seed record is where the batch left the user: their first change will be a real one
-    assert set(seeded) == {user for user, as_of in first if as_of == cut}
+    assert set(seeded) == {user for user, as_of in first if as_of == cut} | {
+        user for user in seeded if seeded[user]["days_since_last_event"] >= history.max_silent / dt.timedelta(days=1)}
     for user, record in seeded.items():
         assert record["scoring"] == streaming_profiles.SEED
-        same({**record, "scoring": "daily"}, first[(user, cut)], f"seed {user}")
+        if (user, cut) in first:  # (a user silent too long has no batch record as of the cut)
+            same({**record, "scoring": "daily"}, first[(user, cut)], f"seed {user}")
     runner.records.clear()
     runner.advance_watermark(cut)
     for day in range(split, len(history.arrivals)):

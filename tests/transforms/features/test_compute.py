@@ -220,8 +220,8 @@ def test_re_scoring_stops_after_max_silent_and_events_behind_the_clock_are_too_l
         assert_that(out.features, _collect(features), label="Features")
         assert_that(out.too_late, _collect(dead), label="TooLate")
     daily = sorted(r["as_of_us"] for r in features if r["scoring"] == "daily")
-    # last event on day 3.52: the timer is set again while the user has been silent less than
-    # 10 days, last at day 13's midnight (9.48 days), for day 14 (then 10.48 days: it stops)
-    assert daily == [midnight(d) for d in range(1, 15)]
+    # last event on day 3.52: scored at the midnights where the silence is under 10 days,
+    # the last at day 13 (9.48 days), as the batch job would (`profile.silent_too_long`)
+    assert daily == [midnight(d) for d in range(1, 14)]
     assert [(d.error_code, d.source) for d in dead] == [("too_late", "test:99")]
     assert max(r["orders"] for r in features) == 2.0  # the late purchase counted nowhere
