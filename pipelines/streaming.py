@@ -154,7 +154,7 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, h
         else:
             pattern, seeded_as_of_us = latest
             LOG.info("starting from the profile snapshot %s", pattern)
-            seeds = p | "ReadSnapshot" >> ReadSeeds(pattern)
+            seeds = p | "ReadSnapshot" >> ReadSeeds(pattern, id_key, options.suppression_list)
     # One stateful step per user: the dedupe, sessions, the profile and its re-scoring,
     # each user's state seeded from the snapshot first when there is one.
     profiles = events | "Profiles" >> options.profile_transform(seeds=seeds, seeded_as_of_us=seeded_as_of_us)

@@ -21,7 +21,9 @@ another feature version refuses the snapshot (`decode`), and must be started fro
 run of its own version.
 
 Snapshots hold personal data (pseudonymous, but per user): `erase_users` rewrites every
-snapshot file without the erased users (`segments erase` calls it).
+snapshot file without the erased users (`segments erase` calls it), and a streaming job
+drops the seeds of the users on the suppression list it reads (`ReadSeeds`), whose events
+its privacy step already filters, so no state is kept for them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.fileio import EmptyMatchTreatment
 
 from transforms.contracts.feature_spec import FEATURE_VERSION
+from transforms.contracts.outcomes import counter
 from transforms.features.activity import US_PER_DAY, Activity, SessionSummary
 from transforms.features.profile import Profile
 
@@ -60,6 +63,7 @@ SNAPSHOT_SCHEMA: dict = {
 _PARSED_SCHEMA = fastavro.parse_schema(SNAPSHOT_SCHEMA)
 _AS_OF_DIR = re.compile(r"as_of=(\d{4}-\d{2}-\d{2})/?$")
 FILE_PREFIX = "profiles"
+SEEDS_SUPPRESSED = "snapshot_seeds_suppressed"  # counter: seeds of users on the suppression list
 
 
 class SnapshotMismatch(ValueError):
@@ -191,13 +195,41 @@ class WriteProfileSnapshot(beam.PTransform):
         )
 
 
+class _DropSuppressedFn(beam.DoFn):
+    """Drops the seeds of users on the suppression list (erased after the snapshot was written)."""
+
+    def __init__(self, key, suppression_list: str):
+        self._key = key
+        self._suppression_list = suppression_list
+
+    def setup(self):
+        from transforms.ingest.privacy import pseudonymise, read_suppression_list
+
+        self._erased = frozenset(pseudonymise(self._key, user_id)
+                                 for user_id in read_suppression_list(self._suppression_list))
+        self._dropped = counter(SEEDS_SUPPRESSED)
+
+    def process(self, seed: tuple[str, bytes]) -> Iterable[tuple[str, bytes]]:
+        if seed[0] in self._erased:
+            self._dropped.inc()
+            return
+        yield seed
+
+
 class ReadSeeds(beam.PTransform):
     """Avro snapshot files -> ``(user_key, SEED_MARK + state)``: the seeds of a streaming job
-    (`streaming_profiles.UpdateProfileFn` decodes them), refusing another feature version."""
+    (`streaming_profiles.UpdateProfileFn` decodes them), refusing another feature version.
 
-    def __init__(self, pattern: str):
+    Args:
+        pattern: the snapshot's files (`latest_snapshot`).
+        key: the pseudonymisation key (or where it is), with
+        suppression_list: users whose seeds are dropped (the job's ``--suppression_list``).
+    """
+
+    def __init__(self, pattern: str, key=None, suppression_list: Optional[str] = None):
         super().__init__()
         self._pattern = pattern
+        self._suppressed = None if not suppression_list else _DropSuppressedFn(key, suppression_list)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[tuple[str, bytes]]:
         from transforms.features.streaming_profiles import SEED_MARK
@@ -209,13 +241,16 @@ class ReadSeeds(beam.PTransform):
         # Beam's file matching and fastavro, file by file, rather than `ReadFromAvro`: its
         # splittable read cannot run in the local runner's streaming mode, which the local
         # job uses; a record at a time either way.
-        return (
+        seeds = (
             pbegin
             | "MatchSnapshot" >> fileio.MatchFiles(self._pattern, empty_match_treatment=EmptyMatchTreatment.DISALLOW)
             | "OpenFiles" >> fileio.ReadMatches()
             | "ReadRecords" >> beam.FlatMap(_records)
             | "ToSeeds" >> beam.Map(seed).with_output_types(tuple[str, bytes])
         )
+        if self._suppressed is not None:
+            seeds = seeds | "DropSuppressed" >> beam.ParDo(self._suppressed).with_output_types(tuple[str, bytes])
+        return seeds
 
 
 def _records(readable: fileio.ReadableFile) -> Iterable[dict]:

@@ -28,6 +28,7 @@ from transforms.features import snapshots
 from transforms.features.compute import ComputeProfiles
 from transforms.features.profile import build_profile
 from transforms.features.streaming_profiles import SEED
+from transforms.ingest.privacy import pseudonymise
 
 
 def history() -> list[Event]:
@@ -83,6 +84,21 @@ def test_streaming_from_a_batch_snapshot_gives_the_records_of_one_batch_run(tmp_
     assert expected <= set(daily) and all(as_of > midnight(split) for _, as_of in daily)
     for key in expected:
         _same(daily[key], whole[key])
+
+
+def test_a_streaming_job_drops_the_seeds_of_suppressed_users(tmp_path):
+    key = b"k" * 32
+    buyer = "raw-buyer"
+    (tmp_path / "erasures.txt").write_text(f"{buyer}\n")
+    renamed = [e._replace(user_id=pseudonymise(key, buyer) if e.user_id == "buyer" else e.user_id) for e in history()]
+    folder = tmp_path / "renamed"
+    write_snapshot(renamed, 3, str(folder))
+    pattern, _ = snapshots.latest_snapshot(str(folder))
+    got: list = []
+    with TestPipeline() as p:
+        seeds = p | snapshots.ReadSeeds(pattern, key, str(tmp_path / "erasures.txt"))
+        assert_that(seeds | beam.Keys(), _collect(got))
+    assert got == ["browser"]
 
 
 def test_a_snapshot_of_another_feature_version_is_refused(tmp_path):
