@@ -211,10 +211,12 @@ def histories(draw) -> History:
     arrivals: list[list[Event]] = [[] for _ in range(days + 1)]
     for e in events + rng.sample(events, k=min(2, len(events))):  # and two redeliveries
         day = e.timestamp_us // US_PER_DAY - D0
-        # on time: before the watermark passes the next midnight; late: after it, within
+        # on time: before the watermark passes the next midnight; early: before the
+        # watermark passes its own day's midnight (the watermark lags, so the step may
+        # apply it before scoring that midnight); late: after the next midnight, within
         # the allowed lateness (48 hours behind the latest midnight passed)
-        late = rng.choice([0, 0, 0, 1, 2])
-        arrivals[min(day + late, days)].append(e)
+        late = rng.choice([-1, 0, 0, 0, 1, 2])
+        arrivals[max(0, min(day + late, days))].append(e)
     for batch in arrivals:
         rng.shuffle(batch)
     flush_points = [set(rng.sample(range(len(b) + 1), k=min(2, len(b) + 1))) | {len(b)} for b in arrivals]
@@ -372,6 +374,11 @@ def check_resume(history: History, split: int) -> None:
         if (user, cut) in first:  # (a user silent too long has no batch record as of the cut)
             same({**record, "scoring": "daily"}, first[(user, cut)], f"seed {user}")
     runner.records.clear()
+    # events at or after the cut that reached the old job before its watermark passed the
+    # cut: the subscription, sought back to the cut, delivers them again
+    for e in history.arrivals[split - 1]:
+        if e.timestamp_us >= cut:
+            runner.deliver(e)
     runner.advance_watermark(cut)
     for day in range(split, len(history.arrivals)):
         # the subscription's retained messages overlap the snapshot: duplicates, dropped
