@@ -63,6 +63,8 @@ SNAPSHOT_SCHEMA: dict = {
 _PARSED_SCHEMA = fastavro.parse_schema(SNAPSHOT_SCHEMA)
 _AS_OF_DIR = re.compile(r"as_of=(\d{4}-\d{2}-\d{2})/?$")
 FILE_PREFIX = "profiles"
+# Seeds share the streaming step's input with packed events: a pickle never starts with these bytes.
+SEED_MARK = b"profile-seed:"
 SEEDS_SUPPRESSED = "snapshot_seeds_suppressed"  # counter: seeds of users on the suppression list
 
 
@@ -232,8 +234,6 @@ class ReadSeeds(beam.PTransform):
         self._suppressed = None if not suppression_list else _DropSuppressedFn(key, suppression_list)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[tuple[str, bytes]]:
-        from transforms.features.streaming_profiles import SEED_MARK
-
         def seed(record: dict) -> tuple[str, bytes]:
             check_version(record)
             return record["user_key"], SEED_MARK + record["state"]

@@ -9,9 +9,16 @@ stopped coming. Here each user's `Profile` lives in Beam state and is scored
   every event applied (``scoring`` = ``event``);
 * on a daily event-time timer: when the watermark passes each midnight, the user is
   re-scored as of it (``scoring`` = ``daily``), whether or not they came back, so recency
-  and tenure grow and P(alive) falls while they are silent. Re-scoring stops after
-  ``max_silent`` without an event, or when the watermark runs a day past the wall clock
-  (a drain), and starts again with the user's next event.
+  and tenure grow and P(alive) falls while they are silent. Re-scoring stops once they
+  have been silent ``max_silent`` (the rule the batch job applies too:
+  `profile.silent_too_long`), or when the watermark runs a day past the wall clock (a
+  drain), and starts again with the user's next event.
+
+A job started from a profile snapshot (`transforms.features.snapshots`) gets each user's
+profile as a seed, flattened into this step's input: the seed becomes the user's state
+and emits a ``seed`` record (for the change step, not written). A user's updates wait until
+the watermark passes the snapshot's midnight, when every seed has been read, and the
+midnights up to it are not re-scored: the batch job scored them.
 
 A late event, one whose midnight the watermark has already passed, moves the daily timer
 back to that midnight: it fires at once and re-scores every midnight since, each record a
@@ -45,6 +52,7 @@ from transforms.contracts.events import Event
 from transforms.contracts.outcomes import DeadLetter, ErrorCode, Stage, counter, dead_letter_counter
 from transforms.features.activity import US_PER_DAY
 from transforms.features.profile import Outcome, Profile, ProfileRules, silent_too_long
+from transforms.features.snapshots import SEED_MARK, decode
 from transforms.ingest.dedupe import DEDUPE_IN, DEDUPE_OUT
 from transforms.ingest.event_coder import key_by_user, unpack_for_user
 
@@ -53,8 +61,6 @@ DAILY = "daily"
 # The record of a seeded profile as of its snapshot: it tells the change step where the
 # user stood (so their first change is a real one) and is not written as a row.
 SEED = "seed"
-# Seeds share the step's input with packed events: a pickle never starts with these bytes.
-SEED_MARK = b"profile-seed:"
 
 
 def aligned(at: Timestamp, grid: Duration = Duration(seconds=1)) -> Timestamp:
@@ -97,6 +103,7 @@ class UpdateProfileFn(beam.DoFn):
     RESCORE_AT = userstate.ReadModifyWriteStateSpec("rescore_at_us", VarIntCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.REAL_TIME)
     RESCORE = userstate.TimerSpec("rescore", TimeDomain.WATERMARK)
+    SCORED_THROUGH = userstate.ReadModifyWriteStateSpec("scored_through_us", VarIntCoder())
     READY = userstate.ReadModifyWriteStateSpec("ready", BooleanCoder())
     SEEDS_IN = userstate.TimerSpec("seeds_in", TimeDomain.WATERMARK)
 
@@ -122,10 +129,11 @@ class UpdateProfileFn(beam.DoFn):
     def process(self, element: tuple[str, bytes],
                 pending=beam.DoFn.StateParam(PENDING), flush_set=beam.DoFn.StateParam(FLUSH_SET),
                 rescore_at=beam.DoFn.StateParam(RESCORE_AT), flush=beam.DoFn.TimerParam(FLUSH),
-                rescore=beam.DoFn.TimerParam(RESCORE), profile_state=beam.DoFn.StateParam(PROFILE)) -> Iterable:
+                rescore=beam.DoFn.TimerParam(RESCORE), profile_state=beam.DoFn.StateParam(PROFILE),
+                scored_through=beam.DoFn.StateParam(SCORED_THROUGH)) -> Iterable:
         key, packed = element
         if packed.startswith(SEED_MARK):
-            return self._seed(key, packed, profile_state, rescore_at, rescore)
+            return self._seed(key, packed, profile_state, rescore_at, rescore, scored_through)
         pending.add(packed)
         if not flush_set.read():
             # Processing-time timers take absolute times: the wall clock plus the delay,
@@ -141,11 +149,13 @@ class UpdateProfileFn(beam.DoFn):
         event_us = unpack_for_user(element[0], packed).timestamp_us
         next_us = max((event_us // US_PER_DAY + 1) * US_PER_DAY, self._first_midnight_us)
         due_us = rescore_at.read()
-        # (A too-late event, behind the last midnight scored by more than the lateness, changes nothing.)
-        too_late = due_us is not None and event_us < due_us - self._rescore_us - self._lateness_us
-        if due_us is None or (next_us < due_us and not too_late):
-            rescore.set(Timestamp(micros=next_us))
-            rescore_at.write(next_us)
+        if due_us is None or next_us < due_us:
+            # A too-late event (behind the last midnight scored by more than the lateness:
+            # the same rule as `ProfileRules.add`) changes nothing.
+            scored_us = scored_through.read()
+            if scored_us is None or event_us >= scored_us - self._lateness_us:
+                rescore.set(Timestamp(micros=next_us))
+                rescore_at.write(next_us)
         return ()
 
     def _apply(self, user_key: str, profile: Profile, pending,
@@ -183,13 +193,12 @@ class UpdateProfileFn(beam.DoFn):
             outputs.append(beam.pvalue.TaggedOutput(ProfileTag.TALLIES, (AUDIT_DUPLICATES, duplicates)))
         return outputs, added
 
-    def _seed(self, key: str, packed: bytes, profile_state, rescore_at, rescore) -> list:
+    def _seed(self, key: str, packed: bytes, profile_state, rescore_at, rescore, scored_through) -> list:
         """Starts the user's state from their snapshot; returns the seed record."""
-        from transforms.features.snapshots import decode
-
         profile = decode(packed[len(SEED_MARK):])
         profile_state.write(profile)
         as_of_us = self._seeded_as_of_us
+        scored_through.write(as_of_us)
         last = profile.last_event_us
         if last is not None and not silent_too_long(self._first_midnight_us, last, self._max_silent):
             rescore.set(Timestamp(micros=self._first_midnight_us))
@@ -231,7 +240,8 @@ class UpdateProfileFn(beam.DoFn):
     @userstate.on_timer(RESCORE)
     def on_rescore(self, key=beam.DoFn.KeyParam, timestamp=beam.DoFn.TimestampParam,
                    pending=beam.DoFn.StateParam(PENDING), profile_state=beam.DoFn.StateParam(PROFILE),
-                   rescore_at=beam.DoFn.StateParam(RESCORE_AT), rescore=beam.DoFn.TimerParam(RESCORE)):
+                   rescore_at=beam.DoFn.StateParam(RESCORE_AT), rescore=beam.DoFn.TimerParam(RESCORE),
+                   scored_through=beam.DoFn.StateParam(SCORED_THROUGH)):
         as_of_us = timestamp.micros
         profile = profile_state.read() or Profile()
         # Events at or after the midnight wait for their own update (the flush timer is set).
@@ -240,6 +250,7 @@ class UpdateProfileFn(beam.DoFn):
         correction = profile.watermark_day is not None and as_of_us // US_PER_DAY <= profile.watermark_day
         # A timer moved back by a late event fires behind the clock, which never goes back.
         profile.watermark_day = max(as_of_us // US_PER_DAY, profile.watermark_day or 0)
+        scored_through.write(profile.watermark_day * US_PER_DAY)
         self._rules.fold(profile, profile.watermark_day - 1)
         profile_state.write(profile)
         record = self._rules.snapshot(key, profile, as_of_us, DAILY)

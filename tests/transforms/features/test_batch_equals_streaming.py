@@ -99,6 +99,7 @@ class _UserState:
     flush: _Timer = dataclasses.field(default_factory=_Timer)
     rescore: _Timer = dataclasses.field(default_factory=_Timer)
     ready: _Value = dataclasses.field(default_factory=_Value)
+    scored_through: _Value = dataclasses.field(default_factory=_Value)
     seeds_in: _Timer = dataclasses.field(default_factory=_Timer)
 
 
@@ -128,7 +129,8 @@ class _StatefulRunner:
     def deliver_keyed(self, key: str, packed: bytes) -> None:
         s = self.users.setdefault(key, _UserState())
         self._collect(self.fn.process((key, packed), pending=s.pending, flush_set=s.flush_set, rescore_at=s.rescore_at,
-                                      flush=s.flush, rescore=s.rescore, profile_state=s.profile))
+                                      flush=s.flush, rescore=s.rescore, profile_state=s.profile,
+                                      scored_through=s.scored_through))
 
     def flush(self) -> None:
         for key, s in sorted(self.users.items()):
@@ -155,7 +157,8 @@ class _StatefulRunner:
                 continue
             s.rescore.clear()
             self._collect(self.fn.on_rescore(key=key, timestamp=Timestamp(micros=at), pending=s.pending,
-                                             profile_state=s.profile, rescore_at=s.rescore_at, rescore=s.rescore))
+                                             profile_state=s.profile, rescore_at=s.rescore_at, rescore=s.rescore,
+                                             scored_through=s.scored_through))
 
 
 def streaming_fn(max_silent: dt.timedelta = dt.timedelta(days=730)) -> UpdateProfileFn:
@@ -348,7 +351,7 @@ def batch_with_snapshot(events: list[Event], days: int, max_silent: dt.timedelta
             if isinstance(out, TaggedOutput):
                 key, profile = out.value
                 record = snapshots.snapshot_record(key, profile, as_of)
-                seeds[key] = streaming_profiles.SEED_MARK + record["state"]
+                seeds[key] = snapshots.SEED_MARK + record["state"]
             else:
                 records[(user, out.value["as_of_us"])] = out.value
     return records, seeds
