@@ -119,7 +119,7 @@ class ProfilesOfBoundedInput(beam.PTransform):
         self._fn = ScoreUserHistory(rules, history_days, deduplicate, snapshot, max_silent)
         self._as_of_us = as_of_us
 
-    def expand(self, events: beam.PCollection[Event]) -> BoundedProfiles:
+    def expand(self, events: beam.PCollection[Event]):  # -> BoundedProfiles (a NamedTuple, not an element type)
         scored = (
             events
             | "KeyByUser" >> beam.Map(key_by_user).with_output_types(tuple[str, bytes])
