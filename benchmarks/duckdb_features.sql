@@ -202,11 +202,13 @@ scored AS (
     WHERE u.ts_us < a.as_of_us
 ),
 -- Sessions: per user and session_id, a new session starts when the previous event of that
--- id is at least the gap earlier (Beam Sessions). Events without a session_id have none.
+-- id is at least the gap earlier (Beam Sessions), or on an earlier UTC day (midnight ends a
+-- session). Events without a session_id have none.
 session_marks AS (
     SELECT *,
         CASE WHEN session_id IS NULL THEN NULL
-             WHEN ts_us - lag(ts_us) OVER w < $gap_us THEN 0 ELSE 1 END AS opens_session
+             WHEN ts_us - lag(ts_us) OVER w < $gap_us
+                  AND ts_us // 86400000000 = lag(ts_us) OVER w // 86400000000 THEN 0 ELSE 1 END AS opens_session
     FROM scored
     WINDOW w AS (PARTITION BY user_id, session_id ORDER BY ts_us, event_id)
 ),

@@ -40,7 +40,7 @@ from scipy.stats import binomtest
 from devtools.generate import generate_events
 from devtools.generate.incidents import Incident, parse_incident
 from models import DEFAULT_MODEL_DIR
-from models.handler import assignment_handler
+from models.serving import serving_model
 from models.moments import CHECKOUT_FRICTION
 from pipelines import batch
 from transforms.ingest.privacy import DEMO_ID_KEY, pseudonymise
@@ -89,7 +89,7 @@ def score_moments(events: pathlib.Path, model_dir: str, history_days: int, out: 
                                   "--model", model_dir, "--direct_num_workers", "1"])
     path = out / "moments.jsonl"
     with beam.Pipeline(options=PipelineOptions(["--direct_num_workers", "1"])) as p:
-        outputs = batch.build_pipeline(p, options, DEMO_ID_KEY, assignment_handler(model_dir))
+        outputs = batch.build_pipeline(p, options, DEMO_ID_KEY, serving_model(model_dir))
         (outputs.assignments
          | "Moments" >> beam.Map(lambda a: json.dumps({"user_key": a["user_key"], "as_of_us": a["as_of_us"],
                                                        "moment": a["moment"]}))

@@ -272,7 +272,8 @@ def profile(user_id: str, events: list, as_of_us: int, gap_us: int, rates: Rates
         session = None
         if session_id is not None:
             session = open_sessions.get(session_id)
-            if session is None or ts - session[2] >= gap_us:
+            # the gap, or midnight UTC, ends a session
+            if session is None or ts - session[2] >= gap_us or ts // US_PER_DAY != session[2] // US_PER_DAY:
                 session = [0 if session is None else session[0] + 1, ts, ts, 0, 0, 0, 0, 0, 0]
                 open_sessions[session_id] = session
                 sessions.append(session)

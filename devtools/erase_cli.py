@@ -1,6 +1,7 @@
 """`segments erase`: delete users' rows everywhere, keep them out of later runs, record it.
 
-    segments erase --user_ids requests.txt --suppression_list erasures.txt --id_key_file key.txt
+    segments erase --user_ids requests.txt --suppression_list erasures.txt --id_key_file key.txt \
+        --snapshot_dir gs://BUCKET/snapshots
 
 The ids file and the suppression list share one format (`transforms.ingest.privacy.SUPPRESSION_FORMAT`).
 What is deleted and how: `transforms.bigquery.erasure`.
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo_key", action="store_true", default=False,
                         help="Use the published demo key (data written by demo runs). Default: a key must be "
                              "configured: erasing with the wrong key would delete nothing.")
+    parser.add_argument("--snapshot_dir", default=None,
+                        help="The jobs' profile snapshots (--snapshot_dir of `segments run` and `segments stream`): "
+                             "every snapshot file under it is rewritten without the users. Default: none.")
     parser.add_argument("--erasure_id", default=None,
                         help="Name of this erasure in erasure_audit. Default: erase-<UTC time>-<random>.")
     warehouse_cli.add_target_arguments(parser)
@@ -50,4 +54,9 @@ def cmd_erase(args: argparse.Namespace, _rest) -> int:
     print(f"segments erase: {erasure.users:,} users erased ({erasure.erasure_id}): rows deleted: {counts}; "
           f"{erasure.suppression_added:,} ids added to {erasure.suppression_list}; recorded in "
           f"{project}.{args.bq_dataset}.erasure_audit")
+    if args.snapshot_dir:
+        from transforms.features.snapshots import erase_users as erase_from_snapshots
+
+        removed = erase_from_snapshots(args.snapshot_dir, erasure.user_keys)
+        print(f"segments erase: {removed:,} profile records removed from the snapshots under {args.snapshot_dir}")
     return 0

@@ -39,7 +39,8 @@ from transforms.bigquery.loads import WarehouseUnreachable, check_reachable, swe
 from transforms.bigquery.rows import audit_row
 from transforms.contracts.outcomes import ASSIGNMENTS, first_line
 from transforms.drift import DRIFT_ROWS, CountFeatureBins, bin_counts
-from transforms.features.as_of import AsOfMicros
+from transforms.features.as_of import AsOfMicros, midnight_us
+from transforms.features.snapshots import WriteProfileSnapshot
 from transforms.ingest.files import ReadEventFiles
 from transforms.ingest.privacy import ApplyPrivacy, IdKeyRef, read_user_ids
 
@@ -89,8 +90,13 @@ def build_pipeline(p: beam.Pipeline, options: BatchOptions, id_key: bytes, model
     parsed = p | "ReadEvents" >> ReadEventFiles(options.input, options.validation_config())
     events = (parsed.events
               | "Privacy" >> ApplyPrivacy(id_key, options.suppression_list, options.consent_default)).events
+    if options.snapshot_dir and options.as_of is None:
+        raise ValueError("--snapshot_dir needs --as_of: the midnight the snapshot is as of")
     as_of_us = events | "AsOf" >> AsOfMicros(options.as_of)
-    profiles = events | "Profiles" >> options.profile_transform(as_of_us, options.history_days)
+    profiles = events | "Profiles" >> options.profile_transform(as_of_us, options.history_days,
+                                                                snapshot=bool(options.snapshot_dir))
+    if options.snapshot_dir:  # every user's profile as of --as_of, to start a streaming job from
+        profiles.profiles | "WriteSnapshot" >> WriteProfileSnapshot(options.snapshot_dir, midnight_us(options.as_of))
     segmented = segment_and_write(profiles.features, model, [parsed.dead_letters, profiles.too_late],
                                   target, run_id)
     if drift_edges:

@@ -22,6 +22,7 @@ from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.write import WriteAssignments, WriteChanges, WriteDeadLetters, change_row_now
 from models.serving import ServingModel
 from transforms.changes import DetectSegmentChanges, PublishChanges
+from transforms.features.streaming_profiles import SEED
 from transforms.scoring import AssignSegments
 
 
@@ -58,7 +59,7 @@ class JobOutputs(NamedTuple):
 
 def segment_and_write(features: beam.PCollection, model: ServingModel, dead_letters: Sequence[beam.PCollection],
                       target: Optional[BigQueryTarget], run_id: Optional[str],
-                      changes_topic: Optional[str] = None) -> Segmented:
+                      changes_topic: Optional[str] = None, seeded: bool = False) -> Segmented:
     """Feature records -> assignments in `segment_assignments`, their changes in
     `segment_changes` (and on `changes_topic`); every dead letter in `dead_letters`.
 
@@ -69,11 +70,16 @@ def segment_and_write(features: beam.PCollection, model: ServingModel, dead_lett
       target: where to write; None builds the graph without writing.
       run_id: written on dead letters.
       changes_topic: ``projects/P/topics/T`` to publish each change to; None publishes none.
+      seeded: the features include the seed records of a profile snapshot (streaming):
+        they reach the change step only, which learns where each user stood from them.
     """
     assigned = features | "AssignSegments" >> AssignSegments(model.handler)
+    assignments = assigned.assignments
+    if seeded:
+        assignments = assignments | "NotSeeds" >> beam.Filter(lambda a: a.get("scoring") != SEED)
     every = [*dead_letters, assigned.dead_letters]
     if target is not None:
-        every.append(assigned.assignments | "WriteAssignments" >> WriteAssignments(target))
+        every.append(assignments | "WriteAssignments" >> WriteAssignments(target))
     changes = assigned.assignments | "SegmentChanges" >> DetectSegmentChanges(model.explainer)
     if target is not None:
         every.append(changes | "WriteChanges" >> WriteChanges(target))
@@ -87,4 +93,4 @@ def segment_and_write(features: beam.PCollection, model: ServingModel, dead_lett
         | "AllDeadLetters" >> beam.Flatten())
     if target is not None:
         every_dead_letter | "WriteDeadLetters" >> WriteDeadLetters(target, run_id)
-    return Segmented(assigned.assignments, every_dead_letter, changes)
+    return Segmented(assignments, every_dead_letter, changes)

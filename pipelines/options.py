@@ -102,12 +102,19 @@ class SegmentsOptions(PipelineOptions):
                  f"silent users included (at most {MAX_DAYS:,}). Default: 1.")
         profiles.add_argument(
             "--max_silent_days", type=int_in(1, MAX_DAYS), default=730,
-            help="Streaming only: stop re-scoring a user silent this long, in days (their next event starts "
-                 f"it again; at most {MAX_DAYS:,}). Default: 730.")
+            help="A user silent this long before a midnight is not scored as of it, in days, in both jobs "
+                 f"(streaming: their next event starts the re-scoring again; at most {MAX_DAYS:,}). Default: 730.")
         profiles.add_argument(
             "--allowed_lateness_hours", type=float_in(MAX_HOURS), default=48.0,
             help="Streaming only: how far behind the event-time clock an event may arrive and still count, in "
                  f"hours (at most {MAX_HOURS:,}); later ones are dead-lettered as too_late. Default: 48.")
+
+        profiles.add_argument(
+            "--snapshot_dir", default=None,
+            help="Profile snapshots (local folder or gs://): the batch job writes every user's profile as of "
+                 "--as_of under it (and then needs --as_of); the streaming job starts from the latest snapshot of "
+                 "its feature version under it (transforms/features/snapshots.py). Default: none (batch writes "
+                 "no snapshot; streaming starts with empty profiles).")
 
         model = parser.add_argument_group("model and warehouse")
         model.add_argument(
@@ -250,7 +257,8 @@ class SegmentsOptions(PipelineOptions):
             reporting_currency=self.reporting_currency,
         )
 
-    def profile_transform(self, as_of_us=None, history_days: int = 0) -> ComputeProfiles:
+    def profile_transform(self, as_of_us=None, history_days: int = 0, snapshot: bool = False, seeds=None,
+                          seeded_as_of_us: Optional[int] = None) -> ComputeProfiles:
         """The per-user profile step configured by these options (arguments: see `ComputeProfiles`)."""
         return ComputeProfiles(
             self.profile_rules(),
@@ -259,6 +267,9 @@ class SegmentsOptions(PipelineOptions):
             early_firing=dt.timedelta(seconds=self.early_firing_seconds),
             rescore_every=dt.timedelta(days=self.rescore_days),
             max_silent=dt.timedelta(days=self.max_silent_days),
+            snapshot=snapshot,
+            seeds=seeds,
+            seeded_as_of_us=seeded_as_of_us,
         )
 
     def validation_config(self) -> ValidationConfig:

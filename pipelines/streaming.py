@@ -50,7 +50,9 @@ from transforms.bigquery import admin
 from transforms.bigquery.client import BigQueryTarget
 from transforms.bigquery.tables import Table
 from transforms.bigquery.write import WriteTable
+from transforms.contracts.feature_spec import FEATURE_VERSION
 from transforms.drift import TallyFeatureBins
+from transforms.features.snapshots import ReadSeeds, latest_snapshot
 from transforms.ingest.messages import Messages, read_event_messages
 from transforms.ingest.privacy import ApplyPrivacy
 
@@ -137,10 +139,21 @@ def build_pipeline(p: beam.Pipeline, options: StreamingOptions, id_key: bytes, m
         records the PSI of the interval's midnight re-scorings; None records none.
     """
     messages, events, filtered = read_events(p, options, id_key)
-    # One stateful step per user: the dedupe, sessions, the profile and its re-scoring.
-    profiles = events | "Profiles" >> options.profile_transform()
+    seeds, seeded_as_of_us = None, None
+    if options.snapshot_dir:
+        latest = latest_snapshot(options.snapshot_dir)
+        if latest is None:
+            LOG.warning("no profile snapshot of feature version %s under %s: starting with empty profiles",
+                        FEATURE_VERSION, options.snapshot_dir)
+        else:
+            pattern, seeded_as_of_us = latest
+            LOG.info("starting from the profile snapshot %s", pattern)
+            seeds = p | "ReadSnapshot" >> ReadSeeds(pattern, id_key, options.suppression_list)
+    # One stateful step per user: the dedupe, sessions, the profile and its re-scoring,
+    # each user's state seeded from the snapshot first when there is one.
+    profiles = events | "Profiles" >> options.profile_transform(seeds=seeds, seeded_as_of_us=seeded_as_of_us)
     segmented = segment_and_write(profiles.features, model, [messages.parsed.dead_letters, profiles.too_late],
-                                  target, run_id, options.changes_topic)
+                                  target, run_id, options.changes_topic, seeded=seeds is not None)
     if target is None:
         return JobOutputs(events, profiles.features, segmented.assignments, segmented.dead_letters,
                           changes=segmented.changes)

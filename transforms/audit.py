@@ -36,6 +36,7 @@ AUDIT_CONSENTED = "consented"  # events kept by the privacy step
 AUDIT_UNIQUE = "unique_events"  # events that left the dedupe
 AUDIT_DUPLICATES = "duplicates"  # events the profile step dropped as duplicates (counted, not derived)
 AUDIT_ASSIGNMENTS = "assignments"  # assignment rows produced
+AUDIT_CORRECTIONS = "corrections"  # daily records re-emitted because a late event changed them
 AUDIT_CHANGES = "changes"  # segment change records produced
 # Filtered events are tallied per reason, as ``filtered.<reason>`` (`filter_tally`).
 _FIRST_US, _LAST_US = "_first_us", "_last_us"

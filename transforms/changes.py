@@ -24,7 +24,9 @@ with their values before and after and their contribution to the distance (defin
   scoring as of a time not after the last one seen (a daily re-scoring at midnight that
   arrives after an update on a later event) is skipped: changes follow the scorings in
   as-of order. The state lives as long as the job: a new job (not an in-place update)
-  starts from nothing, so every user's next scoring is an "entered" change again.
+  starts from nothing, unless it starts from a profile snapshot: then each seeded user's
+  scoring as of the snapshot (``scoring`` = ``seed``, never written as a row) is
+  remembered without a change, so their first change in the new job is a real one.
 * Bounded input (the batch job): the user's scorings within the run (one per score
   date), in as-of order: a change between consecutive score dates of the run, and
   "entered" at the user's first scored date of the run (a run does not read earlier
@@ -46,6 +48,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import userstate
 
 from transforms.contracts.outcomes import CHANGES, counter
+from transforms.features.streaming_profiles import SEED
 
 ENTERED = "entered"
 SEGMENT = "segment"
@@ -165,6 +168,10 @@ class ChangesOfStreamFn(_ExplainingFn):
     def process(self, element: tuple[str, Mapping[str, Any]], last=beam.DoFn.StateParam(LAST)) -> Iterable[dict]:
         _, assignment = element
         previous = last.read()
+        if assignment.get("scoring") == SEED:  # where a seeded user stood: remembered, not a change
+            if previous is None or int(assignment["as_of_us"]) > previous.as_of_us:
+                last.write(last_of(assignment))
+            return
         # An earlier scoring arriving late (the later one already counted) changes nothing.
         if previous is None or int(assignment["as_of_us"]) > previous.as_of_us:
             last.write(last_of(assignment))

@@ -1,4 +1,4 @@
-"""Whole commands against the local warehouse: erasure that sticks, Ctrl-C, a killed run's leftovers."""
+"""Whole commands against the local warehouse: erasure that sticks (snapshots included), Ctrl-C, a killed run's leftovers."""
 
 from __future__ import annotations
 
@@ -37,6 +37,18 @@ def query(warehouse, sql, **params):
     return [dict(row) for row in warehouse.client.query(sql, job_config=config).result()]
 
 
+def snapshot_users(folder) -> list[str]:
+    import fastavro
+
+    from transforms.features.snapshots import snapshot_files
+
+    found = []
+    for path in snapshot_files(str(folder)):
+        with open(path, "rb") as f:
+            found += [r["user_key"] for r in fastavro.reader(f)]
+    return found
+
+
 def test_an_erased_user_is_gone_from_every_table_and_stays_gone(warehouse, unique_dataset, tmp_path):
     events = tmp_path / "events.jsonl"
     generate.generate_events(str(events), users=20, days=5, end=END, seed=31, fmt="jsonl", corrupt_rate=0.1)
@@ -57,7 +69,9 @@ def test_an_erased_user_is_gone_from_every_table_and_stays_gone(warehouse, uniqu
                                    else r["raw_payload"].encode()) for word in (f'"{user}"'.encode(), key.encode()))]
         return assignments, len(letters)
 
-    batch.run(flags + ["--run_id", "before"]).check()
+    snapshot_dir = tmp_path / "snapshots"
+    batch.run(flags + ["--run_id", "before", "--snapshot_dir", str(snapshot_dir), "--as_of", END.isoformat()]).check()
+    assert key in snapshot_users(snapshot_dir)
     assert remaining()[1] > 0, "the chosen user has dead letters to erase"
     assert query(warehouse, f"SELECT COUNT(*) AS n FROM {table}.segment_assignments` WHERE user_key = @k", k=key)[0]["n"]
     others = query(warehouse, f"SELECT COUNT(*) AS n FROM {table}.segment_assignments` WHERE user_key != @k", k=key)
@@ -65,10 +79,13 @@ def test_an_erased_user_is_gone_from_every_table_and_stays_gone(warehouse, uniqu
     (tmp_path / "ids.txt").write_text(f"\ufeff{user}\n")
     env = dict(os.environ, SEGMENTS_WAREHOUSE_DIR=str(warehouse.data_dir))
     erase = cli("erase", "--user_ids", str(tmp_path / "ids.txt"), "--suppression_list", str(suppression),
-                "--demo_key", "--bq_project", warehouse.project, "--bq_dataset", unique_dataset, env=env)
+                "--demo_key", "--bq_project", warehouse.project, "--bq_dataset", unique_dataset,
+                "--snapshot_dir", str(snapshot_dir), env=env)
     out, err = erase.communicate(timeout=300)
     assert erase.returncode == 0, err
     assert "1 users erased" in out
+    assert "1 profile records removed from the snapshots" in out
+    assert key not in snapshot_users(snapshot_dir) and snapshot_users(snapshot_dir)
 
     assert remaining() == (0, 0)
     (audit,) = query(warehouse, f"SELECT * FROM {table}.erasure_audit`")

@@ -134,7 +134,8 @@ def test_events_move_a_user_to_another_segment_and_one_change_says_why(model_dir
         assert_that(assigned.assignments, _collect(assignments), label="CollectAssignments")
 
     scale, centroid, m, priors = _scaled_space()
-    after = next(a["features"] for a in assignments if a["as_of_us"] == then[-1].timestamp_us)
+    # updates on events are as of 1 µs after the latest event
+    after = next(a["features"] for a in assignments if a["as_of_us"] == then[-1].timestamp_us + 1)
     assert (after[PV], after[CART]) == (2.0, 3.0)  # 2 product views and 3 cart adds in 1 session
     z = scale(after)
     a, b = centroid["browsers"], centroid["cart fillers"]
@@ -151,7 +152,7 @@ def test_events_move_a_user_to_another_segment_and_one_change_says_why(model_dir
     assert [c for c in changes if c["kind"] == SEGMENT] == [changes[1]]  # exactly one move
     moved = changes[1]
     assert (moved["from_segment_name"], moved["to_segment_name"]) == (name_of[0], name_of[1])
-    assert moved["as_of_us"] == then[-1].timestamp_us and moved["previous_as_of_us"] == first[0].timestamp_us
+    assert moved["as_of_us"] == then[-1].timestamp_us + 1 and moved["previous_as_of_us"] == first[0].timestamp_us + 1
     assert moved["from_rfm_segment"] == moved["to_rfm_segment"] == "Prospect"
     top = moved["drivers"][0]
     assert (top["feature"], top["before"], top["after"]) == (CART, 0.0, 3.0)
@@ -166,7 +167,7 @@ def test_events_move_a_user_to_another_segment_and_one_change_says_why(model_dir
     # Entered: measured from the population centre; a driver's "before" is the centre's value, the
     # training rows' mean of the (log1p of the, where heavy-tailed) shrunk input, in original units.
     entered = changes[0]
-    first_features = next(a["features"] for a in assignments if a["as_of_us"] == first[0].timestamp_us)
+    first_features = next(a["features"] for a in assignments if a["as_of_us"] == first[0].timestamp_us + 1)
     assert len(entered["drivers"]) == 2  # the top three of the model's two inputs
     for driver in entered["drivers"]:
         feature = driver["feature"]

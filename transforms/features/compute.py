@@ -45,6 +45,7 @@ class UserFeatures(NamedTuple):
     features: beam.PCollection  # feature record dicts (keys: `profile.ProfileRules.record`)
     too_late: beam.PCollection  # DeadLetter of the events beyond the allowed lateness (streaming)
     tallies: beam.PCollection  # (name, count) audit tallies of the per-user step (streaming)
+    profiles: Optional[beam.PCollection] = None  # (user_key, Profile) as of the as-of time (batch, with snapshot)
 
 
 class ComputeProfiles(beam.PTransform):
@@ -57,13 +58,17 @@ class ComputeProfiles(beam.PTransform):
         history_days: bounded input: also score as of this many midnights before it.
         early_firing: unbounded input: processing time from a user's event to their update.
         rescore_every: unbounded input: event time between re-scorings of every user (whole days).
-        max_silent: unbounded input: stop re-scoring users silent this long.
+        max_silent: both: a user silent this long before a midnight is not scored as of it.
+        snapshot: bounded input: also output every user's profile as of the as-of time.
+        seeds: unbounded input: the snapshot to start from (`snapshots.ReadSeeds`).
+        seeded_as_of_us: unbounded input: the snapshot's midnight.
     """
 
     def __init__(self, rules: ProfileRules, *, as_of_us: Optional[beam.PCollection] = None, history_days: int = 0,
                  early_firing: dt.timedelta = dt.timedelta(seconds=60),
                  rescore_every: dt.timedelta = dt.timedelta(days=1),
-                 max_silent: dt.timedelta = dt.timedelta(days=730)):
+                 max_silent: dt.timedelta = dt.timedelta(days=730), snapshot: bool = False,
+                 seeds: Optional[beam.PCollection] = None, seeded_as_of_us: Optional[int] = None):
         super().__init__()
         if history_days < 0:
             raise ValueError("history_days must be >= 0")
@@ -73,6 +78,9 @@ class ComputeProfiles(beam.PTransform):
         self.early_firing = early_firing
         self.rescore_every = rescore_every
         self.max_silent = max_silent
+        self.snapshot = snapshot
+        self.seeds = seeds
+        self.seeded_as_of_us = seeded_as_of_us
 
     @staticmethod
     def is_unbounded(events: beam.PCollection) -> bool:
@@ -82,11 +90,12 @@ class ComputeProfiles(beam.PTransform):
     def expand(self, events: beam.PCollection[Event]):  # -> UserFeatures (not annotated: Beam would take it for an element type)
         if self.is_unbounded(events):
             out = events | "Streaming" >> MaintainProfiles(self.rules, self.early_firing, self.rescore_every,
-                                                          self.max_silent)
+                                                          self.max_silent, self.seeds, self.seeded_as_of_us)
             return UserFeatures(out.features, out.too_late, out.tallies)
         if self.as_of_us is None:
             raise ValueError("bounded input needs as_of_us (the scoring time)")
-        features = events | "Batch" >> ProfilesOfBoundedInput(self.rules, self.as_of_us, self.history_days)
+        bounded = events | "Batch" >> ProfilesOfBoundedInput(self.rules, self.as_of_us, self.history_days,
+                                                             snapshot=self.snapshot, max_silent=self.max_silent)
         nothing = events.pipeline | "NoTooLate" >> beam.Create([]).with_output_types(DeadLetter)
         no_tallies = events.pipeline | "NoTallies" >> beam.Create([]).with_output_types(tuple[str, int])
-        return UserFeatures(features, nothing, no_tallies)
+        return UserFeatures(bounded.features, nothing, no_tallies, bounded.profiles if self.snapshot else None)

@@ -14,10 +14,12 @@ three things done to a profile:
   `as_of`), lifetime figures (everything before `as_of`) and the values derived from them
   (recency, tenure, BG/NBD inputs), never reading an event after `as_of`.
 
-A day is UTC; "before `as_of`" means the days that begin before it: for `as_of` at a
-midnight, exactly the days before it; for a time within a day (the streaming job's
-updates on a user's events, as of the latest one), that day too. Definitions of every
-field: `transforms/features/FEATURES.md`.
+A day is UTC, and midnight ends a session, so each day's `Activity` holds exactly the
+events stamped in that day. A record as of `t` reads the events stamped before `t`: for
+`t` at a midnight, the days before it; for a time within a day (the streaming job's
+updates on a user's events, as of 1 µs after the latest one), that day too, all of whose
+events applied so far are before `t`. Definitions of every field:
+`transforms/features/FEATURES.md`.
 """
 
 from __future__ import annotations
@@ -267,13 +269,17 @@ class ProfileRules:
 
     def _sessionize(self, profile: Profile, event: Event) -> None:
         """Puts the event into its session, merging the sessions it bridges (Beam `Sessions`
-        semantics: a run of events of one session id, consecutive ones less than the gap apart)."""
+        semantics: a run of events of one session id, consecutive ones less than the gap apart,
+        within one UTC day)."""
         gap, t = self.gap_us, event.timestamp_us
+        day = t // US_PER_DAY
         summaries = profile.sessions.setdefault(event.session_id, [])
         merged = SessionSummary.of(event)
         kept = []
         for summary in summaries:
-            if summary.start_us - gap < t < summary.end_us + gap:
+            # Midnight ends a session too: every day then holds whole sessions, so a record
+            # as of a midnight reads exactly the events before it.
+            if summary.start_us // US_PER_DAY == day and summary.start_us - gap < t < summary.end_us + gap:
                 self._activity_of(profile, summary.start_us).add_session(summary, -1)
                 merged = merged.merged(summary)
             else:
@@ -410,6 +416,13 @@ class ProfileRules:
             "reporting_currency": self.reporting_currency,
         }
         return record
+
+
+def silent_too_long(as_of_us: int, last_event_us: int, max_silent: timedelta) -> bool:
+    """Whether a user whose last event before `as_of_us` was at `last_event_us` is no longer
+    scored as of it: both jobs score a user at a midnight only while their silence is
+    shorter than `max_silent` (`FEATURES.md`, "Who is scored, and when")."""
+    return as_of_us - last_event_us >= max_silent // timedelta(microseconds=1)
 
 
 def build_profile(rules: ProfileRules, events: Iterable[Event]) -> Profile:

@@ -119,23 +119,60 @@ def _same(a: dict, b: dict) -> None:
             assert a[name] == b[name], name
 
 
-def test_batch_and_streaming_give_the_same_daily_records():
-    events = history()
-    streamed = {(r["user_key"], r["as_of_us"]): r for r in streaming_records(events, 25, duplicates=3)
-                if r["scoring"] == "daily"}
-    batched = {(r["user_key"], r["as_of_us"]): r for r in batch_records(events, 25, history_days=24)}
-    assert set(batched) == {(user, midnight(d)) for user in ("buyer", "browser") for d in range(1, 26)}
+def test_batch_and_streaming_agree_across_midnight_at_midnight_and_on_a_late_event():
+    """Through the runner (generated cases: `test_batch_equals_streaming.py`): a session
+    from 23:55 into the next day, an event at 00:00:00 exactly, and a purchase of day 1
+    arriving after the watermark passed day 3's midnight (within the lateness)."""
+    def at(i, day, kind="page_view", session="s", **fields):
+        return Event(f"e{i}", "u", kind, midnight(day) + int(round(fields.pop("hours", 0) * HOUR)),
+                     session_id=session, source=f"test:{i}", **fields)
+
+    straddling = [at(0, 0, hours=23 + 55 / 60), at(1, 1, "add_to_cart", hours=0.05),
+                  at(2, 1, "purchase", hours=0.1, value=30.0, order_id="o1")]
+    on_midnight = at(3, 2, "product_view", session=None)
+    late = at(4, 1, "purchase", session=None, hours=20, value=12.5, order_id="o2")
+    clock = int(time.time())
+    stream = (TestStream().advance_watermark_to(midnight(0) / US)
+              .add_elements([TimestampedValue(e, e.timestamp_us / US) for e in straddling])
+              .advance_processing_time(clock + 3600)
+              .advance_watermark_to(midnight(2) / US)
+              .add_elements([TimestampedValue(on_midnight, on_midnight.timestamp_us / US)])
+              .advance_processing_time(3600)
+              .advance_watermark_to(midnight(3) / US)
+              .add_elements([TimestampedValue(late, midnight(3) / US)])
+              .advance_processing_time(3600)
+              .advance_watermark_to(midnight(4) / US)
+              .advance_watermark_to_infinity())
+    got: list[dict] = []
+    with TestPipeline(options=streaming_options()) as p:
+        out = p | stream | ComputeProfiles(RULES)
+        assert_that(out.features, _collect(got))
+    streamed: dict[int, list[dict]] = {}
+    for r in got:
+        if r["scoring"] == "daily":
+            streamed.setdefault(r["as_of_us"], []).append(r)
+    # the late purchase re-scored midnights 2 and 3: each has its record and its correction
+    assert {as_of: sorted(r["event_count"] for r in records) for as_of, records in streamed.items()
+            if as_of <= midnight(4)} == {midnight(1): [1], midnight(2): [3, 4], midnight(3): [4, 5], midnight(4): [5]}
+    corrected = {as_of: max(records, key=lambda r: r["event_count"]) for as_of, records in streamed.items()}
+    batched = {r["as_of_us"]: r for r in batch_records(straddling + [on_midnight, late], 4, history_days=3)}
+    assert sorted(batched) == [midnight(d) for d in (1, 2, 3, 4)]
     assert set(batched) <= set(streamed)  # streaming goes on re-scoring until it is drained
-    for key, record in batched.items():
-        _same(record, streamed[key])
+    for as_of, record in batched.items():
+        _same(record, corrected[as_of])
+    # as of midnight 1 the session is its 23:55 page view alone: a bounce, no purchase
+    assert (batched[midnight(1)]["bounce_rate"], batched[midnight(1)]["purchase_session_share"]) == (1.0, 0.0)
+    assert [batched[midnight(d)]["orders"] for d in (1, 2, 3, 4)] == [0.0, 2.0, 2.0, 2.0]
+    assert [batched[midnight(d)]["event_count"] for d in (1, 2, 3, 4)] == [1, 4, 5, 5]
 
 
-def test_streaming_updates_on_events_read_up_to_the_latest_event():
+def test_streaming_updates_on_events_read_the_events_up_to_the_latest():
     records = [r for r in streaming_records(history(), 12) if r["scoring"] == "event" and r["user_key"] == "buyer"]
-    assert [r["as_of_us"] for r in records] == [e.timestamp_us for e in history()[:6] if e.event_id in
+    # as of just after the latest event: a record reads the events before its as-of time
+    assert [r["as_of_us"] for r in records] == [e.timestamp_us + 1 for e in history()[:6] if e.event_id in
                                                 ("buyer-1", "buyer-3", "buyer-4", "buyer-5")]
     assert [r["orders"] for r in records] == [1.0, 2.0, 2.0, 3.0]
-    assert all(r["days_since_last_event"] == 0.0 for r in records)
+    assert all(r["days_since_last_event"] == 1 / DAY for r in records)
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +234,8 @@ def test_re_scoring_stops_after_max_silent_and_events_behind_the_clock_are_too_l
         assert_that(out.features, _collect(features), label="Features")
         assert_that(out.too_late, _collect(dead), label="TooLate")
     daily = sorted(r["as_of_us"] for r in features if r["scoring"] == "daily")
-    # last event on day 3.52: the timer is set again while the user has been silent less than
-    # 10 days, last at day 13's midnight (9.48 days), for day 14 (then 10.48 days: it stops)
-    assert daily == [midnight(d) for d in range(1, 15)]
+    # last event on day 3.52: scored at the midnights where the silence is under 10 days,
+    # the last at day 13 (9.48 days), as the batch job would (`profile.silent_too_long`)
+    assert daily == [midnight(d) for d in range(1, 14)]
     assert [(d.error_code, d.source) for d in dead] == [("too_late", "test:99")]
     assert max(r["orders"] for r in features) == 2.0  # the late purchase counted nowhere
