@@ -264,7 +264,7 @@ def test_a_silent_customer_changes_moment_at_midnight_with_no_event(tmp_path):
 
     changes.sort(key=lambda c: c["as_of_us"])
     assert [(c["kind"], c["from_moment"], c["to_moment"], c["as_of_us"], c["scoring"]) for c in changes] == [
-        (ENTERED, None, "new_this_week", visits[0].timestamp_us, "event"),
+        (ENTERED, None, "new_this_week", visits[0].timestamp_us + 1, "event"),  # as of just after the event
         (MOMENT, "new_this_week", "active_as_usual", (D0 + 8) * DAY, "daily"),
         (MOMENT, "active_as_usual", "quieter_than_usual", (D0 + 9) * DAY, "daily"),
         (MOMENT, "quieter_than_usual", "lapsing", (D0 + 10) * DAY, "daily"),
