@@ -21,12 +21,16 @@ from typing import Any, Mapping, Optional
 
 import orjson
 
+from transforms.contracts.currency import DEFAULT_REPORTING_CURRENCY, RateTable, UnknownCurrency
 from transforms.contracts.events import (
     CHANNELS,
     CONSENT_FIELDS,
+    DEFAULT_MAX_EVENT_VALUE,
     DURATION_ALIASES,
     EVENT_TYPES,
+    MAX_DURATION_S,
     MAX_EVENT_ID_CHARS,
+    MAX_QUANTITY,
     MAX_TEXT_CHARS,
     MAX_USER_ID_CHARS,
     VALUE_REQUIRED_TYPES,
@@ -52,6 +56,10 @@ class ValidationConfig:
       suppression_list: the erasure list (a path, read where records are judged): a
         record that is not a valid event but names a suppressed user is filtered as
         suppressed instead of dead-lettered, since its payload would keep the raw id.
+      max_event_value: the largest `properties.value`, in `reporting_currency`.
+      rates: the exchange rates a value is converted with before that comparison (the
+        profiles' own table); None means the shipped table.
+      reporting_currency: the currency of `max_event_value`.
     """
 
     max_event_bytes: int = 16 * 1024
@@ -59,6 +67,9 @@ class ValidationConfig:
     max_age: dt.timedelta = dt.timedelta(days=3650)
     now_us: Optional[int] = None
     suppression_list: Optional[str] = None
+    max_event_value: float = DEFAULT_MAX_EVENT_VALUE
+    rates: Optional[RateTable] = dataclasses.field(default=None, compare=False, repr=False)
+    reporting_currency: str = DEFAULT_REPORTING_CURRENCY
 
     def __post_init__(self):
         if self.now_us is None:
@@ -72,6 +83,10 @@ class ValidationConfig:
     @functools.cached_property
     def latest_us(self) -> int:
         return self.now_us + _micros(self.max_future_skew)
+
+    @functools.cached_property
+    def rate_table(self) -> RateTable:
+        return self.rates if self.rates is not None else RateTable.load()
 
 
 class InvalidEvent(ValueError):
@@ -144,12 +159,17 @@ def validate_record(obj: Any, source: str, config: ValidationConfig) -> Event:
         currency = currency.upper()
         if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
             raise InvalidEvent(ErrorCode.INVALID_FIELD_VALUE, f"properties.currency {currency[:16]!r} is not ISO 4217")
+    if value is not None:
+        _check_value_range(value, currency, timestamp_us, config)
     quantity = props.get("quantity")
     if quantity is not None:
         if not isinstance(quantity, int) or isinstance(quantity, bool):
             raise InvalidEvent(ErrorCode.BAD_TYPE, f"properties.quantity is a {type(quantity).__name__}, not an integer")
         if quantity < 1:
             raise InvalidEvent(ErrorCode.INVALID_FIELD_VALUE, f"properties.quantity is {quantity}, must be >= 1")
+        if quantity > MAX_QUANTITY:
+            raise InvalidEvent(ErrorCode.VALUE_OUT_OF_RANGE,
+                               f"properties.quantity is {quantity}, the contract allows at most {MAX_QUANTITY:,}")
 
     consent = _object(obj, "consent")
     consent_values = {}
@@ -232,9 +252,27 @@ def _duration_s(props: Mapping) -> Optional[float]:
             if amount is not None:
                 seconds = amount * unit_s
                 break
-    if seconds is not None and seconds < 0:
-        raise InvalidEvent(ErrorCode.INVALID_FIELD_VALUE, f"duration is {seconds} s, must be >= 0")
+    if seconds is not None:
+        if seconds < 0:
+            raise InvalidEvent(ErrorCode.INVALID_FIELD_VALUE, f"duration is {seconds} s, must be >= 0")
+        if seconds > MAX_DURATION_S:
+            raise InvalidEvent(ErrorCode.VALUE_OUT_OF_RANGE,
+                               f"duration is {seconds:g} s, the contract allows at most {MAX_DURATION_S:g} s")
     return seconds
+
+
+def _check_value_range(value: float, currency: Optional[str], timestamp_us: int, config: ValidationConfig) -> None:
+    """`properties.value` must be at most `max_event_value` in the reporting currency."""
+    reporting = config.reporting_currency
+    try:
+        amount = config.rate_table.convert(value, currency or reporting, reporting, timestamp_us)
+    except UnknownCurrency:
+        amount = value  # never summed into spend (an unpriced line): bounded as written
+    if amount > config.max_event_value:
+        shown = f"{value:g} {currency}" if currency and currency != reporting else f"{value:g}"
+        raise InvalidEvent(ErrorCode.VALUE_OUT_OF_RANGE,
+                           f"properties.value {shown} is {amount:g} {reporting}, above the limit of "
+                           f"{config.max_event_value:g} {reporting} (--max_event_value)")
 
 
 def _timestamp_us(value: Any) -> tuple[int, Optional[int]]:
