@@ -9,14 +9,14 @@ subprocess with that folder first on ``PYTHONPATH``:
 
 * ``--repeat`` timed runs each, alternating between the folders (the same machine load
   for both), reported as seconds and as the ratio to the first folder;
-* one run under cProfile each: the cumulative time of the functions that matter, grouped
-  by area (explanation, scoring, parse and validation, profiles, row conversion), as a
-  share of the job.
+* one run each under py-spy (``--py-spy``: a sampling profiler, every thread and
+  subprocess): the share of the job's samples in each area (explanation, scoring, parse
+  and validation, profiles, row conversion).
 
 Run from the repository root::
 
     git archive HEAD~3 | (mkdir -p /tmp/base && tar -x -C /tmp/base)
-    nice -n 10 python -m benchmarks.profile_run --events 100000 --code /tmp/base --code .
+    nice -n 10 python benchmarks/profile_run.py --events 100000 --code /tmp/base --code .
 
 It prints a Markdown block for ``benchmarks/RESULTS.md`` (with the machine's load).
 """
@@ -28,80 +28,92 @@ import datetime as dt
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from typing import Optional
 
-EVENTS_PER_USER_30_DAYS = 54
+EVENTS_PER_USER_30_DAYS = 20  # what the generator writes on average
 END = dt.date(2026, 11, 1)
 RESULT_PREFIX = "PROFILE_RUN_RESULT "
 
-# Area -> functions (file suffix, function name) whose cumulative time is the area's.
-# Nested calls are not double counted: an area takes its outermost function's time.
-AREAS: dict[str, tuple[tuple[str, str], ...]] = {
-    "change explanation": (("models/explain.py", "drivers"), ("models/explain.py", "drivers_of_rows")),
-    "change detection (explanation included)": (("transforms/changes.py", "process"),),
-    "scoring (RunInference batches)": (("models/handler.py", "run_inference"),),
-    "scoring vectors": (("models/handler.py", "to_scoring_input"),),
-    "parse and validate": (("transforms/ingest/validation.py", "parse_event"),),
-    "profile add": (("transforms/features/profile.py", "add"),),
-    "profile snapshot": (("transforms/features/profile.py", "snapshot"),),
-    "row conversion": (("transforms/bigquery/rows.py", "assignment_row"), ("transforms/bigquery/rows.py", "change_row")),
-    "row validation": (("transforms/bigquery/rows.py", "validate_row"),),
-    "content_sha256": (("transforms/bigquery/rows.py", "content_sha256"),),
+# Area -> frames (a file's path ending, and a function name or None for any function of
+# the file); a sample counts for an area when its stack holds one of them (once).
+AREAS: dict[str, tuple[tuple[str, Optional[str]], ...]] = {
+    "change step (detection and explanation)": (("transforms/changes.py", None),),
+    "  of which the explanation (models/explain.py)": (("models/explain.py", None),),
+    "scoring batches (segments, RFM, BG/NBD)": (("models/handler.py", "score_batch"),),
+    "scoring vectors (per record)": (("models/handler.py", "scoring_vector"),),
+    "parse and validate": (("transforms/ingest/validation.py", None),),
+    "profiles (add, fold, snapshot)": (("transforms/features/profile.py", None), ("transforms/features/activity.py", None)),
+    "row conversion": (("transforms/bigquery/rows.py", None),),
+    "  of which content_sha256": (("transforms/bigquery/rows.py", "content_sha256"),),
+    "scikit-learn, anywhere": (("sklearn/", None),),
 }
 
 
-def _child(args: argparse.Namespace) -> None:
-    """One run of the job in this process; prints its seconds (and the areas when profiled)."""
-    import cProfile
-    import pstats
+def _frame_matches(frame: str, suffix: str, name: Optional[str]) -> bool:
+    # py-spy's raw frames read "function (path/to/file.py:line)".
+    function, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0]
+    return (suffix in path if suffix.endswith("/") else path.endswith(suffix)) and (name is None or function == name)
 
+
+def area_shares(raw: str) -> tuple[int, dict[str, int]]:
+    """(samples, samples per area) from py-spy's raw output (``stack;stack;... count`` lines)."""
+    total, areas = 0, {area: 0 for area in AREAS}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        for area, wanted in AREAS.items():
+            if any(_frame_matches(frame, suffix, name) for frame in frames for suffix, name in wanted):
+                areas[area] += n
+    return total, areas
+
+
+def _child(args: argparse.Namespace) -> None:
+    """One run of the job in this process; prints its seconds."""
     from pipelines import batch
 
     argv = ["--input", args.input, "--demo_key", "--run_id", f"profile-{uuid.uuid4().hex[:8]}",
             "--history_days", "0", "--bq_endpoint", args.endpoint, "--bq_project", args.project,
             "--bq_dataset", args.dataset]
-    profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()
-    if profiler:
-        profiler.enable()
     batch.run(argv).check()
-    if profiler:
-        profiler.disable()
-    seconds = time.perf_counter() - started
-    result: dict = {"seconds": seconds}
-    if profiler:
-        stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tottime, cumtime, callers)
-        total = max(cumtime for (_, _, _, cumtime, _) in stats.values())
-        areas = {}
-        for area, wanted in AREAS.items():
-            chosen = {key: value for key, value in stats.items()
-                      if any(key[0].endswith(suffix) and key[2] == name for suffix, name in wanted)}
-            # Outermost only: drop a function called by another chosen one.
-            outer = [value for key, value in chosen.items() if not set(value[4]) & set(chosen)]
-            areas[area] = sum(value[3] for value in outer)
-        result.update(profiled_total=total, areas=areas)
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print(RESULT_PREFIX + json.dumps({"seconds": time.perf_counter() - started}), flush=True)
 
 
-def _run_child(code: str, input_path: str, house, profile: bool) -> dict:
+def _run_child(code: str, input_path: str, house, py_spy: Optional[str] = None) -> dict:
+    """One run of the job with `code` first on the path; under py-spy (all threads and
+    subprocesses, 100 samples a second) when `py_spy` names its binary."""
     dataset = f"p_{uuid.uuid4().hex[:10]}"
     env = dict(os.environ, PYTHONPATH=os.path.abspath(code))
     # This file runs the child, so that a checkout without it can be measured too.
     command = [sys.executable, os.path.abspath(__file__), "--child", "--input", input_path,
                "--endpoint", house.endpoint, "--project", house.project, "--dataset", dataset]
-    if profile:
-        command.append("--profile")
+    raw_path = None
+    if py_spy:
+        raw_path = os.path.join(os.path.dirname(input_path), f"{dataset}.raw")
+        command = [py_spy, "record", "--subprocesses", "--nonblocking", "--format", "raw", "--output", raw_path,
+                   "--"] + command
     try:
         done = subprocess.run(command, cwd=os.path.abspath(code), env=env, capture_output=True, text=True)
     finally:
         house.client.delete_dataset(f"{house.project}.{dataset}", delete_contents=True, not_found_ok=True)
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
+            result = json.loads(line[len(RESULT_PREFIX):])
+            if raw_path:
+                with open(raw_path, encoding="utf-8") as handle:
+                    result["samples"], result["areas"] = area_shares(handle.read())
+            return result
     raise RuntimeError(f"{code}: the run failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
 
 
@@ -114,7 +126,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="Timed runs per folder. Default: 2.")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--py-spy", default=shutil.which("py-spy"),
+                        help="The py-spy binary for the sampled run (none: no profile). Default: py-spy on PATH.")
     for name in ("--input", "--endpoint", "--project", "--dataset"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -135,8 +148,8 @@ def main(argv=None) -> int:
         timed: dict[str, list[float]] = {code: [] for code in codes}
         for _ in range(args.repeat):
             for code in codes:
-                timed[code].append(_run_child(code, path, house, profile=False)["seconds"])
-        profiled = {code: _run_child(code, path, house, profile=True) for code in codes}
+                timed[code].append(_run_child(code, path, house)["seconds"])
+        profiled = {code: _run_child(code, path, house, args.py_spy) for code in codes} if args.py_spy else {}
     load_after = os.getloadavg()
 
     reference = min(timed[codes[0]])
@@ -149,17 +162,17 @@ def main(argv=None) -> int:
         best = min(timed[code])
         print(f"| `{code}` | {best:.1f} | {', '.join(f'{s:.1f}' for s in timed[code])} | "
               f"{stats.records / best:,.0f} | {reference / best:.2f}x |")
-    print("\nShare of the profiled job (cProfile, cumulative time of the area's outermost functions):\n")
+    if not profiled:
+        return 0
+    print("\nShare of the job's samples (py-spy, 100 a second, every thread and subprocess of the job; a "
+          "sample counts for an area when the area's code is on its stack):\n")
     print("| area | " + " | ".join(f"`{code}`" for code in codes) + " |")
     print("|---|" + "---:|" * len(codes))
     for area in AREAS:
-        cells = []
-        for code in codes:
-            result = profiled[code]
-            seconds = result["areas"][area]
-            cells.append(f"{seconds:.1f} s ({100 * seconds / result['profiled_total']:.0f} %)")
+        cells = [f"{100 * profiled[c]['areas'][area] / max(profiled[c]['samples'], 1):.0f} %" for c in codes]
         print(f"| {area} | " + " | ".join(cells) + " |")
-    print("| whole job (profiled) | " + " | ".join(f"{profiled[c]['profiled_total']:.1f} s" for c in codes) + " |")
+    print("| samples (the whole job) | " + " | ".join(f"{profiled[c]['samples']:,}" for c in codes) + " |")
+    print("| seconds of the sampled run | " + " | ".join(f"{profiled[c]['seconds']:.1f}" for c in codes) + " |")
     return 0
 
 

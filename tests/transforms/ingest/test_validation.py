@@ -164,3 +164,12 @@ def test_the_value_limit_is_configurable_and_named_in_the_detail():
     assert caught.value.code is ErrorCode.VALUE_OUT_OF_RANGE
     assert "100.5" in caught.value.detail and "--max_event_value" in caught.value.detail
     assert parse_event(encode(record(properties=props(value=100.0))), "test:1", strict).value == 100.0
+
+
+def test_values_judged_without_conversion_are_within_the_limit_on_every_day_of_the_table():
+    table = CONFIG.rate_table
+    days = sorted({day for days, _ in table.rates.values() for day in days})
+    for currency, limit in CONFIG.surely_in_range.items():
+        for day in days + [days[0] - 400, days[-1] + 400]:
+            converted = table.convert(limit, currency, CONFIG.reporting_currency, day * 86_400_000_000)
+            assert converted <= CONFIG.max_event_value * (1 + 1e-12), (currency, day)
