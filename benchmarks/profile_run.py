@@ -48,7 +48,8 @@ AREAS: dict[str, tuple[tuple[str, Optional[str]], ...]] = {
     "scoring batches (segments, RFM, BG/NBD)": (("models/handler.py", "score_batch"),),
     "scoring vectors (per record)": (("models/handler.py", "scoring_vector"),),
     "parse and validate": (("transforms/ingest/validation.py", None),),
-    "profiles (add, fold, snapshot)": (("transforms/features/profile.py", None), ("transforms/features/activity.py", None)),
+    "profiles (add, fold, snapshot)": (("transforms/features/profile.py", None),
+                                       ("transforms/features/activity.py", None)),
     "row conversion": (("transforms/bigquery/rows.py", None),),
     "  of which content_sha256": (("transforms/bigquery/rows.py", "content_sha256"),),
     "scikit-learn, anywhere": (("sklearn/", None),),
@@ -62,20 +63,25 @@ def _frame_matches(frame: str, suffix: str, name: Optional[str]) -> bool:
     return (suffix in path if suffix.endswith("/") else path.endswith(suffix)) and (name is None or function == name)
 
 
-def area_shares(raw: str) -> tuple[int, dict[str, int]]:
-    """(samples, samples per area) from py-spy's raw output (``stack;stack;... count`` lines)."""
-    total, areas = 0, {area: 0 for area in AREAS}
+def area_shares(raw: str) -> tuple[int, dict[str, int], int]:
+    """(samples of the work, samples per area, samples importing modules) from py-spy's raw
+    output (``stack;stack;... count`` lines). Imports (a ``<module>`` frame on the stack) are
+    counted apart: the timed runs start after them."""
+    total, imports, areas = 0, 0, {area: 0 for area in AREAS}
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        total += n
         frames = stack.split(";")
+        if any(frame.startswith("<module> (") for frame in frames):
+            imports += n
+            continue
+        total += n
         for area, wanted in AREAS.items():
             if any(_frame_matches(frame, suffix, name) for frame in frames for suffix, name in wanted):
                 areas[area] += n
-    return total, areas
+    return total, areas, imports
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -90,7 +96,8 @@ def _child(args: argparse.Namespace) -> None:
     print(RESULT_PREFIX + json.dumps({"seconds": time.perf_counter() - started}), flush=True)
 
 
-def _run_child(code: str, input_path: str, house, py_spy: Optional[str] = None) -> dict:
+def _run_child(code: str, input_path: str, house, py_spy: Optional[str] = None,
+               raw_dir: Optional[str] = None) -> dict:
     """One run of the job with `code` first on the path; under py-spy (all threads and
     subprocesses, 100 samples a second) when `py_spy` names its binary."""
     dataset = f"p_{uuid.uuid4().hex[:10]}"
@@ -100,7 +107,7 @@ def _run_child(code: str, input_path: str, house, py_spy: Optional[str] = None) 
                "--endpoint", house.endpoint, "--project", house.project, "--dataset", dataset]
     raw_path = None
     if py_spy:
-        raw_path = os.path.join(os.path.dirname(input_path), f"{dataset}.raw")
+        raw_path = os.path.join(raw_dir or os.path.dirname(input_path), f"{dataset}.raw")
         command = [py_spy, "record", "--subprocesses", "--nonblocking", "--format", "raw", "--output", raw_path,
                    "--"] + command
     try:
@@ -112,7 +119,7 @@ def _run_child(code: str, input_path: str, house, py_spy: Optional[str] = None) 
             result = json.loads(line[len(RESULT_PREFIX):])
             if raw_path:
                 with open(raw_path, encoding="utf-8") as handle:
-                    result["samples"], result["areas"] = area_shares(handle.read())
+                    result["samples"], result["areas"], result["import_samples"] = area_shares(handle.read())
             return result
     raise RuntimeError(f"{code}: the run failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
 
@@ -125,6 +132,8 @@ def main(argv=None) -> int:
                              "Default: the current folder.")
     parser.add_argument("--repeat", type=int, default=2, help="Timed runs per folder. Default: 2.")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--raw_dir", default=None,
+                        help="Keep py-spy's raw samples here (flamegraph input). Default: discarded.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--py-spy", default=shutil.which("py-spy"),
                         help="The py-spy binary for the sampled run (none: no profile). Default: py-spy on PATH.")
@@ -149,29 +158,32 @@ def main(argv=None) -> int:
         for _ in range(args.repeat):
             for code in codes:
                 timed[code].append(_run_child(code, path, house)["seconds"])
-        profiled = {code: _run_child(code, path, house, args.py_spy) for code in codes} if args.py_spy else {}
+        profiled = ({code: _run_child(code, path, house, args.py_spy, args.raw_dir) for code in codes}
+                    if args.py_spy else {})
     load_after = os.getloadavg()
 
-    reference = min(timed[codes[0]])
+    reference = min(timed[codes[0]], default=float("nan"))
     print(f"`segments run` over {stats.records:,} events ({users:,} users, 30 days, history_days 0), "
           f"{args.repeat} timed runs per code, alternating; load average before "
           f"{load_before[0]:.2f} / after {load_after[0]:.2f} (not a quiet machine when above 1).\n")
     print("| code | best s | runs s | events/s | vs first |")
     print("|---|---:|---:|---:|---:|")
     for code in codes:
-        best = min(timed[code])
+        best = min(timed[code], default=float("nan"))
         print(f"| `{code}` | {best:.1f} | {', '.join(f'{s:.1f}' for s in timed[code])} | "
               f"{stats.records / best:,.0f} | {reference / best:.2f}x |")
     if not profiled:
         return 0
-    print("\nShare of the job's samples (py-spy, 100 a second, every thread and subprocess of the job; a "
-          "sample counts for an area when the area's code is on its stack):\n")
+    print("\nShare of the job's samples (py-spy, 100 a second, every thread and subprocess of the job, imports "
+          "left out; a sample counts for an area when the area's code is on its stack):\n")
     print("| area | " + " | ".join(f"`{code}`" for code in codes) + " |")
     print("|---|" + "---:|" * len(codes))
     for area in AREAS:
         cells = [f"{100 * profiled[c]['areas'][area] / max(profiled[c]['samples'], 1):.0f} %" for c in codes]
         print(f"| {area} | " + " | ".join(cells) + " |")
-    print("| samples (the whole job) | " + " | ".join(f"{profiled[c]['samples']:,}" for c in codes) + " |")
+    print("| samples of the work (the 100 %) | " + " | ".join(f"{profiled[c]['samples']:,}" for c in codes) + " |")
+    print("| samples importing modules (left out) | " + " | ".join(f"{profiled[c]['import_samples']:,}" for c in codes)
+          + " |")
     print("| seconds of the sampled run | " + " | ".join(f"{profiled[c]['seconds']:.1f}" for c in codes) + " |")
     return 0
 
