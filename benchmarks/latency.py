@@ -256,8 +256,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
                 r = results[-1]
                 print(f"{users:,} users, rate {rate:g}/s: row p50/p95/p99 {r['row']['p50_s']}/{r['row']['p95_s']}/"
                       f"{r['row']['p99_s']} s, change p50/p95/p99 {r['change']['p50_s']}/{r['change']['p95_s']}/"
-                      f"{r['change']['p99_s']} s, max backlog {r['max_backlog']}, growth {r['backlog_growth_per_s']}/s, "
-                      f"keeps up {r['keeps_up']}, reconciled {r['reconciled']}, drain {r['drain_s']} s, "
+                      f"{r['change']['p99_s']} s, max backlog {r['max_backlog']}, "
+                      f"growth {r['backlog_growth_per_s']}/s, keeps up {r['keeps_up']}, "
+                      f"reconciled {r['reconciled']}, drain {r['drain_s']} s, "
                       f"peak RSS {r['peak_rss_mib']} MiB", flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (not a quiet machine when above 1)")
     for users in sorted({r["pool_users"] for r in results}):
