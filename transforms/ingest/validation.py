@@ -175,7 +175,7 @@ def validate_record(obj: Any, source: str, config: ValidationConfig) -> Event:
         currency = currency.upper()
         if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
             raise InvalidEvent(ErrorCode.INVALID_FIELD_VALUE, f"properties.currency {currency[:16]!r} is not ISO 4217")
-    if value is not None:
+    if value is not None and value > config.surely_in_range.get(currency or config.reporting_currency, 0.0):
         _check_value_range(value, currency, timestamp_us, config)
     quantity = props.get("quantity")
     if quantity is not None:
@@ -304,10 +304,9 @@ def _duration_s(props: Mapping) -> Optional[float]:
 
 
 def _check_value_range(value: float, currency: Optional[str], timestamp_us: int, config: ValidationConfig) -> None:
-    """`properties.value` must be at most `max_event_value` in the reporting currency."""
+    """`properties.value` must be at most `max_event_value` in the reporting currency (called
+    for the rare value above `surely_in_range`: nearly every value needs no conversion)."""
     reporting = config.reporting_currency
-    if value <= config.surely_in_range.get(currency or reporting, 0.0):  # nearly every value
-        return
     try:
         amount = config.rate_table.convert(value, currency or reporting, reporting, timestamp_us)
     except UnknownCurrency:
