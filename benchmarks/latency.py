@@ -5,9 +5,9 @@ streaming job on the DirectRunner and the local warehouse, all on this machine, 
 publishing, the complete drain and its reconciliation) once per rate, with its own events
 and probes:
 
-* events: a pool of ``--users`` returning users, and every ``--new_user_every``-th event a
-  brand-new user (so "entered" changes keep coming all along); every event valid and
-  consented, so each one must reach its user's row;
+* events: a pool of returning users (``--users``: one run per pool size and rate), and
+  every ``--new_user_every``-th event a brand-new user (so "entered" changes keep coming
+  all along); every event valid and consented, so each one must reach its user's row;
 * publish time: when the publisher takes the event (its re-stamped event time), before
   the batching wait, so the latency includes the collector-style batching;
 * row queryable: a poller reads ``MAX(event_count)`` per user from
@@ -18,11 +18,17 @@ and probes:
 * backlog: published minus read (the job's audit tallies, every ``--audit_interval_seconds``)
   sampled every second. The job keeps up when the backlog does not grow over the second
   half of the publishing period (its least-squares slope is below 5 % of the rate): it
-  is bounded.
+  is bounded;
+* memory: the resident memory of this process (the job runs in it, on the DirectRunner),
+  sampled with the backlog; its peak per run, so that its growth with the users shows.
+
+For each pool size the rates run in increasing order, and the summary names the highest
+rate that kept up with that many users.
 
 Run (each rate takes about ``--seconds`` plus the drain)::
 
     python -m benchmarks.latency --rates 100,500,1000 --seconds 60 --out latency.json
+    python -m benchmarks.latency --users 1000,20000,100000 --rates 500,1000 --seconds 120
 
 The warehouse is an ephemeral one on free ports unless ``--bq_endpoint`` is given. Results
 with their commands: `benchmarks/RESULTS_latency.md`.
@@ -100,14 +106,24 @@ def _percentiles(values) -> dict:
             "p99_s": round(float(np.percentile(a, 99)), 2), "max_s": round(float(a.max()), 2), "n": int(len(a))}
 
 
-def run_rate(rate: float, args, endpoint: str, say) -> dict:
+def _rss_bytes() -> int:
+    """This process's resident memory now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def run_rate(rate: float, users: int, args, endpoint: str, say) -> dict:
     from devtools import live
     from pipelines.options import declare_flags
     from transforms.ingest.privacy import pseudonymise, resolve_id_key
 
     key = resolve_id_key(None, True)
     prefix = f"lat{uuid.uuid4().hex[:6]}"
-    probe = Probe(prefix, args.users, args.new_user_every)
+    probe = Probe(prefix, users, args.new_user_every)
+    peak_rss = [_rss_bytes()]
     dataset = f"latency_{prefix}"
     argv = ["--local", "--rate", str(rate), "--seconds", str(args.seconds), "--bq_endpoint", endpoint,
             "--bq_dataset", dataset, "--publish_batch_size", str(args.publish_batch_size),
@@ -165,6 +181,7 @@ def run_rate(rate: float, args, endpoint: str, say) -> dict:
                     next_backlog += 1.0
                     read = live.read_tallies(ctx.tallies_path).get("read", 0)
                     probe.backlog.append((now - t0, ctx.publishing.published_so_far, read))
+                    peak_rss[0] = max(peak_rss[0], _rss_bytes())
                 if finished:
                     break
                 time.sleep(args.poll_seconds)
@@ -180,7 +197,7 @@ def run_rate(rate: float, args, endpoint: str, say) -> dict:
         change_latency = [probe.entered_at[u] - probe.sent_at[n] for u, n in probe.first_event.items()
                           if u in probe.entered_at]
         published = len(probe.sent_at)
-        users = len(probe.first_event)
+        seen_users = len(probe.first_event)
     # Backlog growth over the second half of the publishing period: the least-squares slope
     # of (published - read) against time, samples every second (read moves in audit steps).
     publishing = [(t, p, r) for t, p, r in probe.backlog if t <= args.seconds + 1]
@@ -190,11 +207,12 @@ def run_rate(rate: float, args, endpoint: str, say) -> dict:
         growth = float(np.polyfit([t for t, _, _ in half], [p - r for _, p, r in half], 1)[0])
     max_backlog = max((p - r for _, p, r in publishing), default=None)
     return {
-        "rate": rate, "seconds": args.seconds, "published": published, "users": users,
+        "rate": rate, "pool_users": users, "seconds": args.seconds, "published": published, "users": seen_users,
         "publish_batch_size": args.publish_batch_size, "publish_batch_seconds": args.publish_batch_seconds,
         "early_firing_seconds": args.early_firing_seconds, "poll_seconds": args.poll_seconds,
         "row": _percentiles(row_latency), "rows_missing": published - len(row_latency),
-        "change": _percentiles(change_latency), "changes_missing": users - len(change_latency),
+        "change": _percentiles(change_latency), "changes_missing": seen_users - len(change_latency),
+        "peak_rss_mib": round(peak_rss[0] / 2**20),
         "max_backlog": max_backlog, "backlog_growth_per_s": None if growth is None else round(growth, 1),
         "keeps_up": growth is not None and growth < 0.05 * rate,
         "reconciled": final["reconciled"], "wall_s": round(wall_s, 1),
@@ -207,7 +225,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     parser.add_argument("--rates", default="100,500,1000",
                         help="Comma-separated events/s, one run each. Default: 100,500,1000.")
     parser.add_argument("--seconds", type=float, default=60.0, help="Publishing time per rate. Default: 60.")
-    parser.add_argument("--users", type=int, default=1000, help="Returning users in the pool. Default: 1000.")
+    parser.add_argument("--users", default="1000",
+                        help="Comma-separated sizes of the pool of returning users, one series of rates each. "
+                             "Default: 1000.")
     parser.add_argument("--new_user_every", type=int, default=100,
                         help="Every this many events, a brand-new user. Default: 100.")
     parser.add_argument("--publish_batch_size", type=int, default=500, help="Events per message. Default: 500.")
@@ -229,14 +249,22 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     results = []
     with (contextlib.nullcontext(None) if args.bq_endpoint else warehouse.ephemeral()) as wh:
         endpoint = args.bq_endpoint or wh.endpoint
-        for rate in (float(r) for r in args.rates.split(",")):
-            print(f"rate {rate:g} events/s for {args.seconds:g} s ...", flush=True)
-            results.append(run_rate(rate, args, endpoint, say))
-            r = results[-1]
-            print(f"rate {rate:g}/s: row p50/p95/p99 {r['row']['p50_s']}/{r['row']['p95_s']}/{r['row']['p99_s']} s, "
-                  f"change p50/p95/p99 {r['change']['p50_s']}/{r['change']['p95_s']}/{r['change']['p99_s']} s, "
-                  f"max backlog {r['max_backlog']}, growth {r['backlog_growth_per_s']}/s, keeps up {r['keeps_up']}, "
-                  f"reconciled {r['reconciled']}, drain {r['drain_s']} s", flush=True)
+        for users in (int(u) for u in args.users.split(",")):
+            for rate in sorted(float(r) for r in args.rates.split(",")):
+                print(f"{users:,} users, rate {rate:g} events/s for {args.seconds:g} s ...", flush=True)
+                results.append(run_rate(rate, users, args, endpoint, say))
+                r = results[-1]
+                print(f"{users:,} users, rate {rate:g}/s: row p50/p95/p99 {r['row']['p50_s']}/{r['row']['p95_s']}/"
+                      f"{r['row']['p99_s']} s, change p50/p95/p99 {r['change']['p50_s']}/{r['change']['p95_s']}/"
+                      f"{r['change']['p99_s']} s, max backlog {r['max_backlog']}, "
+                      f"growth {r['backlog_growth_per_s']}/s, keeps up {r['keeps_up']}, "
+                      f"reconciled {r['reconciled']}, drain {r['drain_s']} s, "
+                      f"peak RSS {r['peak_rss_mib']} MiB", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (not a quiet machine when above 1)")
+    for users in sorted({r["pool_users"] for r in results}):
+        kept = [r["rate"] for r in results if r["pool_users"] == users and r["keeps_up"]]
+        print(f"{users:,} users: highest rate that kept up {max(kept):g}/s" if kept
+              else f"{users:,} users: no rate tried kept up")
     report = {"command": "python -m benchmarks.latency " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "results": results}

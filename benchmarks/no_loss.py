@@ -4,7 +4,7 @@ Builds one JSON-lines file of about ``--records`` records: generated behaviour
 (`segments generate`, 30 days, ``--corrupt-rate`` of the generator's invalid kinds and
 duplicates) with hostile records mixed in at fixed intervals (a byte-order mark, CRLF,
 NUL bytes, bytes that are not UTF-8, lone surrogates, NaN, a 2,000-deep nesting, a
-whitespace-only line, records just over the 16 KiB limit, and 2 MiB records, which the
+whitespace-only line, a purchase of 1e308, records just over the 16 KiB limit, and 2 MiB records, which the
 dead letters store truncated). It counts the records as it writes them. Then it runs the
 real command, ``python -m devtools.cli run --input FILE --summary S.json ...``, into an
 ephemeral local warehouse, under ``/usr/bin/time -v`` when present (peak RSS) and
@@ -57,7 +57,7 @@ def _event(n: int, **changes) -> dict:
 
 def hostile(n: int) -> tuple[bytes, str]:
     """The n-th hostile record (bytes of one line) and the fate expected of it (a code, or 'valid')."""
-    kind = n % 11
+    kind = n % 12
     plain = json.dumps(_event(n)).encode()
     if kind == 0:
         return b"\xef\xbb\xbf" + plain, "invalid_json"  # a BOM: not JSON
@@ -79,6 +79,9 @@ def hostile(n: int) -> tuple[bytes, str]:
         return json.dumps(_event(n, page="x" * 17_000)).encode(), "oversized"
     if kind == 9:
         return json.dumps(_event(n, page="y" * BIG)).encode(), "oversized"
+    if kind == 10:
+        # Valid JSON and a valid shape, but summed into spend it would make it infinite.
+        return json.dumps(_event(n, event_type="purchase", properties={"value": 1e308})).encode(), "value_out_of_range"
     return json.dumps(_event(n, event_type="teleport")).encode(), "unknown_event_type"
 
 

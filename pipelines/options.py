@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.flags import currency_code, file_location, float_in, int_in, sha256_hex
 from transforms.bigquery.client import LOCAL_ENDPOINT, LOCAL_PROJECT, BigQueryTarget
 from transforms.contracts.currency import DEFAULT_REPORTING_CURRENCY, RateTable
+from transforms.contracts.events import DEFAULT_MAX_EVENT_VALUE, MAX_EVENT_VALUE_LIMIT
 from transforms.features.compute import ComputeProfiles
 from transforms.features.profile import ProfileRules
 from transforms.ingest.privacy import ConsentDefault
@@ -79,6 +80,10 @@ class SegmentsOptions(PipelineOptions):
         group.add_argument(
             "--max_event_age_days", type=float_in(36500), default=3650.0,
             help="How far before now an event time may be, in days (at most 36,500). Default: 3650.")
+        group.add_argument(
+            "--max_event_value", type=float_in(MAX_EVENT_VALUE_LIMIT), default=DEFAULT_MAX_EVENT_VALUE,
+            help=f"Largest accepted properties.value, in the reporting currency (at most {MAX_EVENT_VALUE_LIMIT:,g}); "
+                 f"larger ones are dead-lettered as value_out_of_range. Default: {DEFAULT_MAX_EVENT_VALUE:,g}.")
 
         profiles = parser.add_argument_group("profiles")
         profiles.add_argument(
@@ -278,6 +283,9 @@ class SegmentsOptions(PipelineOptions):
             max_future_skew=dt.timedelta(hours=self.max_future_skew_hours),
             max_age=dt.timedelta(days=self.max_event_age_days),
             suppression_list=self.suppression_list,
+            max_event_value=self.max_event_value,
+            rates=RateTable.load(self.fx_rates),
+            reporting_currency=self.reporting_currency,
         )
 
 

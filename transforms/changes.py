@@ -30,7 +30,8 @@ with their values before and after and their contribution to the distance (defin
 * Bounded input (the batch job): the user's scorings within the run (one per score
   date), in as-of order: a change between consecutive score dates of the run, and
   "entered" at the user's first scored date of the run (a run does not read earlier
-  runs' rows).
+  runs' rows). The changes of many users are then explained together, in batches
+  (`beam.BatchElements`, one numpy pass over the model per batch).
 
 ``change_key = sha256(user_key, model_version, as_of)``: one change at most per user,
 model and scoring time, so writing the same changes again (a rerun) replaces nothing
@@ -40,7 +41,7 @@ model and scoring time, so writing the same changes again (a rerun) replaces not
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable, Mapping, NamedTuple, Optional, Protocol
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Protocol, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
@@ -54,6 +55,12 @@ ENTERED = "entered"
 SEGMENT = "segment"
 RFM = "rfm"
 MOMENT = "moment"
+# Changes explained per numpy pass in the batch job: the pass costs about as much for a
+# thousand rows as for one, and a batch of change records is a few MB at most.
+DEFAULT_MAX_EXPLAIN_BATCH = 1024
+
+
+DriverInputs = tuple[Optional[Mapping[str, float]], Mapping[str, float], Optional[int], int]
 
 
 class Explainer(Protocol):
@@ -61,6 +68,10 @@ class Explainer(Protocol):
 
     def drivers(self, before: Optional[Mapping[str, float]], after: Mapping[str, float],
                 from_segment_id: Optional[int], to_segment_id: int) -> list[dict]:
+        ...
+
+    def drivers_of_rows(self, rows: Sequence[DriverInputs]) -> list[list[dict]]:
+        """`drivers` of many ``(before, after, from_segment_id, to_segment_id)`` at once."""
         ...
 
 
@@ -98,6 +109,21 @@ def change_of(previous: Optional[Last], assignment: Mapping[str, Any], explainer
 
     None when the segment, the moment and the named RFM segment are all unchanged. The
     caller makes sure `assignment` is later than `previous`.
+    """
+    unexplained = unexplained_change_of(previous, assignment)
+    if unexplained is None:
+        return None
+    change, inputs = unexplained
+    change["drivers"] = explainer.drivers(*inputs)
+    return change
+
+
+def unexplained_change_of(previous: Optional[Last],
+                          assignment: Mapping[str, Any]) -> Optional[tuple[dict, DriverInputs]]:
+    """`change_of` without its ``drivers`` (None until explained), and what explains it:
+    ``(change, (before, after, from segment id, to segment id))``; None when nothing changed.
+
+    Explaining apart lets a batch of changes be explained in one pass over the model.
     """
     rfm = assignment.get("rfm") or {}
     to_rfm = rfm.get("rfm_segment")
@@ -140,10 +166,9 @@ def change_of(previous: Optional[Last], assignment: Mapping[str, Any], explainer
             "rfm_f": rfm.get("f"),
             "rfm_m": rfm.get("m"),
         },
-        "drivers": explainer.drivers(before, assignment["features"], None if previous is None else previous.segment_id,
-                                     segment_id),
+        "drivers": None,
         "event_count": int(assignment.get("event_count") or 0),
-    }
+    }, (before, assignment["features"], None if previous is None else previous.segment_id, segment_id)
 
 
 def state_key(assignment: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
@@ -181,21 +206,29 @@ class ChangesOfStreamFn(_ExplainingFn):
                 yield change
 
 
-class ChangesOfHistoryFn(_ExplainingFn):
-    """Bounded: ``(state key, the user's assignments of the run)`` -> change records, in as-of order."""
+def changes_of_history(assignments: Iterable[Mapping[str, Any]]) -> Iterable[tuple[dict, DriverInputs]]:
+    """Bounded: one user's assignments of the run -> their unexplained changes, in as-of order."""
+    previous = None
+    # One assignment per score date of the run: a short list, however long the history.
+    for assignment in sorted(assignments, key=lambda a: int(a["as_of_us"])):
+        if previous is not None and int(assignment["as_of_us"]) <= previous.as_of_us:
+            continue
+        unexplained = unexplained_change_of(previous, assignment)
+        previous = last_of(assignment)
+        if unexplained is not None:
+            yield unexplained
 
-    def process(self, element: tuple[str, Iterable[Mapping[str, Any]]]) -> Iterable[dict]:
-        _, assignments = element
-        previous = None
-        # One assignment per score date of the run: a short list, however long the history.
-        for assignment in sorted(assignments, key=lambda a: int(a["as_of_us"])):
-            if previous is not None and int(assignment["as_of_us"]) <= previous.as_of_us:
-                continue
-            change = change_of(previous, assignment, self._explainer)
-            previous = last_of(assignment)
-            if change is not None:
-                self._changes.inc()
-                yield change
+
+class ExplainChangesFn(_ExplainingFn):
+    """A batch of unexplained changes (`unexplained_change_of`) -> the change records, explained
+    together (one numpy pass over the model per batch)."""
+
+    def process(self, batch: Sequence[tuple[dict, DriverInputs]]) -> Iterable[dict]:
+        drivers = self._explainer.drivers_of_rows([inputs for _, inputs in batch])
+        for (change, _), explained in zip(batch, drivers):
+            change["drivers"] = explained
+            self._changes.inc()
+            yield change
 
 
 def change_message(row: Mapping[str, Any]):
@@ -240,11 +273,13 @@ class DetectSegmentChanges(beam.PTransform):
 
     Args:
         explainer: loads the model's explainer on the worker (`models.explain.change_explainer`).
+        max_batch_size: bounded input: the most changes explained in one pass.
     """
 
-    def __init__(self, explainer: ExplainerLoader):
+    def __init__(self, explainer: ExplainerLoader, max_batch_size: int = DEFAULT_MAX_EXPLAIN_BATCH):
         super().__init__()
         self._explainer = explainer
+        self._max_batch_size = max_batch_size
 
     def expand(self, assignments: beam.PCollection[dict]) -> beam.PCollection[dict]:
         options = assignments.pipeline.options
@@ -254,4 +289,6 @@ class DetectSegmentChanges(beam.PTransform):
             return keyed | "CompareWithLast" >> beam.ParDo(ChangesOfStreamFn(self._explainer))
         return (keyed
                 | "HistoryPerUser" >> beam.GroupByKey()
-                | "CompareConsecutive" >> beam.ParDo(ChangesOfHistoryFn(self._explainer)))
+                | "CompareConsecutive" >> beam.FlatMap(lambda kv: changes_of_history(kv[1]))
+                | "BatchChanges" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch_size)
+                | "ExplainChanges" >> beam.ParDo(ExplainChangesFn(self._explainer)))

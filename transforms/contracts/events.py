@@ -38,6 +38,18 @@ MAX_EVENT_ID_CHARS = 128
 MAX_USER_ID_CHARS = 256
 MAX_TEXT_CHARS = 1024  # any other free-text string field
 
+# Finite ranges of the numbers an event carries. Beyond them the event is dead-lettered
+# (`value_out_of_range`): one absurd amount summed into a profile must not make a feature
+# infinite and stop its customer from being scored.
+# `properties.value`, in the reporting currency (converted at the event day's rate; a
+# currency the rate table lacks is compared as written): the default of `--max_event_value`.
+DEFAULT_MAX_EVENT_VALUE = 1_000_000.0
+# The largest `--max_event_value` may be set to: a profile sums values, and 1e12 times any
+# count of events a profile can hold stays far inside a float.
+MAX_EVENT_VALUE_LIMIT = 1e12
+MAX_QUANTITY = 1_000_000  # `properties.quantity`, items on one line
+MAX_DURATION_S = 7 * 86_400.0  # `properties.duration_s` (after unit normalisation): a week
+
 # Top-level fields: name -> (JSON type, required).  "timestamp" is special-cased:
 # an RFC 3339 string with an offset, or integer epoch milliseconds.
 TOP_LEVEL_FIELDS: dict[str, tuple[str, bool]] = {

@@ -29,6 +29,7 @@ class ErrorCode(str, enum.Enum):
     BAD_TIMESTAMP = "bad_timestamp"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     NEGATIVE_VALUE = "negative_value"
+    VALUE_OUT_OF_RANGE = "value_out_of_range"  # a value, quantity or duration beyond the contract's finite range
     OVERSIZED = "oversized"
     INVALID_FIELD_VALUE = "invalid_field_value"
     CORRUPT_FILE = "corrupt_file"  # an unreadable stretch of an input file (a damaged or foreign Avro block)

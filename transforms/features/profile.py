@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Iterable, Optional
 
 from transforms.contracts.currency import DEFAULT_REPORTING_CURRENCY, RateTable, UnknownCurrency
-from transforms.contracts.events import CHANNELS, Event
+from transforms.contracts.events import CHANNELS, MAX_EVENT_VALUE_LIMIT, Event
 from transforms.contracts.feature_spec import FEATURE_VERSION, WINDOWS_DAYS
 from transforms.features.activity import (DAY_PARTS, FUNNEL_STAGES, US_PER_DAY, US_PER_SECOND, Activity,
                                           SessionSummary)
@@ -218,14 +218,19 @@ class ProfileRules:
 
     def money(self, event: Event) -> Optional[float]:
         """The event's value in the reporting currency (0 without a value); None when its
-        currency has no rate. A missing currency is the reporting currency."""
+        currency has no rate, or the amount is outside the contract's range. A missing
+        currency is the reporting currency."""
         if event.value is None:
             return 0.0
         try:
-            return self.rates.convert(event.value, event.currency or self.reporting_currency,
-                                      self.reporting_currency, event.timestamp_us)
+            amount = self.rates.convert(event.value, event.currency or self.reporting_currency,
+                                        self.reporting_currency, event.timestamp_us)
         except UnknownCurrency:
             return None
+        # The validator bounds values (`--max_event_value`); an amount beyond even the
+        # contract's ceiling (an event that skipped it) counts as unpriced, so that spend
+        # sums bounded amounts and stays finite whatever the events.
+        return amount if 0.0 <= amount <= MAX_EVENT_VALUE_LIMIT else None
 
     def add(self, profile: Profile, event: Event, check: bool = False) -> str:
         """Adds `event` to `profile`; returns an `Outcome`.

@@ -21,12 +21,16 @@ from typing import Any, Mapping, Optional
 
 import orjson
 
+from transforms.contracts.currency import DEFAULT_REPORTING_CURRENCY, RateTable, UnknownCurrency
 from transforms.contracts.events import (
     CHANNELS,
     CONSENT_FIELDS,
+    DEFAULT_MAX_EVENT_VALUE,
     DURATION_ALIASES,
     EVENT_TYPES,
+    MAX_DURATION_S,
     MAX_EVENT_ID_CHARS,
+    MAX_QUANTITY,
     MAX_TEXT_CHARS,
     MAX_USER_ID_CHARS,
     VALUE_REQUIRED_TYPES,
@@ -37,6 +41,8 @@ from transforms.contracts.outcomes import ErrorCode
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 _CHANNELS = frozenset(CHANNELS)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_ONE_US = dt.timedelta(microseconds=1)
+_ONE_MINUTE = dt.timedelta(minutes=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +58,10 @@ class ValidationConfig:
       suppression_list: the erasure list (a path, read where records are judged): a
         record that is not a valid event but names a suppressed user is filtered as
         suppressed instead of dead-lettered, since its payload would keep the raw id.
+      max_event_value: the largest `properties.value`, in `reporting_currency`.
+      rates: the exchange rates a value is converted with before that comparison (the
+        profiles' own table); None means the shipped table.
+      reporting_currency: the currency of `max_event_value`.
     """
 
     max_event_bytes: int = 16 * 1024
@@ -59,6 +69,9 @@ class ValidationConfig:
     max_age: dt.timedelta = dt.timedelta(days=3650)
     now_us: Optional[int] = None
     suppression_list: Optional[str] = None
+    max_event_value: float = DEFAULT_MAX_EVENT_VALUE
+    rates: Optional[RateTable] = dataclasses.field(default=None, compare=False, repr=False)
+    reporting_currency: str = DEFAULT_REPORTING_CURRENCY
 
     def __post_init__(self):
         if self.now_us is None:
@@ -72,6 +85,24 @@ class ValidationConfig:
     @functools.cached_property
     def latest_us(self) -> int:
         return self.now_us + _micros(self.max_future_skew)
+
+    @functools.cached_property
+    def rate_table(self) -> RateTable:
+        return self.rates if self.rates is not None else RateTable.load()
+
+    @functools.cached_property
+    def surely_in_range(self) -> dict[str, float]:
+        """Currency -> the largest value in it that is within `max_event_value` at any rate
+        of the table (its lowest rate against the reporting currency's highest): values
+        up to it need no conversion to be judged."""
+        table = self.rate_table.rates
+        reporting = table.get(self.reporting_currency)
+        if reporting is None:
+            return {}
+        highest = max(reporting[1])
+        limits = {currency: self.max_event_value * min(rates) / highest for currency, (_, rates) in table.items()}
+        limits[self.reporting_currency] = self.max_event_value
+        return limits
 
 
 class InvalidEvent(ValueError):
@@ -144,20 +175,38 @@ def validate_record(obj: Any, source: str, config: ValidationConfig) -> Event:
         currency = currency.upper()
         if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
             raise InvalidEvent(ErrorCode.INVALID_FIELD_VALUE, f"properties.currency {currency[:16]!r} is not ISO 4217")
+    if value is not None and value > config.surely_in_range.get(currency or config.reporting_currency, 0.0):
+        _check_value_range(value, currency, timestamp_us, config)
     quantity = props.get("quantity")
     if quantity is not None:
         if not isinstance(quantity, int) or isinstance(quantity, bool):
             raise InvalidEvent(ErrorCode.BAD_TYPE, f"properties.quantity is a {type(quantity).__name__}, not an integer")
         if quantity < 1:
             raise InvalidEvent(ErrorCode.INVALID_FIELD_VALUE, f"properties.quantity is {quantity}, must be >= 1")
+        if quantity > MAX_QUANTITY:
+            raise InvalidEvent(ErrorCode.VALUE_OUT_OF_RANGE,
+                               f"properties.quantity is {quantity}, the contract allows at most {MAX_QUANTITY:,}")
 
     consent = _object(obj, "consent")
-    consent_values = {}
-    for name in CONSENT_FIELDS:
-        flag = consent.get(name)
-        if flag is not None and not isinstance(flag, bool):
+    flags = [consent.get(name) for name in CONSENT_FIELDS]
+    for name, flag in zip(CONSENT_FIELDS, flags):
+        if flag is not None and type(flag) is not bool:
             raise InvalidEvent(ErrorCode.BAD_TYPE, f"consent.{name} is a {type(flag).__name__}, not a boolean")
-        consent_values[name] = flag
+    analytics, personalization = flags
+
+    # The optional strings, in the contract's order: most are absent or plain, and are
+    # taken inline; anything else goes through `_text` for its error.
+    texts = []
+    for container, name, label in _OPTIONAL_TEXTS:
+        text = (obj if container is None else props).get(name)
+        if text is not None and not (type(text) is str and 0 < len(text) <= MAX_TEXT_CHARS):
+            text = _text(obj if container is None else props, name, label=label)
+        texts.append(text)
+    session_id, device, product_id, category, page, search_query, campaign = texts
+    duration_s = _duration_s(props) if _HAS_DURATION.intersection(props) else None
+    order_id = props.get("order_id")
+    if order_id is not None and not (type(order_id) is str and 0 < len(order_id) <= MAX_TEXT_CHARS):
+        order_id = _text(props, "order_id", label="properties.order_id")
 
     # Event._make over a tuple in field order: a third of the cost of keyword arguments.
     return Event._make((
@@ -165,24 +214,37 @@ def validate_record(obj: Any, source: str, config: ValidationConfig) -> Event:
         user_id,
         event_type,
         timestamp_us,
-        _text(obj, "session_id"),
+        session_id,
         channel,
-        _text(obj, "device"),
-        _text(props, "product_id", label="properties.product_id"),
-        _text(props, "category", label="properties.category"),
+        device,
+        product_id,
+        category,
         value,
         currency,
         quantity,
-        _text(props, "page", label="properties.page"),
-        _text(props, "search_query", label="properties.search_query"),
-        _text(props, "campaign", label="properties.campaign"),
-        _duration_s(props),
-        consent_values["analytics"],
-        consent_values["personalization"],
-        _text(props, "order_id", label="properties.order_id"),
+        page,
+        search_query,
+        campaign,
+        duration_s,
+        analytics,
+        personalization,
+        order_id,
         utc_offset_min,
         source,
     ))
+
+
+# (None: the top level, else properties; name; label in error details), in Event's order.
+_OPTIONAL_TEXTS: tuple[tuple[Optional[str], str, Optional[str]], ...] = (
+    (None, "session_id", None),
+    (None, "device", None),
+    ("properties", "product_id", "properties.product_id"),
+    ("properties", "category", "properties.category"),
+    ("properties", "page", "properties.page"),
+    ("properties", "search_query", "properties.search_query"),
+    ("properties", "campaign", "properties.campaign"),
+)
+_HAS_DURATION = frozenset(("duration_s", *DURATION_ALIASES))
 
 
 def _text(obj: Mapping, name: str, *, required: bool = False, max_chars: int = MAX_TEXT_CHARS,
@@ -232,9 +294,28 @@ def _duration_s(props: Mapping) -> Optional[float]:
             if amount is not None:
                 seconds = amount * unit_s
                 break
-    if seconds is not None and seconds < 0:
-        raise InvalidEvent(ErrorCode.INVALID_FIELD_VALUE, f"duration is {seconds} s, must be >= 0")
+    if seconds is not None:
+        if seconds < 0:
+            raise InvalidEvent(ErrorCode.INVALID_FIELD_VALUE, f"duration is {seconds} s, must be >= 0")
+        if seconds > MAX_DURATION_S:
+            raise InvalidEvent(ErrorCode.VALUE_OUT_OF_RANGE,
+                               f"duration is {seconds:g} s, the contract allows at most {MAX_DURATION_S:g} s")
     return seconds
+
+
+def _check_value_range(value: float, currency: Optional[str], timestamp_us: int, config: ValidationConfig) -> None:
+    """`properties.value` must be at most `max_event_value` in the reporting currency (called
+    for the rare value above `surely_in_range`: nearly every value needs no conversion)."""
+    reporting = config.reporting_currency
+    try:
+        amount = config.rate_table.convert(value, currency or reporting, reporting, timestamp_us)
+    except UnknownCurrency:
+        amount = value  # never summed into spend (an unpriced line): bounded as written
+    if amount > config.max_event_value:
+        shown = f"{value:g} {currency}" if currency and currency != reporting else f"{value:g}"
+        raise InvalidEvent(ErrorCode.VALUE_OUT_OF_RANGE,
+                           f"properties.value {shown} is {amount:g} {reporting}, above the limit of "
+                           f"{config.max_event_value:g} {reporting} (--max_event_value)")
 
 
 def _timestamp_us(value: Any) -> tuple[int, Optional[int]]:
@@ -251,8 +332,8 @@ def _timestamp_us(value: Any) -> tuple[int, Optional[int]]:
         raise InvalidEvent(ErrorCode.BAD_TIMESTAMP, f"timestamp {value[:64]!r} is not RFC 3339") from None
     if parsed.tzinfo is None:
         raise InvalidEvent(ErrorCode.BAD_TIMESTAMP, f"timestamp {value[:64]!r} has no UTC offset")
-    offset = parsed.utcoffset()
-    return _micros(parsed - _EPOCH), (offset.days * 86_400 + offset.seconds) // 60
+    # timedelta // timedelta: exact integer arithmetic in C.
+    return (parsed - _EPOCH) // _ONE_US, parsed.utcoffset() // _ONE_MINUTE
 
 
 def _render_us(timestamp_us: int) -> str:

@@ -69,6 +69,13 @@ CASES = [
     ("invalid_empty_event_id", encode(record(event_id="")), ErrorCode.INVALID_FIELD_VALUE),
     ("invalid_long_user_id", encode(record(user_id="u" * 257)), ErrorCode.INVALID_FIELD_VALUE),
     ("invalid_negative_duration", encode(record(properties=props(duration_s=-1))), ErrorCode.INVALID_FIELD_VALUE),
+    ("value_1e308", encode(record(properties=props(value=1e308))), ErrorCode.VALUE_OUT_OF_RANGE),
+    ("value_above_limit_after_conversion", encode(record(properties=props(value=900_000, currency="GBP"))),
+     ErrorCode.VALUE_OUT_OF_RANGE),
+    ("value_unknown_currency_above_limit", encode(record(properties=props(value=2e6, currency="XYZ"))),
+     ErrorCode.VALUE_OUT_OF_RANGE),
+    ("quantity_above_limit", encode(record(properties=props(quantity=10**9))), ErrorCode.VALUE_OUT_OF_RANGE),
+    ("duration_above_a_week", encode(record(properties=props(duration_min=10**6))), ErrorCode.VALUE_OUT_OF_RANGE),
 ]
 
 
@@ -141,3 +148,28 @@ def test_every_field_lands_in_its_place():
     assert parse_event(encode(dict(raw, timestamp=1_793_523_600_500)), "f:7", CONFIG).utc_offset_min is None
     assert parse_event(encode(dict(raw, timestamp="2026-11-01T09:00:00.5Z")), "f:7", CONFIG).utc_offset_min == 0
     assert parse_event(encode(dict(raw, timestamp="2026-11-01T03:30:00.5-05:30")), "f:7", CONFIG).utc_offset_min == -330
+
+
+@pytest.mark.parametrize("value, currency", [(1_000_000, "EUR"), (1_100_000, "USD"), (0, None), (1e6, None)])
+def test_values_up_to_the_limit_in_the_reporting_currency_are_valid(value, currency):
+    # 1,100,000 USD is about 940,000 EUR at the shipped table's rate for November 2026.
+    event = parse_event(encode(record(properties=props(value=value, currency=currency))), "test:1", CONFIG)
+    assert event.value == value
+
+
+def test_the_value_limit_is_configurable_and_named_in_the_detail():
+    strict = ValidationConfig(max_event_bytes=2048, now_us=NOW_US, max_event_value=100.0)
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(encode(record(properties=props(value=100.5))), "test:1", strict)
+    assert caught.value.code is ErrorCode.VALUE_OUT_OF_RANGE
+    assert "100.5" in caught.value.detail and "--max_event_value" in caught.value.detail
+    assert parse_event(encode(record(properties=props(value=100.0))), "test:1", strict).value == 100.0
+
+
+def test_values_judged_without_conversion_are_within_the_limit_on_every_day_of_the_table():
+    table = CONFIG.rate_table
+    days = sorted({day for days, _ in table.rates.values() for day in days})
+    for currency, limit in CONFIG.surely_in_range.items():
+        for day in days + [days[0] - 400, days[-1] + 400]:
+            converted = table.convert(limit, currency, CONFIG.reporting_currency, day * 86_400_000_000)
+            assert converted <= CONFIG.max_event_value * (1 + 1e-12), (currency, day)
