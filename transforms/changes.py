@@ -289,6 +289,7 @@ class DetectSegmentChanges(beam.PTransform):
             return keyed | "CompareWithLast" >> beam.ParDo(ChangesOfStreamFn(self._explainer))
         return (keyed
                 | "HistoryPerUser" >> beam.GroupByKey()
-                | "CompareConsecutive" >> beam.FlatMap(lambda kv: changes_of_history(kv[1]))
+                | "CompareConsecutive" >> beam.FlatMap(lambda kv: changes_of_history(kv[1])).with_output_types(
+                    tuple[dict, DriverInputs])
                 | "BatchChanges" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch_size)
                 | "ExplainChanges" >> beam.ParDo(ExplainChangesFn(self._explainer)))
