@@ -90,8 +90,7 @@ def build_requirements(pyproject: pathlib.Path = PYPROJECT) -> list[str]:
 def compile_command(uv: str, out: pathlib.Path, extra: Optional[str], constraint: Optional[pathlib.Path],
                     build_in: pathlib.Path) -> list[str]:
     command = [uv, "pip", "compile", "--quiet", "--generate-hashes", "--python-version", PYTHON_VERSION,
-               "--custom-compile-command", COMPILE_COMMAND, "--upgrade", str(PYPROJECT)]
-    command.append(str(build_in))
+               "--custom-compile-command", COMPILE_COMMAND, "--upgrade", str(PYPROJECT), str(build_in)]
     if extra:
         command += ["--extra", extra]
     if constraint:
@@ -111,7 +110,7 @@ def compile_locks(uv: str, out_dir: pathlib.Path) -> None:
             subprocess.run(compile_command(uv, out_dir / f"{name}.txt", extra, constraint, build_in),
                            check=True, cwd=ROOT)
     for name, _extra in SETS:
-        # The header names the file it was written to; keep it the same wherever written.
+        # "# via -r <input>" names the build tools' input, a temporary file: give it a stable name.
         path = out_dir / f"{name}.txt"
         path.write_text(path.read_text(encoding="utf-8").replace(str(build_in), "build-system.in"),
                         encoding="utf-8")
